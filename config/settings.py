@@ -1,0 +1,192 @@
+"""Switchyard's settings: one frozen object read once from the environment.
+
+`load_settings(environ, overrides)` is the only place that reads configuration; every other
+module receives the `Settings` it was given. Environment variable names are the field names in
+upper case (`worker_concurrency` <- `WORKER_CONCURRENCY`); list-valued settings are comma
+separated. A bad value raises `SettingsError` naming the variable and what it accepts, so the
+process stops at start-up instead of misbehaving later. Settings are never logged: they hold
+tokens and keys.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import msgspec
+from msgspec import Meta
+
+
+class Role(StrEnum):
+    """The loops one process can run; any subset, any number of replicas of each."""
+
+    API = "api"
+    WORKER = "worker"
+    SCHEDULER = "scheduler"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+Port = Annotated[int, Meta(ge=1, le=65535)]
+PositiveInt = Annotated[int, Meta(ge=1)]
+Seconds = Annotated[float, Meta(gt=0)]
+
+
+class SettingsError(ValueError):
+    """A configuration value that start-up cannot accept; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything a Switchyard process is configured with. Defaults suit `switchyard run`."""
+
+    # Database: DATABASE_URL, else POSTGRES_* when POSTGRES_HOST is set, else embedded.
+    database_url: str | None = None
+    postgres_host: str | None = None
+    postgres_port: Port = 5432
+    postgres_user: str = "postgres"
+    postgres_password: str = "postgres"  # noqa: S105 - the seed's documented default
+    postgres_db: str = "mydb"
+    db_pool_min_size: Annotated[int, Meta(ge=0)] = 1
+    db_pool_max_size: PositiveInt = 10
+    data_dir: str = ".switchyard"
+
+    # Process
+    roles: frozenset[Role] = frozenset(Role)
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    log_level: LogLevel = LogLevel.INFO
+    log_format: LogFormat = LogFormat.JSON
+    shutdown_grace_seconds: Annotated[float, Meta(ge=0)] = 30.0
+
+    # Access and secrets
+    api_tokens: tuple[str, ...] = ()
+    encryption_keys: tuple[str, ...] = ()
+
+    # Object store for published workflow documents
+    object_store_url: str | None = None
+    s3_endpoint_url: str | None = None
+
+    # Worker and queue
+    worker_concurrency: Annotated[int, Meta(ge=1, le=1000)] = 8
+    job_poll_interval_seconds: Seconds = 1.0
+    job_lease_seconds: Seconds = 30.0
+    job_timeout_seconds: Seconds = 300.0
+
+    # Triggers, actions, guard rails, retention
+    database_trigger_tables: tuple[str, ...] = ()
+    http_allowed_hosts: tuple[str, ...] = ()
+    max_payload_bytes: PositiveInt = 1_048_576
+    retention_days: PositiveInt = 30
+
+    def __post_init__(self) -> None:
+        if self.database_url is not None and not re.match(
+            r"^postgres(ql)?://", self.database_url
+        ):
+            raise ValueError(
+                "DATABASE_URL: must start with postgresql:// (postgresql://user@host:5432/db)"
+            )
+        if self.object_store_url is not None and not re.match(
+            r"^(s3://[^/]+|file://.+)", self.object_store_url
+        ):
+            raise ValueError(
+                "OBJECT_STORE_URL: must be s3://bucket[/prefix] or file:///absolute/folder"
+            )
+        if not self.roles:
+            raise ValueError("ROLES: at least one of api, worker, scheduler is needed")
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        """True when neither DATABASE_URL nor POSTGRES_HOST is set (the zero-config default)."""
+        return self.database_url is None and self.postgres_host is None
+
+    @property
+    def external_database_dsn(self) -> str:
+        """The DSN of a configured (not embedded) PostgreSQL."""
+        if self.database_url is not None:
+            return self.database_url
+        user = quote(self.postgres_user, safe="")
+        password = quote(self.postgres_password, safe="")
+        return (
+            f"postgresql://{user}:{password}@{self.postgres_host}:{self.postgres_port}/"
+            f"{quote(self.postgres_db, safe='')}"
+        )
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+# Settings whose environment value is a comma-separated list.
+_LIST_FIELDS = frozenset(
+    name
+    for name, kind in zip(Settings.__struct_fields__, msgspec.structs.fields(Settings), strict=True)
+    if "tuple" in str(kind.type) or "frozenset" in str(kind.type)
+)
+# msgspec ends a message with the path of the field it refers to.
+_FIELD_PATH = re.compile(r"at `\$\.(\w+)")
+
+
+def load_settings(
+    environ: Mapping[str, str], overrides: Mapping[str, object] | None = None
+) -> Settings:
+    """Read settings from environment variables; `overrides` (CLI flags) win over them.
+
+    Raises:
+        SettingsError: a value is malformed; the message names the variable and the fix.
+    """
+    raw: dict[str, Any] = {}
+    for name in Settings.__struct_fields__:
+        value = environ.get(name.upper())
+        if value is None or value == "":
+            continue
+        raw[name] = _split_list(value) if name in _LIST_FIELDS else value
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as error:
+        raise SettingsError(_explain(str(error))) from None
+
+
+def _split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _explain(message: str) -> str:
+    """Turn msgspec's `... - at `$.port`` into a message naming the environment variable."""
+    match = _FIELD_PATH.search(message)
+    if match is None:
+        return message  # raised by Settings.__post_init__, which names the variable itself
+    field = match.group(1)
+    reason = message.split(" - at ")[0]
+    allowed = _allowed_values(field)
+    hint = f"; allowed: {allowed}" if allowed else ""
+    return f"{field.upper()}: {reason}{hint}"
+
+
+def _allowed_values(field: str) -> str:
+    choices: dict[str, type[StrEnum]] = {
+        "roles": Role,
+        "log_level": LogLevel,
+        "log_format": LogFormat,
+    }
+    enum = choices.get(field)
+    if enum is None:
+        return ""
+    listed = ", ".join(member.value for member in enum)
+    return f"comma-separated subset of {listed}" if field == "roles" else listed

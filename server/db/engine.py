@@ -1,0 +1,55 @@
+"""The process's one database pool: Piccolo's engine, pointed at the configured PostgreSQL.
+
+Piccolo resolves its engine through `config.piccolo_conf` for tables and migrations alike, so
+there is one engine object per process; `open_engine` points it at a DSN and owns its pool for
+the duration of a context. Raw asyncpg work (the queue) borrows connections from the same pool.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from piccolo.engine.postgres import PostgresEngine
+
+PICCOLO_CONF_MODULE = "config.piccolo_conf"
+CONNECT_TIMEOUT_SECONDS = 10.0
+COMMAND_TIMEOUT_SECONDS = 60.0
+
+
+def piccolo_engine() -> PostgresEngine:
+    """The engine Piccolo's tables and migrations use (`config.piccolo_conf.DB`)."""
+    # Piccolo's finder imports the module named here, also for `piccolo` CLI commands.
+    os.environ.setdefault("PICCOLO_CONF", PICCOLO_CONF_MODULE)
+    from config.piccolo_conf import DB
+
+    return DB
+
+
+@asynccontextmanager
+async def open_engine(
+    dsn: str, *, min_size: int = 1, max_size: int = 10
+) -> AsyncIterator[PostgresEngine]:
+    """Point the engine at `dsn`, open its pool, and close the pool on exit."""
+    engine = piccolo_engine()
+    engine.config = {
+        "dsn": dsn,
+        "timeout": CONNECT_TIMEOUT_SECONDS,
+        "command_timeout": COMMAND_TIMEOUT_SECONDS,
+        "server_settings": {"application_name": "switchyard"},
+    }
+    await engine.start_connection_pool(min_size=min_size, max_size=max_size)
+    try:
+        yield engine
+    finally:
+        await engine.close_connection_pool()
+
+
+def engine_pool(engine: PostgresEngine) -> asyncpg.Pool:
+    """The asyncpg pool behind an open engine."""
+    pool = engine.pool
+    if pool is None:
+        raise RuntimeError("the database engine has no open pool; use open_engine()")
+    return pool
