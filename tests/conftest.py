@@ -1,0 +1,61 @@
+"""Shared fixtures: a real PostgreSQL (embedded by default, DATABASE_URL when set) and
+per-test databases cloned from a migrated template."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from piccolo.engine.postgres import PostgresEngine
+
+from server.db.embedded import embedded_postgres
+from server.db.engine import open_engine
+from server.db.migrations import migrate
+from tests.databases import create_database, drop_database, dsn_for_database
+
+
+@pytest.fixture(scope="session")
+def admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A DSN with the right to create databases: DATABASE_URL, else an embedded server."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    data_dir = Path(tmp_path_factory.mktemp("embedded-pg"))
+    with embedded_postgres(data_dir) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+async def template_database(admin_dsn: str) -> AsyncIterator[str]:
+    name = await create_database(admin_dsn)
+    async with open_engine(dsn_for_database(admin_dsn, name)) as engine:
+        await migrate(engine)
+    # The pool is closed here: nothing may stay connected to a template while it is cloned.
+    yield name
+    await drop_database(admin_dsn, name)
+
+
+@pytest.fixture
+async def database_dsn(admin_dsn: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh, fully migrated database of its own for one test."""
+    name = await create_database(admin_dsn, template=template_database)
+    yield dsn_for_database(admin_dsn, name)
+    await drop_database(admin_dsn, name)
+
+
+@pytest.fixture
+async def empty_database_dsn(admin_dsn: str) -> AsyncIterator[str]:
+    """A database with no schema at all, for migration tests."""
+    name = await create_database(admin_dsn)
+    yield dsn_for_database(admin_dsn, name)
+    await drop_database(admin_dsn, name)
+
+
+@pytest.fixture
+async def engine(database_dsn: str) -> AsyncIterator[PostgresEngine]:
+    """Piccolo's engine with an open pool on this test's database."""
+    async with open_engine(database_dsn) as opened:
+        yield opened
