@@ -93,9 +93,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retention_days: PositiveInt = 30
 
     def __post_init__(self) -> None:
-        if self.database_url is not None and not re.match(
-            r"^postgres(ql)?://", self.database_url
-        ):
+        if self.database_url is not None and not re.match(r"^postgres(ql)?://", self.database_url):
             raise ValueError(
                 "DATABASE_URL: must start with postgresql:// (postgresql://user@host:5432/db)"
             )

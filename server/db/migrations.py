@@ -52,7 +52,9 @@ async def migrate(engine: PostgresEngine) -> list[str]:
     connection = await engine.get_new_connection()
     try:
         await connection.execute("SET lock_timeout = 0")
-        await connection.fetchval(TAKE_MIGRATION_LOCK, MIGRATION_LOCK_ID, timeout=LOCK_TIMEOUT_SECONDS)
+        await connection.fetchval(
+            TAKE_MIGRATION_LOCK, MIGRATION_LOCK_ID, timeout=LOCK_TIMEOUT_SECONDS
+        )
         try:
             before = await applied_migrations(connection)
             pending = sorted(known_migrations() - before)

@@ -261,3 +261,15 @@ TABLES: list[type[Table]] = [
     Tasks,
     Job,
 ]
+"""The 17 tables of DESIGN §2 (ApiToken, below, is created by a raw migration)."""
+
+
+class ApiToken(Table, tablename="api_token"):
+    """Bearer tokens made by `switchyard create-token`; only their SHA-256 is kept."""
+
+    id = UUID(primary_key=True)
+    name = Varchar(length=200, default="")
+    token_hash = Varchar(length=64, unique=True)
+    created_at = Timestamptz(default=TimestamptzNow())
+    last_used_at = Timestamptz(null=True, default=None)
+    revoked_at = Timestamptz(null=True, default=None)

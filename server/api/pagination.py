@@ -1,0 +1,59 @@
+"""Keyset pagination: `?limit=&cursor=` in, `{"items", "next_cursor"}` out.
+
+A cursor is an opaque, URL-safe token holding the sort key of the last item returned; the next
+page starts strictly after it, so pages stay stable while rows are added (no OFFSET).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from http import HTTPStatus
+from typing import Annotated, Generic, TypeVar
+
+import msgspec
+from litestar.params import Parameter
+
+from server.api.problems import problem
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description=f"page size, 1 to {MAX_LIMIT}")]
+Cursor = Annotated[
+    str | None, Parameter(description="`next_cursor` of the previous page", max_length=500)
+]
+
+
+class Page(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
+    items: list[T]
+    next_cursor: str | None
+
+
+def encode_cursor(values: list[str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, size: int) -> list[str] | None:
+    """The sort key in `cursor`, or None for the first page; a 400 problem if malformed."""
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        values = None
+    if (
+        not isinstance(values, list)
+        or len(values) != size
+        or not all(isinstance(v, str) for v in values)
+    ):
+        raise problem(
+            HTTPStatus.BAD_REQUEST,
+            "cursor is not valid; pass the next_cursor of a previous page, or omit it",
+            slug="invalid-cursor",
+        )
+    return values

@@ -1,0 +1,110 @@
+"""Every error answer is an RFC 9457 problem detail (`application/problem+json`).
+
+Domain errors (`server.errors`) carry no HTTP knowledge; this module maps each class to a
+status, title and `type`. Litestar's own errors (404, 405, 400 on a malformed body) are
+converted too, keeping their `extra` (the invalid fields). Anything unexpected becomes a 500
+problem with no internals in it, logged with its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+import asyncpg
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
+
+from server import errors
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_TYPE_BASE = "https://switchyard.dev/problems/"
+
+# Domain error class -> (status, type slug). Order matters: first match wins.
+DOMAIN_ERRORS: list[tuple[type[errors.AppError], HTTPStatus, str]] = [
+    (errors.NotFoundError, HTTPStatus.NOT_FOUND, "not-found"),
+    (errors.ConflictError, HTTPStatus.CONFLICT, "conflict"),
+    (errors.ValidationError, HTTPStatus.UNPROCESSABLE_ENTITY, "validation"),
+    (errors.UnavailableError, HTTPStatus.SERVICE_UNAVAILABLE, "unavailable"),
+    (errors.NotImplementedYetError, HTTPStatus.NOT_IMPLEMENTED, "not-implemented"),
+]
+
+
+def problem(
+    status: HTTPStatus,
+    detail: str,
+    *,
+    slug: str | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ProblemDetailsException:
+    """A problem detail with a stable `type`, the status phrase as title and a usable detail."""
+    return ProblemDetailsException(
+        status_code=status.value,
+        title=status.phrase,
+        detail=detail,
+        type_=PROBLEM_TYPE_BASE + (slug or status.phrase.lower().replace(" ", "-")),
+        extra=extra,
+        headers=headers,
+    )
+
+
+def _from_http_exception(error: HTTPException) -> ProblemDetailsException:
+    status = HTTPStatus(error.status_code)
+    extra = error.extra if isinstance(error.extra, dict) else None
+    if isinstance(error.extra, list):
+        extra = {"errors": error.extra}
+    return problem(status, str(error.detail), extra=extra, headers=error.headers)
+
+
+def _from_domain_error(error: errors.AppError) -> ProblemDetailsException:
+    for error_class, status, slug in DOMAIN_ERRORS:
+        if isinstance(error, error_class):
+            extra: dict[str, Any] | None = None
+            if isinstance(error, errors.ValidationError) and error.problems:
+                extra = {"errors": error.problems}
+            headers = {"Retry-After": "5"} if status is HTTPStatus.SERVICE_UNAVAILABLE else None
+            return problem(status, str(error), slug=slug, extra=extra, headers=headers)
+    return problem(HTTPStatus.BAD_REQUEST, str(error))
+
+
+def _from_data_error(error: asyncpg.DataError) -> ProblemDetailsException:
+    # PostgreSQL refused a value the API let through (a NUL byte in text, an out-of-range
+    # number): the client's input, so a 400, never a 500.
+    return problem(
+        HTTPStatus.BAD_REQUEST,
+        f"a value was refused by the database: {error.__class__.__name__}; "
+        "remove NUL characters and keep numbers within range",
+    )
+
+
+def unexpected_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    log.error("request_failed", path=request.url.path, method=request.method, exc_info=error)
+    return problem(
+        HTTPStatus.INTERNAL_SERVER_ERROR,
+        "the server failed to handle this request; it has been logged, retry later",
+    ).to_response(request)
+
+
+ProblemConverter = Callable[[Any], ProblemDetailsException]
+
+PLUGIN = ProblemDetailsPlugin(
+    ProblemDetailsConfig(
+        enable_for_all_http_exceptions=False,
+        exception_to_problem_detail_map={
+            HTTPException: _from_http_exception,
+            errors.AppError: _from_domain_error,
+            asyncpg.DataError: _from_data_error,
+        },
+    )
+)
+
+EXCEPTION_HANDLERS = {Exception: unexpected_error_handler}

@@ -1,0 +1,26 @@
+"""The `/api/v1` router: every controller of the API role, behind bearer-token auth."""
+
+from __future__ import annotations
+
+from litestar import Router
+from litestar.di import Provide
+
+from server.api.auth import require_api_token
+from server.api.deps import provide_engine, provide_settings
+from server.api.registry import RegistryController
+from server.api.workflows import WorkflowController
+
+API_PREFIX = "/api/v1"
+
+
+def api_router() -> Router:
+    return Router(
+        path=API_PREFIX,
+        guards=[require_api_token],
+        dependencies={
+            "engine": Provide(provide_engine, sync_to_thread=False),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+        },
+        route_handlers=[WorkflowController, RegistryController],
+        security=[{"BearerToken": []}],
+    )

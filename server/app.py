@@ -1,0 +1,131 @@
+"""The composition root: `create_app(settings)` builds the Litestar app and its lifespan.
+
+The lifespan opens, in order: the database (the embedded server when none is configured), the
+one engine pool, the schema (migrations under an advisory lock), the registries, then only the
+role loops that are enabled. An `AsyncExitStack` unwinds in reverse, so loops stop before the
+pool closes and the pool closes before the embedded server leaves. This is the only module that
+imports every role.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import structlog
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from config.settings import Role, Settings
+from server import health
+from server.actions.catalog import ACTIONS, CREDENTIAL_TYPES, TRIGGERS
+from server.api import problems
+from server.api.routes import api_router
+from server.crypto.tokens import hash_token
+from server.db import tokens
+from server.db.database import database_dsn
+from server.db.engine import open_engine
+from server.db.migrations import migrate
+from server.db.registry import seed_registries
+from server.scheduler import role as scheduler_role
+from server.supervision import CrashHandler
+
+log = structlog.get_logger(__name__)
+
+LOCAL_TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
+
+
+def _ignore_crash(name: str, error: BaseException) -> None:
+    """Default crash handler when no process owns the app (tests): the loop already logged."""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    on_crash: CrashHandler = _ignore_crash,
+    announce: Callable[[str], None] = lambda _: None,
+) -> Litestar:
+    """The app for `settings.roles`; `/api/v1` exists only with the api role.
+
+    Args:
+        on_crash: called when a role loop dies; the CLI turns it into a non-zero exit.
+        announce: receives lines meant for the person who started the process (the local
+            API token on the embedded default); never logged.
+    """
+    route_handlers: list[object] = [*health.ROUTES]
+    if Role.API in settings.roles:
+        route_handlers.append(api_router())
+    return Litestar(
+        route_handlers=route_handlers,  # type: ignore[arg-type]
+        lifespan=[partial(lifespan, settings=settings, on_crash=on_crash, announce=announce)],
+        plugins=[problems.PLUGIN],
+        exception_handlers=problems.EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(
+            title="Switchyard",
+            version="1",
+            path="/schema",
+            components=Components(
+                security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer")}
+            ),
+        ),
+        state=State({"settings": settings}),
+        logging_config=None,  # server.log configures logging once for the whole process
+        debug=False,
+    )
+
+
+@asynccontextmanager
+async def lifespan(
+    app: Litestar,
+    *,
+    settings: Settings,
+    on_crash: CrashHandler,
+    announce: Callable[[str], None],
+) -> AsyncIterator[None]:
+    async with AsyncExitStack() as stack:
+        dsn = stack.enter_context(database_dsn(settings))
+        engine = await stack.enter_async_context(
+            open_engine(dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size)
+        )
+        await migrate(engine)
+        await seed_registries(ACTIONS, CREDENTIAL_TYPES, TRIGGERS)
+        app.state.engine = engine
+        app.state.api_token_hashes = frozenset(hash_token(t) for t in settings.api_tokens)
+        if (
+            Role.API in settings.roles
+            and settings.uses_embedded_postgres
+            and not settings.api_tokens
+        ):
+            announce(f"API token: {await ensure_local_token(settings.data_path)}")
+        if Role.WORKER in settings.roles:
+            log.info("worker_role_enabled")
+        if Role.SCHEDULER in settings.roles:
+            await stack.enter_async_context(scheduler_role.running(settings, on_crash=on_crash))
+        log.info("switchyard_started", roles=sorted(settings.roles))
+        yield
+        log.info("switchyard_stopping")
+
+
+async def ensure_local_token(data_dir: Path) -> str:
+    """The embedded default's API token: made once, kept in `<data dir>/api-token` (0600).
+
+    Only for the zero-configuration local setup, where the person running `make run` owns the
+    data directory anyway; deployments set API_TOKENS or use `switchyard create-token`.
+    """
+    path = data_dir / LOCAL_TOKEN_FILE
+    if path.exists():
+        token = path.read_text().strip()
+        if not await tokens.is_live_token(hash_token(token)):
+            await tokens.store_token("local (make run)", token)
+        return token
+    token = await tokens.create_token("local (make run)")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+    log.info("local_api_token_created", path=str(path))
+    return token
