@@ -21,10 +21,9 @@ from types import FrameType
 import uvicorn
 
 from config.settings import Settings, SettingsError, load_settings
-from server.app import create_app
+from server.app import create_app, prepare_database
 from server.db.database import database_dsn
 from server.db.engine import open_engine
-from server.db.migrations import migrate
 from server.db.tokens import create_token
 from server.log import configure_logging
 
@@ -95,7 +94,7 @@ async def with_database(settings: Settings, command: Callable[[], Awaitable[int]
     """Run an operator command with the engine open on the configured (or embedded) database."""
     with database_dsn(settings) as dsn:
         async with open_engine(dsn, min_size=1, max_size=2) as engine:
-            await migrate(engine)
+            await prepare_database(engine)
             return await command()
 
 

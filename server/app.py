@@ -20,6 +20,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from piccolo.engine.postgres import PostgresEngine
 
 from config.settings import Role, Settings
 from server import health
@@ -92,8 +93,7 @@ async def lifespan(
         engine = await stack.enter_async_context(
             open_engine(dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size)
         )
-        await migrate(engine)
-        await seed_registries(ACTIONS, CREDENTIAL_TYPES, TRIGGERS)
+        await prepare_database(engine)
         app.state.engine = engine
         app.state.api_token_hashes = frozenset(hash_token(t) for t in settings.api_tokens)
         if (
@@ -109,6 +109,12 @@ async def lifespan(
         log.info("switchyard_started", roles=sorted(settings.roles))
         yield
         log.info("switchyard_stopping")
+
+
+async def prepare_database(engine: PostgresEngine) -> None:
+    """Bring the schema up to date (under the migration lock) and seed the registries."""
+    await migrate(engine)
+    await seed_registries(ACTIONS, CREDENTIAL_TYPES, TRIGGERS)
 
 
 async def ensure_local_token(data_dir: Path) -> str:

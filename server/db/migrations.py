@@ -15,6 +15,7 @@ from typing import Final
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 from piccolo.apps.migrations.commands.base import BaseMigrationManager
 from piccolo.apps.migrations.commands.forwards import run_forwards
 from piccolo.engine.postgres import PostgresEngine
@@ -22,6 +23,8 @@ from piccolo.engine.postgres import PostgresEngine
 from server.db.piccolo_app import APP_NAME, MIGRATIONS_FOLDER
 
 log = structlog.get_logger(__name__)
+
+Connection = asyncpg.Connection | PoolConnectionProxy  # a pooled connection or a dedicated one
 
 # An arbitrary constant shared by every Switchyard process: "sw-migrate" as an integer.
 MIGRATION_LOCK_ID: Final = 0x73772D6D696772
@@ -74,7 +77,7 @@ async def migrate(engine: PostgresEngine) -> list[str]:
         await connection.close()
 
 
-async def applied_migrations(connection: asyncpg.Connection) -> frozenset[str]:
+async def applied_migrations(connection: Connection) -> frozenset[str]:
     """Ids of the Switchyard migrations the database has run."""
     if not await connection.fetchval(MIGRATION_TABLE_EXISTS):
         return frozenset()
@@ -82,6 +85,6 @@ async def applied_migrations(connection: asyncpg.Connection) -> frozenset[str]:
     return frozenset(row["name"] for row in rows)
 
 
-async def pending_migrations(connection: asyncpg.Connection) -> frozenset[str]:
+async def pending_migrations(connection: Connection) -> frozenset[str]:
     """Migrations this build ships that the database has not run (empty: schema current)."""
     return known_migrations() - await applied_migrations(connection)

@@ -1,0 +1,91 @@
+"""The `switchyard` command as a process: roles, signals, concurrent migrations, embedded data."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+
+from server.db.migrations import known_migrations
+from tests.processes import environment, run_command, switchyard_run
+
+
+async def test_three_concurrent_migrate_commands_leave_one_correct_schema(
+    empty_database_dsn: str, tmp_path: Path
+) -> None:
+    env = environment(DATABASE_URL=empty_database_dsn)
+    results = await asyncio.gather(
+        *(
+            asyncio.to_thread(run_command, ["migrate", "--data-dir", str(tmp_path)], env)
+            for _ in range(3)
+        )
+    )
+    assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]
+    connection = await asyncpg.connect(empty_database_dsn)
+    try:
+        names = [r["name"] for r in await connection.fetch("SELECT name FROM migration")]
+        actions = await connection.fetchval("SELECT count(*) FROM workflow_action_registry")
+    finally:
+        await connection.close()
+    assert sorted(names) == sorted(known_migrations())  # each applied exactly once
+    assert actions > 0
+
+
+def test_worker_only_process_serves_health_not_the_api_and_stops_cleanly_on_sigterm(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    env = environment(DATABASE_URL=database_dsn, API_TOKENS="sy_t")
+    with switchyard_run(["--roles", "worker"], env, tmp_path) as server:
+        server.wait_ready()
+        assert server.get("/health").json()["roles"] == ["worker"]
+        headers = {"Authorization": "Bearer sy_t"}
+        assert server.get("/api/v1/workflows", headers=headers).status_code == 404
+        assert server.stop() == 0
+
+
+def test_api_process_answers_with_a_token_and_exits_zero_on_sigterm(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    env = environment(DATABASE_URL=database_dsn, API_TOKENS="sy_t")
+    with switchyard_run([], env, tmp_path) as server:
+        server.wait_ready()
+        response = server.get("/api/v1/workflows", headers={"Authorization": "Bearer sy_t"})
+        assert response.status_code == 200
+        assert server.stop() == 0
+        assert '"event": "switchyard_stopping"' in server.output()
+
+
+def test_embedded_default_prints_a_token_keeps_data_and_shares_the_data_directory(
+    tmp_path: Path,
+) -> None:
+    env = environment()
+    data_dir = tmp_path / "data"
+    with switchyard_run(["--roles", "api"], env, data_dir) as first:
+        first.wait_ready()
+        with switchyard_run(["--roles", "worker"], env, data_dir) as second:
+            second.wait_ready()  # a second process joins the same embedded server
+            assert second.stop() == 0
+        assert first.get("/ready").status_code == 200  # still served after the other left
+        assert first.stop() == 0
+        output = first.output()
+    token = next(line.split()[-1] for line in output.splitlines() if line.startswith("API token"))
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()  # the last holder stopped it
+    assert (data_dir / "api-token").stat().st_mode & 0o777 == 0o600
+    with switchyard_run(["--roles", "api"], env, data_dir) as again:
+        again.wait_ready()
+        headers = {"Authorization": f"Bearer {token}"}
+        assert again.get("/api/v1/workflows", headers=headers).status_code == 200
+        assert again.stop() == 0
+
+
+def test_a_bad_setting_stops_start_up_with_a_message_naming_it(tmp_path: Path) -> None:
+    result = run_command(["run", "--data-dir", str(tmp_path)], environment(PORT="http"))
+    assert result.returncode == 2
+    assert "PORT: Expected `int`" in result.stderr
+
+
+def test_commands_of_later_features_say_so(tmp_path: Path) -> None:
+    result = run_command(["rotate-keys", "--data-dir", str(tmp_path)], environment())
+    assert result.returncode == 2
+    assert "not available yet" in result.stderr
