@@ -1,0 +1,67 @@
+"""`/api/v1/workflows/{workflow_id}/variables`: a workflow's variables; secrets are write-only.
+
+Variables belong to the workflow, not to a version, so they can change after publishing.
+POST creates (201) or overwrites (200) one variable; a secret's value is never shown again
+(`value` null, `has_value` true), and posting a secret with a null value keeps the stored one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from http import HTTPStatus
+
+from litestar import Controller, Response, delete, get, post
+from litestar.openapi import ResponseSpec
+from litestar.status_codes import HTTP_204_NO_CONTENT
+
+from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
+from server.crypto.aead import Keyring
+from server.db.variables import (
+    VariableInput,
+    VariableView,
+    delete_variable,
+    list_variables,
+    set_variable,
+)
+
+
+class VariableController(Controller):
+    path = "/workflows/{workflow_id:uuid}/variables"
+    tags = ("variables",)
+
+    @get("/")
+    async def list(
+        self, workflow_id: uuid.UUID, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    ) -> Page[VariableView]:
+        """The workflow's variables by key; secret values are masked."""
+        key = decode_cursor(cursor, 1)
+        items = await list_variables(
+            workflow_id, limit=limit + 1, after_key=key[0] if key else None
+        )
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = encode_cursor([items[-1].key])
+        return Page(items=items, next_cursor=next_cursor)
+
+    @post(
+        "/",
+        status_code=HTTPStatus.CREATED,
+        responses={
+            HTTPStatus.OK: ResponseSpec(
+                data_container=VariableView, description="replaced a variable of the same key"
+            )
+        },
+    )
+    async def put(
+        self, workflow_id: uuid.UUID, data: VariableInput, keyring: Keyring
+    ) -> Response[VariableView]:
+        """Create or overwrite a variable; secrets are encrypted and never shown again."""
+        view, created = await set_variable(workflow_id, data, keyring)
+        status = HTTPStatus.CREATED if created else HTTPStatus.OK
+        return Response(view, status_code=status)
+
+    @delete("/{key:str}", status_code=HTTP_204_NO_CONTENT)
+    async def remove(self, workflow_id: uuid.UUID, key: str) -> None:
+        """Delete a variable."""
+        await delete_variable(workflow_id, key)
