@@ -33,6 +33,7 @@ from server.db.database import database_dsn
 from server.db.engine import open_engine
 from server.db.migrations import migrate
 from server.db.registry import seed_registries
+from server.keyring import load_keyring
 from server.scheduler import role as scheduler_role
 from server.supervision import CrashHandler
 
@@ -95,6 +96,7 @@ async def lifespan(
         )
         await prepare_database(engine)
         app.state.engine = engine
+        app.state.keyring = load_keyring(settings)
         app.state.api_token_hashes = frozenset(hash_token(t) for t in settings.api_tokens)
         if (
             Role.API in settings.roles

@@ -6,8 +6,11 @@ from litestar import Router
 from litestar.di import Provide
 
 from server.api.auth import require_api_token
+from server.api.credentials import CredentialController
 from server.api.deps import provide_engine, provide_settings
+from server.api.deps_secrets import provide_keyring
 from server.api.registry import RegistryController
+from server.api.variables import VariableController
 from server.api.workflows import WorkflowController
 
 API_PREFIX = "/api/v1"
@@ -20,7 +23,13 @@ def api_router() -> Router:
         dependencies={
             "engine": Provide(provide_engine, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
+            "keyring": Provide(provide_keyring, sync_to_thread=False),
         },
-        route_handlers=[WorkflowController, RegistryController],
+        route_handlers=[
+            WorkflowController,
+            RegistryController,
+            CredentialController,
+            VariableController,
+        ],
         security=[{"BearerToken": []}],
     )
