@@ -85,6 +85,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     job_poll_interval_seconds: Seconds = 1.0
     job_lease_seconds: Seconds = 30.0
     job_timeout_seconds: Seconds = 300.0
+    # Backoff of failed attempts: base * 2**(n-1) seconds, jittered, capped at the max.
+    job_retry_base_seconds: Seconds = 1.0
+    job_retry_max_seconds: Seconds = 600.0
+    # Wait before re-opening a lost LISTEN connection (polling covers the gap).
+    job_listener_reconnect_seconds: Seconds = 1.0
 
     # Triggers, actions, guard rails, retention
     database_trigger_tables: tuple[str, ...] = ()

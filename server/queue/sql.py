@@ -1,0 +1,262 @@
+"""Every SQL statement the queue runs, in one place, with what it locks and why.
+
+Conventions: `$n` parameters only (nothing is ever formatted into a statement); time is always
+the database's `now()`, so replicas with skewed clocks agree on leases and delays; batches are
+passed as parallel arrays and expanded with `unnest`, one round trip per batch. Every statement
+that changes a running job is fenced: it matches `lease_token` as well as `id`, so a worker
+whose lease expired and was taken over (paused, partitioned) changes nothing. Every statement
+that makes a job claimable notifies `switchyard_job` (delivered at commit, so a rolled-back
+enqueue wakes nobody); the payload is empty, so PostgreSQL folds the notifications of one
+transaction into one, and a wake-up means "look at the table", never "here is your job".
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+JOB_CHANNEL: Final = "switchyard_job"
+
+# Inserts one job in the caller's transaction. Takes no lock beyond the new row, except that
+# with a unique_key the partial unique index (live jobs only) serialises concurrent inserts of
+# the same key; the loser is skipped (no row returned) instead of failing the caller's work.
+# $4 NULL means now(); $5 is added, so both absolute and relative times use the db clock.
+ENQUEUE_JOB: Final = """
+WITH inserted AS (
+    INSERT INTO job (kind, payload, priority, run_at, max_attempts, unique_key)
+    VALUES ($1, $2::text::jsonb, $3, COALESCE($4::timestamptz, now()) + make_interval(secs => $5),
+            $6, $7)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('queued', 'running')
+    DO NOTHING
+    RETURNING id
+),
+-- One empty notification per statement; the LEFT JOIN below is what makes it run.
+wake AS (SELECT pg_notify('switchyard_job', '') FROM inserted LIMIT 1)
+SELECT inserted.id FROM inserted LEFT JOIN wake ON true
+"""
+
+# The batched form: one multi-row INSERT over parallel arrays (one round trip, one plan).
+# Same locking as ENQUEUE_JOB; duplicate unique keys, also within the batch, are skipped.
+ENQUEUE_JOBS: Final = """
+WITH inserted AS (
+    INSERT INTO job (kind, payload, priority, run_at, max_attempts, unique_key)
+    SELECT kind, payload::jsonb, priority, COALESCE(run_at, now()) + make_interval(secs => delay),
+           max_attempts, unique_key
+    FROM unnest($1::text[], $2::text[], $3::smallint[], $4::timestamptz[], $5::float8[],
+                $6::integer[], $7::text[])
+         AS new (kind, payload, priority, run_at, delay, max_attempts, unique_key)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('queued', 'running')
+    DO NOTHING
+    RETURNING id
+),
+wake AS (SELECT pg_notify('switchyard_job', '') FROM inserted LIMIT 1)
+SELECT inserted.id FROM inserted LEFT JOIN wake ON true
+"""
+
+# A worker's whole cycle in one statement (one round trip, one commit): finish the jobs whose
+# leases are in $4/$5 (maybe none) and claim up to $1 due jobs, most urgent first, for worker
+# $2 with a lease of $3 seconds.
+# `done` deletes the finished jobs, so they leave the hot table at once. It is fenced: only
+# rows whose lease_token is still ours match; the ids it returns come back with kind NULL, and
+# a lease missing from them was lost (rescued and maybe re-claimed): that run changed nothing.
+# `next` walks the partial claim index (priority DESC, run_at, id) of queued jobs and row-locks
+# what it returns; SKIP LOCKED passes over rows another claimer is locking right now, so
+# concurrent workers never wait for each other and never get the same row. It is a
+# MATERIALIZED CTE joined by id, not `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`, which
+# can be re-evaluated and claim more than n rows (PostgreSQL bug #15715).
+# `claimed` turns the locked rows into running jobs: the attempt is counted at claim time (so a
+# crash or a shutdown counts it too) and a fresh lease_token fences every later change.
+# Data-modifying CTEs always run to completion, whatever the final SELECT reads.
+CLAIM_JOBS: Final = """
+WITH done AS (
+    DELETE FROM job
+    USING unnest($4::bigint[], $5::uuid[]) AS held (id, lease_token)
+    WHERE job.id = held.id AND job.lease_token = held.lease_token AND job.state = 'running'
+    RETURNING job.id
+),
+next AS MATERIALIZED (
+    SELECT id
+    FROM job
+    WHERE state = 'queued' AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE job
+    SET state = 'running',
+        attempts = job.attempts + 1,
+        locked_by = $2,
+        locked_until = now() + make_interval(secs => $3),
+        lease_token = gen_random_uuid(),
+        updated_at = now()
+    FROM next
+    WHERE job.id = next.id
+    RETURNING job.id, job.kind, job.payload::text AS payload, job.priority, job.attempts,
+              job.max_attempts, job.lease_token, job.locked_until
+)
+SELECT id, kind, payload, priority, attempts, max_attempts, lease_token, locked_until
+FROM claimed
+UNION ALL
+SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM done
+"""
+
+# Session setting for the connection a worker claims and completes on: its commits return
+# before their WAL reaches disk (the WAL writer flushes it within a few milliseconds). Safe for
+# the claim cycle because the queue is at-least-once anyway: if the database crashes in that
+# window, a lost claim puts the job back in the queue (the worker's later changes are fenced
+# out) and a lost completion leaves a lease that expires and is rescued, so the job runs again;
+# nothing is lost. It saves a WAL flush per cycle (about a millisecond on an idle server,
+# most of the enqueue-to-start latency). Enqueues, handler transactions (step results and
+# successor jobs), retries and dead jobs keep the default, durable commit.
+RELAX_CLAIM_COMMITS: Final = "SET synchronous_commit = off"
+
+# How long until the next queued job is due (negative: overdue; NULL: none queued). Read-only, no row locks;
+# an idle worker sleeps that long (capped by the poll interval) instead of polling blindly.
+SECONDS_UNTIL_NEXT_JOB: Final = """
+SELECT EXTRACT(EPOCH FROM min(run_at) - now())::float8
+FROM job
+WHERE state = 'queued'
+"""
+
+# Heartbeat: pushes the lease of every job in the batch that is still ours to now() + $3 s.
+# Row-locks those rows for the instant of the update; rows whose token changed (rescued and
+# re-claimed) are not matched, and their absence from the result tells the worker it lost them.
+EXTEND_LEASES: Final = """
+UPDATE job
+SET locked_until = now() + make_interval(secs => $3), updated_at = now()
+FROM unnest($1::bigint[], $2::uuid[]) AS held (id, lease_token)
+WHERE job.id = held.id AND job.lease_token = held.lease_token AND job.state = 'running'
+RETURNING job.id
+"""
+
+# Completes one job inside the caller's transaction (a handler's result and its successor jobs
+# commit together with it). Row-locks the job until that transaction ends, so a rescuer cannot
+# re-queue it meanwhile; no row means the lease is no longer ours and the caller rolls back.
+COMPLETE_JOB: Final = """
+DELETE FROM job
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING id
+"""
+
+# Puts a failed attempt back in the queue $3 seconds from now, recording the error. Fenced.
+# The attempt was counted at claim time; the notification lets idle workers re-plan their sleep.
+RETRY_JOB: Final = """
+WITH retried AS (
+    UPDATE job
+    SET state = 'queued', run_at = now() + make_interval(secs => $3), last_error = $4,
+        locked_by = NULL, locked_until = NULL, lease_token = NULL, updated_at = now()
+    WHERE id = $1 AND lease_token = $2 AND state = 'running'
+    RETURNING id
+),
+wake AS (SELECT pg_notify('switchyard_job', '') FROM retried LIMIT 1)
+SELECT retried.id FROM retried LEFT JOIN wake ON true
+"""
+
+# Gives up on a running job: dead, kept with its error for an operator. Fenced.
+MARK_JOB_DEAD: Final = """
+UPDATE job
+SET state = 'dead', last_error = $3, locked_by = NULL, locked_until = NULL, lease_token = NULL,
+    updated_at = now()
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING id
+"""
+
+# Graceful shutdown: hands back jobs this worker still holds. The attempt stays counted (it
+# did start); a job that has used its last attempt becomes dead rather than looping forever.
+# Fenced per lease; notifies so another worker picks the jobs up at once.
+RELEASE_JOBS: Final = """
+WITH released AS (
+    UPDATE job
+    SET state = CASE WHEN job.attempts >= job.max_attempts THEN 'dead' ELSE 'queued' END,
+        run_at = now(), last_error = $3,
+        locked_by = NULL, locked_until = NULL, lease_token = NULL, updated_at = now()
+    FROM unnest($1::bigint[], $2::uuid[]) AS held (id, lease_token)
+    WHERE job.id = held.id AND job.lease_token = held.lease_token AND job.state = 'running'
+    RETURNING job.id, job.kind, job.state, job.attempts
+),
+wake AS (SELECT pg_notify('switchyard_job', '') FROM released WHERE state = 'queued' LIMIT 1)
+SELECT released.id, released.kind, released.state, released.attempts
+FROM released LEFT JOIN wake ON true
+"""
+
+# Any worker may sweep, one at a time: a transaction-scoped advisory lock (released at commit)
+# that the others fail to take and skip. Key: "swrescue" as an integer.
+RESCUE_LOCK_ID: Final = 0x7377726573637565
+TRY_RESCUE_LOCK: Final = "SELECT pg_try_advisory_xact_lock($1)"
+
+# Returns up to $1 jobs whose lease expired (their worker died or stopped heartbeating) to the
+# queue, attempt counted (dead if it was the last). Walks the lease index of running jobs; SKIP
+# LOCKED passes over a row whose worker is completing it right now: that worker still holds it.
+RESCUE_EXPIRED_JOBS: Final = """
+WITH expired AS MATERIALIZED (
+    SELECT id
+    FROM job
+    WHERE state = 'running' AND locked_until < now()
+    ORDER BY locked_until
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+),
+rescued AS (
+    UPDATE job
+    SET state = CASE WHEN job.attempts >= job.max_attempts THEN 'dead' ELSE 'queued' END,
+        run_at = now(),
+        last_error = 'lease expired: worker ' || coalesce(job.locked_by, '?')
+                     || ' stopped heartbeating during attempt ' || job.attempts,
+        locked_by = NULL, locked_until = NULL, lease_token = NULL, updated_at = now()
+    FROM expired
+    WHERE job.id = expired.id
+    RETURNING job.id, job.kind, job.state, job.attempts
+),
+wake AS (SELECT pg_notify('switchyard_job', '') FROM rescued WHERE state = 'queued' LIMIT 1)
+SELECT rescued.id, rescued.kind, rescued.state, rescued.attempts
+FROM rescued LEFT JOIN wake ON true
+"""
+
+_JOB_COLUMNS = """id, kind, payload::text AS payload, state, priority, run_at, attempts, max_attempts,
+       locked_by, locked_until, last_error, unique_key, created_at, updated_at"""
+
+# One job by id, for operators. No locks.
+GET_JOB: Final = f"SELECT {_JOB_COLUMNS} FROM job WHERE id = $1"  # noqa: S608 - a constant
+
+# Dead jobs, most recently dead first, keyset-paginated after ($2, $3) when given; served by
+# the partial index job_dead_idx (updated_at DESC, id). No locks.
+LIST_DEAD_JOBS: Final = f"""
+SELECT {_JOB_COLUMNS}
+FROM job
+WHERE state = 'dead'
+  AND ($2::timestamptz IS NULL OR updated_at < $2 OR (updated_at = $2 AND id > $3))
+ORDER BY updated_at DESC, id
+LIMIT $1
+"""  # noqa: S608 - only the constant column list is interpolated
+
+# Gives a dead job $2 more attempts and queues it now. Attempts are never reset (they are the
+# job's history); max_attempts grows instead. Row-locks the job for the update; the partial
+# unique index refuses it if a live job already holds its unique_key.
+REQUEUE_DEAD_JOB: Final = f"""
+WITH requeued AS (
+    UPDATE job
+    SET state = 'queued', run_at = now(), max_attempts = attempts + $2, updated_at = now()
+    WHERE id = $1 AND state = 'dead'
+    RETURNING {_JOB_COLUMNS}
+),
+wake AS (SELECT pg_notify('switchyard_job', '') FROM requeued LIMIT 1)
+SELECT requeued.* FROM requeued LEFT JOIN wake ON true
+"""  # noqa: S608 - only the constant column list is interpolated
+
+# Withdraws a job that has not started; a running one is left to finish (its handler decides).
+CANCEL_JOB: Final = """
+UPDATE job SET state = 'cancelled', updated_at = now()
+WHERE id = $1 AND state = 'queued'
+RETURNING id
+"""
+
+# Jobs per kind and state, and how long the oldest due queued job has waited. A sequential
+# scan of a table kept small by deleting finished jobs; no locks.
+QUEUE_DEPTH: Final = """
+SELECT kind, state, count(*) AS count,
+       EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now()))
+           ::float8 AS oldest_due_seconds
+FROM job
+GROUP BY kind, state
+ORDER BY kind, state
+"""

@@ -1,0 +1,110 @@
+"""What a job handler is and what it receives: `JobHandler` and `JobContext`.
+
+A handler is `async def handle(context: JobContext) -> None`, registered by job kind. Returning
+means success; the worker then completes the job (batched with its next claim). Raising
+`RetryableError(delay=...)` or `PermanentError` (from `server.queue.jobs`) chooses a retry or a
+dead job; any other exception counts as retryable. A handler that writes results and enqueues
+successors does it in `context.transaction()`: those writes, the successors and the job's
+completion commit together, fenced by the lease, or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from enum import StrEnum
+from typing import Final
+
+import asyncpg
+
+from server.queue.client import Connection, complete_job
+from server.queue.jobs import ClaimedJob, Lease, LeaseLostError, Payload
+
+ACQUIRE_TIMEOUT_SECONDS: Final = 10.0
+
+
+class JobPhase(StrEnum):
+    """Where a held job is: its handler runs, or its outcome is being written (settling).
+
+    The heartbeat takes a missing lease for a lost one only while the job is `running`: once
+    settling, the row legitimately changes or disappears.
+    """
+
+    RUNNING = "running"
+    SETTLING = "settling"
+    DONE = "done"
+
+
+class JobContext:
+    """One attempt of one job, as its handler sees it."""
+
+    def __init__(self, job: ClaimedJob, pool: asyncpg.Pool) -> None:
+        self.job = job
+        self._pool = pool
+        self.phase = JobPhase.RUNNING
+        self.completed = False
+        self.lease_lost = False
+
+    @property
+    def job_id(self) -> int:
+        return self.job.id
+
+    @property
+    def kind(self) -> str:
+        return self.job.kind
+
+    @property
+    def payload(self) -> Payload:
+        return self.job.payload
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number, from 1."""
+        return self.job.attempts
+
+    @property
+    def is_last_attempt(self) -> bool:
+        """True when a failure now makes the job dead (to take a workflow's error edge)."""
+        return self.job.attempts >= self.job.max_attempts
+
+    @property
+    def lease(self) -> Lease:
+        return self.job.lease
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection for reads and writes that need not commit with the job."""
+        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A transaction that also completes this job, atomically, when the block succeeds.
+
+        Write the step's result and `enqueue_job(connection, ...)` its successors inside it.
+        If the block raises, everything rolls back and the job stays ours to retry; if the
+        lease was lost meanwhile, `LeaseLostError` is raised and everything rolls back too, so
+        a worker that lost its job never commits a result for it. Use it once per attempt.
+        """
+        if self.completed:
+            raise RuntimeError(f"job {self.job.id} is already completed; use one transaction")
+        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
+            try:
+                async with connection.transaction():
+                    yield connection
+                    # From here until the commit the heartbeat must not take the row's
+                    # disappearance for a lost lease.
+                    self.phase = JobPhase.SETTLING
+                    await complete_job(connection, self.job.lease)
+            except LeaseLostError:
+                self.lease_lost = True
+                raise
+            except BaseException:
+                self.phase = JobPhase.RUNNING
+                raise
+        # Only here has the transaction committed.
+        self.completed = True
+        self.phase = JobPhase.DONE
+
+
+JobHandler = Callable[[JobContext], Awaitable[None]]

@@ -1,0 +1,98 @@
+"""Helpers shared by the queue and worker tests: polling with a deadline, fast settings, and
+a worker run against a test database.
+
+Tests never sleep to wait for work: `eventually` polls a condition until a deadline and fails
+with the condition's name when it is not met.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Final, TypeVar, overload
+
+import asyncpg
+
+from config.settings import Settings
+from server.worker.handlers import JobHandler
+from server.worker.role import Worker, running
+
+T = TypeVar("T")
+
+DEADLINE_SECONDS: Final = 10.0
+POLL_EVERY_SECONDS: Final = 0.01
+
+
+@overload
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, within: float = ..., what: str = ...
+) -> T: ...
+
+
+@overload
+async def eventually(
+    check: Callable[[], T | None], *, within: float = ..., what: str = ...
+) -> T: ...
+
+
+async def eventually(
+    check: Callable[[], object], *, within: float = DEADLINE_SECONDS, what: str = "condition"
+) -> object:
+    """Poll `check` until it returns something truthy (awaiting it if it is a coroutine
+    function); return that, or fail after `within` seconds naming `what`."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {within} s")
+        await asyncio.sleep(POLL_EVERY_SECONDS)
+
+
+def fast_settings(**overrides: object) -> Settings:
+    """Settings with short periods, so lease expiry, retries and polling happen in tests."""
+    values: dict[str, object] = {
+        "worker_concurrency": 4,
+        "job_poll_interval_seconds": 0.2,
+        "job_lease_seconds": 2.0,
+        "job_timeout_seconds": 5.0,
+        "job_retry_base_seconds": 0.01,
+        "job_retry_max_seconds": 0.05,
+        "job_listener_reconnect_seconds": 0.1,
+        "shutdown_grace_seconds": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+class CrashRecorder:
+    """An `on_crash` for tests: remembers crashed loops so a test can assert there were none."""
+
+    def __init__(self) -> None:
+        self.crashes: list[tuple[str, BaseException]] = []
+
+    def __call__(self, name: str, error: BaseException) -> None:
+        self.crashes.append((name, error))
+
+
+@asynccontextmanager
+async def worker_on(
+    dsn: str, handlers: Mapping[str, JobHandler], settings: Settings | None = None
+) -> AsyncIterator[Worker]:
+    """A worker with its own pool on `dsn`; fails the test if one of its loops crashed."""
+    crashes = CrashRecorder()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
+    try:
+        async with running(
+            pool, dsn, settings or fast_settings(), handlers, on_crash=crashes
+        ) as worker:
+            yield worker
+    finally:
+        await pool.close()
+    assert not crashes.crashes, f"worker loops crashed: {crashes.crashes}"
