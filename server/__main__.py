@@ -11,29 +11,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
+import msgspec
 import uvicorn
 
 from config.settings import Settings, SettingsError, load_settings
 from server.app import create_app, prepare_database
 from server.db.database import database_dsn
+from server.db.documents import load_document
 from server.db.engine import open_engine
+from server.db.publishing import import_workflow
+from server.db.rotation import rotate_keys_command
 from server.db.tokens import create_token
+from server.db.variables import variables_writer
+from server.db.versions import get_version, latest_version
+from server.engine.document import WorkflowDocument, encode_document
+from server.errors import AppError
+from server.keyring import load_keyring
 from server.log import configure_logging
+from server.storage.object_store import open_object_store
 
 EXIT_USAGE = 2
 EXIT_STARTUP_FAILED = 3
-LATER = {
-    "rotate-keys": "secret encryption (issue 3: design-time API, secrets)",
-    "import": "workflow import (issue 3: design-time API)",
-    "export": "workflow export (issue 3: design-time API)",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,20 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--roles", help="comma-separated subset of api,worker,scheduler")
     run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to listen on (default 8080)")
-    for name, text in [
-        ("migrate", "apply pending database migrations and exit"),
-        ("create-token", "create an API token, print it once"),
-        ("rotate-keys", "re-encrypt every secret under the primary key"),
-        ("import", "import a workflow document (JSON file)"),
-        ("export", "print a workflow as a document"),
-    ]:
-        sub = commands.add_parser(name, help=text)
-        if name == "create-token":
-            sub.add_argument("--name", default="cli", help="a label to recognise the token by")
-        if name == "import":
-            sub.add_argument("file")
-        if name == "export":
-            sub.add_argument("workflow_id")
+    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    token = commands.add_parser("create-token", help="create an API token, print it once")
+    token.add_argument("--name", default="cli", help="a label to recognise the token by")
+    commands.add_parser("rotate-keys", help="re-encrypt every secret under the primary key")
+    importing = commands.add_parser("import", help="import a workflow document (JSON file)")
+    importing.add_argument("file", help="path of the document, or - for standard input")
+    importing.add_argument("--publish", action="store_true", help="publish it as version 1")
+    exporting = commands.add_parser("export", help="print a workflow as a document")
+    exporting.add_argument("workflow_id", type=uuid.UUID)
+    exporting.add_argument("--version", type=int, help="a version number (default: latest)")
     for sub in commands.choices.values():
         sub.add_argument("--data-dir", help="data directory for the embedded defaults")
     return parser
@@ -76,18 +80,25 @@ def main(argv: list[str] | None = None) -> None:
         print(f"switchyard: configuration error: {error}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     configure_logging(settings.log_level, settings.log_format)
-    if args.command in LATER:
-        print(
-            f"switchyard {args.command}: not available yet; it comes with {LATER[args.command]}",
-            file=sys.stderr,
-        )
-        sys.exit(EXIT_USAGE)
     if args.command == "run":
         sys.exit(asyncio.run(serve(settings)))
-    if args.command == "migrate":
-        sys.exit(asyncio.run(with_database(settings, run_migrations)))
-    if args.command == "create-token":
-        sys.exit(asyncio.run(with_database(settings, partial_create_token(args.name))))
+    if args.command == "rotate-keys":
+        sys.exit(asyncio.run(rotate_keys_command(settings)))
+    if args.command == "import":  # read and check the file before touching the database
+        document = read_document(args.file)
+    commands: dict[str, Callable[[], Awaitable[int]]] = {
+        "migrate": run_migrations,
+        "create-token": lambda: print_new_token(args.name),
+        "import": lambda: import_document(document, args.publish, settings),
+        "export": lambda: export_workflow(args.workflow_id, args.version),
+    }
+    try:
+        sys.exit(asyncio.run(with_database(settings, commands[args.command])))
+    except AppError as error:
+        print(f"switchyard {args.command}: {error}", file=sys.stderr)
+        for problem in getattr(error, "problems", []):
+            print(f"  {problem.get('field')}: {problem.get('message')}", file=sys.stderr)
+        sys.exit(1)
 
 
 async def with_database(settings: Settings, command: Callable[[], Awaitable[int]]) -> int:
@@ -103,14 +114,48 @@ async def run_migrations() -> int:
     return 0
 
 
-def partial_create_token(name: str) -> Callable[[], Awaitable[int]]:
-    async def command() -> int:
-        token = await create_token(name)
-        print(token)
-        print("store it now: it is not shown again", file=sys.stderr)
-        return 0
+async def print_new_token(name: str) -> int:
+    print(await create_token(name))
+    print("store it now: it is not shown again", file=sys.stderr)
+    return 0
 
-    return command
+
+def read_document(path: str) -> WorkflowDocument:
+    """The workflow document in a file (or standard input); exits 2 when it is not one."""
+    raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    try:
+        return msgspec.json.decode(raw, type=WorkflowDocument)
+    except msgspec.DecodeError as error:
+        print(f"switchyard import: {path} is not a workflow document: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+async def import_document(document: WorkflowDocument, publish: bool, settings: Settings) -> int:
+    """`switchyard import FILE`: the same as POST /api/v1/workflows/import."""
+    async with open_object_store(settings) as store:
+        version = await import_workflow(
+            document,
+            publish=publish,
+            store=store,
+            write_variables=variables_writer(load_keyring(settings)),
+        )
+    result = {
+        "id": str(version.workflow_id),
+        "version_num": version.version_num,
+        "published": publish,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+async def export_workflow(workflow_id: uuid.UUID, version_num: int | None) -> int:
+    """`switchyard export ID`: the same document as GET /api/v1/workflows/{id}/export."""
+    if version_num is None:
+        version = await latest_version(workflow_id)
+    else:
+        version = await get_version(workflow_id, version_num)
+    print(encode_document(await load_document(version)).decode())
+    return 0
 
 
 class _Server(uvicorn.Server):

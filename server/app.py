@@ -35,6 +35,7 @@ from server.db.migrations import migrate
 from server.db.registry import seed_registries
 from server.keyring import load_keyring
 from server.scheduler import role as scheduler_role
+from server.storage.object_store import open_object_store
 from server.supervision import CrashHandler
 
 log = structlog.get_logger(__name__)
@@ -98,6 +99,8 @@ async def lifespan(
         app.state.engine = engine
         app.state.keyring = load_keyring(settings)
         app.state.api_token_hashes = frozenset(hash_token(t) for t in settings.api_tokens)
+        if Role.API in settings.roles:
+            app.state.object_store = await stack.enter_async_context(open_object_store(settings))
         if (
             Role.API in settings.roles
             and settings.uses_embedded_postgres

@@ -15,6 +15,10 @@ class ConflictError(AppError):
     """The request contradicts the current state (an edit of a published version)."""
 
 
+class PreconditionFailedError(AppError):
+    """A conditional request's precondition (If-Match) no longer holds."""
+
+
 class ValidationError(AppError, ValueError):
     """Input is well-formed but not acceptable; `problems` lists each one with its location."""
 

@@ -13,7 +13,7 @@ from http import HTTPStatus
 from typing import Annotated, Generic, TypeVar
 
 import msgspec
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from server.api.problems import problem
 
@@ -22,9 +22,11 @@ T = TypeVar("T")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
-Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description=f"page size, 1 to {MAX_LIMIT}")]
+Limit = Annotated[
+    int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"page size, 1 to {MAX_LIMIT}")
+]
 Cursor = Annotated[
-    str | None, Parameter(description="`next_cursor` of the previous page", max_length=500)
+    str | None, QueryParameter(description="`next_cursor` of the previous page", max_length=500)
 ]
 
 
@@ -51,9 +53,13 @@ def decode_cursor(cursor: str | None, size: int) -> list[str] | None:
         or len(values) != size
         or not all(isinstance(v, str) for v in values)
     ):
-        raise problem(
-            HTTPStatus.BAD_REQUEST,
-            "cursor is not valid; pass the next_cursor of a previous page, or omit it",
-            slug="invalid-cursor",
-        )
+        raise invalid_cursor()
     return values
+
+
+def invalid_cursor() -> Exception:
+    return problem(
+        HTTPStatus.BAD_REQUEST,
+        "cursor is not valid; pass the next_cursor of a previous page, or omit it",
+        slug="invalid-cursor",
+    )

@@ -32,6 +32,7 @@ PROBLEM_TYPE_BASE = "https://switchyard.dev/problems/"
 DOMAIN_ERRORS: list[tuple[type[errors.AppError], HTTPStatus, str]] = [
     (errors.NotFoundError, HTTPStatus.NOT_FOUND, "not-found"),
     (errors.ConflictError, HTTPStatus.CONFLICT, "conflict"),
+    (errors.PreconditionFailedError, HTTPStatus.PRECONDITION_FAILED, "precondition-failed"),
     (errors.ValidationError, HTTPStatus.UNPROCESSABLE_ENTITY, "validation"),
     (errors.UnavailableError, HTTPStatus.SERVICE_UNAVAILABLE, "unavailable"),
     (errors.NotImplementedYetError, HTTPStatus.NOT_IMPLEMENTED, "not-implemented"),

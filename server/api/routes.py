@@ -9,8 +9,11 @@ from server.api.auth import require_api_token
 from server.api.credentials import CredentialController
 from server.api.deps import provide_engine, provide_settings
 from server.api.deps_secrets import provide_keyring
+from server.api.drafts import DraftController
 from server.api.registry import RegistryController
+from server.api.subscriptions import SubscriptionController
 from server.api.variables import VariableController
+from server.api.versions import VersionController
 from server.api.workflows import WorkflowController
 
 API_PREFIX = "/api/v1"
@@ -27,6 +30,9 @@ def api_router() -> Router:
         },
         route_handlers=[
             WorkflowController,
+            VersionController,
+            DraftController,
+            SubscriptionController,
             RegistryController,
             CredentialController,
             VariableController,

@@ -1,16 +1,61 @@
-"""`/api/v1/workflows`: workflow definitions."""
+"""`/api/v1/workflows`: definitions, and whole workflows as documents (import / export)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from http import HTTPStatus
+from typing import Annotated, Any
 
-from litestar import Controller, get
+import msgspec
+from litestar import Controller, Response, delete, get, patch, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
-from server.api.problems import problem
-from server.db.workflows import WorkflowSummary, list_workflows
+from server.api.pagination import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Limit,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    invalid_cursor,
+)
+from server.db import workflows
+from server.db.documents import load_document
+from server.db.publishing import import_workflow
+from server.db.variables import variables_writer
+from server.db.versions import get_version, latest_version
+from server.db.workflows import WorkflowSummary
+from server.engine.document import Category, Description, Name, Tag, WorkflowDocument
+
+
+class WorkflowCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: Name
+    description: Description = ""
+    category: Category = ""
+    tags: list[Tag] = msgspec.field(default_factory=list)
+    is_active: bool = True
+
+
+class WorkflowChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Fields to change; omitted ones stay as they are."""
+
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    description: Description | msgspec.UnsetType = msgspec.UNSET
+    category: Category | msgspec.UnsetType = msgspec.UNSET
+    tags: list[Tag] | msgspec.UnsetType = msgspec.UNSET
+    is_active: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class ImportResult(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    version_num: int
+    published: bool
+
+
+def _with_etag(workflow: WorkflowSummary, status_code: int = 200) -> Response[WorkflowSummary]:
+    return Response(workflow, status_code=status_code, headers={"ETag": workflow.etag})
 
 
 class WorkflowController(Controller):
@@ -18,23 +63,84 @@ class WorkflowController(Controller):
     tags = ("workflows",)
 
     @get("/")
-    async def list(
-        self, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    async def list_workflows(
+        self,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+        category: FromQuery[str | None] = None,
+        tag: FromQuery[str | None] = None,
+        is_active: FromQuery[bool | None] = None,
     ) -> Page[WorkflowSummary]:
-        """Workflow definitions, oldest first."""
+        """Workflow definitions, oldest first; filter by category, tag or is_active."""
         key = decode_cursor(cursor, 2)
         after = None
         if key is not None:
             try:
                 after = (dt.datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
             except ValueError:
-                raise problem(
-                    HTTPStatus.BAD_REQUEST, "cursor is not valid; omit it to start again"
-                ) from None
-        items = await list_workflows(limit=limit + 1, after=after)
+                raise invalid_cursor() from None
+        items = await workflows.list_workflows(
+            limit=limit + 1, after=after, category=category, tag=tag, is_active=is_active
+        )
         next_cursor = None
         if len(items) > limit:
             items = items[:limit]
-            last = items[-1]
-            next_cursor = encode_cursor([last.created_at.isoformat(), str(last.id)])
+            next_cursor = encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)])
         return Page(items=items, next_cursor=next_cursor)
+
+    @post("/", status_code=HTTP_201_CREATED)
+    async def create_workflow(self, data: JSONBody[WorkflowCreate]) -> Response[WorkflowSummary]:
+        """A new, empty definition; add a version with POST /workflows/{id}/versions."""
+        workflow = await workflows.create_workflow(**msgspec.structs.asdict(data))
+        return _with_etag(workflow, HTTP_201_CREATED)
+
+    @get("/{workflow_id:uuid}")
+    async def get_workflow(self, workflow_id: FromPath[uuid.UUID]) -> Response[WorkflowSummary]:
+        return _with_etag(await workflows.get_workflow(workflow_id))
+
+    @patch("/{workflow_id:uuid}")
+    async def update_workflow(
+        self,
+        workflow_id: FromPath[uuid.UUID],
+        data: JSONBody[WorkflowChange],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+    ) -> Response[WorkflowSummary]:
+        """Change fields of a definition; send If-Match with its ETag to avoid lost updates."""
+        changes: dict[str, Any] = {
+            name: value
+            for name in data.__struct_fields__
+            if (value := getattr(data, name)) is not msgspec.UNSET
+        }
+        return _with_etag(await workflows.update_workflow(workflow_id, changes, if_match=if_match))
+
+    @delete("/{workflow_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    async def delete_workflow(self, workflow_id: FromPath[uuid.UUID]) -> None:
+        """Delete the workflow with its versions, variables, subscriptions and executions."""
+        await workflows.delete_workflow(workflow_id)
+
+    @post("/import", status_code=HTTP_201_CREATED)
+    async def import_document(
+        self, data: JSONBody[WorkflowDocument], state: State, publish: FromQuery[bool] = False
+    ) -> ImportResult:
+        """Create a whole workflow from one document, all or nothing; `publish=true` publishes
+        it as version 1 (validated, snapshot to the object store)."""
+        version = await import_workflow(
+            data,
+            publish=publish,
+            store=state.object_store,
+            write_variables=variables_writer(state.keyring),
+        )
+        return ImportResult(
+            id=version.workflow_id, version_num=version.version_num, published=publish
+        )
+
+    @get("/{workflow_id:uuid}/export")
+    async def export_document(
+        self, workflow_id: FromPath[uuid.UUID], version: FromQuery[int | None] = None
+    ) -> WorkflowDocument:
+        """The latest version (or `?version=n`) as a document; secret values read as null."""
+        if version is None:
+            chosen = await latest_version(workflow_id)
+        else:
+            chosen = await get_version(workflow_id, version)
+        return await load_document(chosen)

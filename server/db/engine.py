@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 from piccolo.engine.postgres import PostgresEngine
@@ -53,3 +54,11 @@ def engine_pool(engine: PostgresEngine) -> asyncpg.Pool:
     if pool is None:
         raise RuntimeError("the database engine has no open pool; use open_engine()")
     return pool
+
+
+def transaction() -> Any:
+    """A Piccolo transaction on the process's engine; Piccolo queries inside it join it.
+
+    `async with transaction() as tx:` then `tx.connection` for raw asyncpg (queue) calls.
+    """
+    return piccolo_engine().transaction()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from server.actions.catalog import ActionSpec, CredentialTypeSpec, TriggerSpec
@@ -118,3 +120,15 @@ async def list_credential_types() -> list[CredentialTypeEntry]:
         .run()
     )
     return [msgspec.convert(row, CredentialTypeEntry) for row in rows]
+
+
+async def action_schemas() -> dict[str, dict[str, Any]]:
+    """Known action keys and the JSON schema of their cfg, for graph validation."""
+    rows = await (
+        WorkflowActionRegistry.select(
+            WorkflowActionRegistry.action_key, WorkflowActionRegistry.cfg_schema
+        )
+        .output(load_json=True)
+        .run()
+    )
+    return {row["action_key"]: row["cfg_schema"] for row in rows}

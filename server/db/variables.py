@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Protocol
 
 import msgspec
@@ -283,3 +283,14 @@ def _select_stored() -> Select[WorkflowVariable]:
         table.id, table.key, table.value, table.secret, table.key_id, table.ciphertext,
         table.created_at, table.updated_at,
     ).output(load_json=True)  # fmt: skip
+
+
+def variables_writer(
+    keyring: Keyring,
+) -> Callable[[uuid.UUID, Sequence[VariableFields]], Awaitable[None]]:
+    """`replace_variables` bound to a keyring, as workflow import takes it."""
+
+    async def write(workflow_id: uuid.UUID, variables: Sequence[VariableFields]) -> None:
+        await replace_variables(workflow_id, variables, keyring)
+
+    return write

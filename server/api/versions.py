@@ -1,0 +1,88 @@
+"""`/api/v1/workflows/{id}/versions`: drafts, their validation, and publishing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from server.api.pagination import Page
+from server.db import versions
+from server.db.documents import load_document
+from server.db.publishing import publish_version
+from server.db.registry import action_schemas
+from server.db.versions import EdgeRecord, StepRecord, VersionSummary
+from server.engine.graph import Problem, validate_document
+
+
+class DraftCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    from_latest: bool = True
+    """Start from a copy of the latest version's steps and edges (else empty)."""
+
+
+class VersionView(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    workflow_id: uuid.UUID
+    version_num: int
+    status: str
+    s3_key: str | None
+    created_at: dt.datetime
+    published_at: dt.datetime | None
+    steps: list[StepRecord]
+    edges: list[EdgeRecord]
+
+
+class ValidationReport(msgspec.Struct, frozen=True, kw_only=True):
+    valid: bool
+    errors: list[Problem]
+
+
+async def _view(version: VersionSummary) -> VersionView:
+    detail = await versions.version_detail(version)
+    return VersionView(**msgspec.structs.asdict(version), steps=detail.steps, edges=detail.edges)
+
+
+class VersionController(Controller):
+    path = "/workflows/{workflow_id:uuid}/versions"
+    tags = ("versions",)
+
+    @get("/")
+    async def list_versions(self, workflow_id: FromPath[uuid.UUID]) -> Page[VersionSummary]:
+        """Every version of the workflow, oldest first (a workflow has few)."""
+        return Page(items=await versions.list_versions(workflow_id), next_cursor=None)
+
+    @post("/", status_code=HTTP_201_CREATED)
+    async def create_draft(
+        self, workflow_id: FromPath[uuid.UUID], data: JSONBody[DraftCreate | None] = None
+    ) -> VersionView:
+        """A new draft after the latest version: a copy of it (default) or empty."""
+        copy_latest = True if data is None else data.from_latest
+        return await _view(await versions.create_draft(workflow_id, copy_latest=copy_latest))
+
+    @get("/{version_num:int}")
+    async def get_version(
+        self, workflow_id: FromPath[uuid.UUID], version_num: FromPath[int]
+    ) -> VersionView:
+        return await _view(await versions.get_version(workflow_id, version_num))
+
+    @get("/{version_num:int}/validation")
+    async def validate_version(
+        self, workflow_id: FromPath[uuid.UUID], version_num: FromPath[int]
+    ) -> ValidationReport:
+        """Every problem that would stop this version from being published, without publishing."""
+        document = await load_document(await versions.get_version(workflow_id, version_num))
+        problems = validate_document(document, await action_schemas())
+        return ValidationReport(valid=not problems, errors=problems)
+
+    @post("/{version_num:int}/publish", status_code=HTTP_200_OK)
+    async def publish(
+        self, workflow_id: FromPath[uuid.UUID], version_num: FromPath[int], state: State
+    ) -> VersionView:
+        """Validate, snapshot to the object store and freeze the draft; new executions use it."""
+        version = await publish_version(workflow_id, version_num, store=state.object_store)
+        return await _view(version)

@@ -1,0 +1,99 @@
+"""Publishing: validate a draft, snapshot it to the object store, then freeze it.
+
+The object is written before the row that points to it, so no row ever names a missing
+object; the upload happens outside any transaction (no network call holds locks). A failed
+upload leaves the version a draft (the caller answers 503, retryable). The freeze re-reads the
+draft under its row lock and refuses if it changed while the snapshot was being written, so
+the stored document is exactly the published version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from server.db.documents import VariablesWriter, insert_document, load_document, object_key
+from server.db.engine import transaction
+from server.db.registry import action_schemas
+from server.db.tables import WorkflowVersion
+from server.db.versions import PUBLISHED, VersionSummary, get_version, lock_draft
+from server.engine.document import WorkflowDocument, encode_document, masked, normalized
+from server.engine.graph import validate_document
+from server.errors import ConflictError, ValidationError
+from server.storage.object_store import ObjectStore
+
+
+def require_valid(document: WorkflowDocument, action_schemas: Mapping[str, dict[str, Any]]) -> None:
+    """Raise a ValidationError listing every problem of `document`, if it has any."""
+    problems = validate_document(document, action_schemas)
+    if problems:
+        raise ValidationError(
+            f"the workflow has {len(problems)} problem(s); fix each one listed in errors",
+            [msgspec.structs.asdict(problem) for problem in problems],
+        )
+
+
+async def publish_version(
+    workflow_id: uuid.UUID,
+    version_num: int,
+    *,
+    store: ObjectStore,
+) -> VersionSummary:
+    """Validate, snapshot and freeze a draft; it becomes the version new executions use."""
+    version = await get_version(workflow_id, version_num)
+    if version.status == PUBLISHED:
+        raise ConflictError(
+            f"version {version_num} of workflow {workflow_id} is already published; "
+            f"create a new draft with POST /api/v1/workflows/{workflow_id}/versions"
+        )
+    document = await load_document(version)
+    require_valid(document, await action_schemas())
+    key = object_key(workflow_id, version_num)
+    await store.put(key, encode_document(masked(document)))
+    async with transaction():
+        locked = await lock_draft(workflow_id, version_num)
+        if await load_document(locked) != document:
+            raise ConflictError(
+                f"version {version_num} changed while it was being published; publish it again"
+            )
+        await (
+            WorkflowVersion.update(
+                {
+                    WorkflowVersion.status: PUBLISHED,
+                    WorkflowVersion.s3_key: key,
+                    WorkflowVersion.published_at: dt.datetime.now(dt.UTC),
+                }
+            )
+            .where(WorkflowVersion.id == locked.id)
+            .run()
+        )
+    return await get_version(workflow_id, version_num)
+
+
+async def import_workflow(
+    document: WorkflowDocument,
+    *,
+    publish: bool,
+    store: ObjectStore,
+    write_variables: VariablesWriter,
+) -> VersionSummary:
+    """Create a whole workflow from `document` in one transaction, all or nothing.
+
+    The document is validated first (every problem at once). With `publish`, its snapshot is
+    written to the object store before the transaction that creates the rows pointing to it.
+    """
+    document = normalized(document)
+    require_valid(document, await action_schemas())
+    workflow_id = uuid.uuid4()
+    key = None
+    if publish:
+        key = object_key(workflow_id, 1)
+        await store.put(key, encode_document(masked(document)))
+    async with transaction():
+        return await insert_document(
+            document, workflow_id=workflow_id, write_variables=write_variables, published_key=key
+        )

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DOCUMENT: dict[str, Any] = {
+    "name": "Lead processing",
+    "description": "Route new leads",
+    "category": "automation",
+    "tags": ["sales"],
+    "variables": [
+        {"key": "owner", "value": "ops@example.com", "secret": False},
+        {"key": "api_key", "value": "s3cr3t-value", "secret": True},
+    ],
+    "steps": [
+        {"key": "hot", "kind": "condition", "cfg": {"expression": "trigger.score >= 50"}},
+        {
+            "key": "task",
+            "kind": "action",
+            "action_key": "task_management",
+            "cfg": {"operation": "create", "title": "Call {{ trigger.name }}"},
+        },
+        {"key": "later", "kind": "delay", "cfg": {"seconds": 3600}},
+    ],
+    "edges": [
+        {"from": "hot", "to": "task", "branch_key": "true"},
+        {"from": "hot", "to": "later", "branch_key": "false"},
+    ],
+    "subscriptions": [{"trigger_key": "lead-intake", "filter_conditions": {}}],
+}
+
+
+def masked(document: dict[str, Any]) -> dict[str, Any]:
+    expected = copy.deepcopy(document)
+    for variable in expected["variables"]:
+        if variable["secret"]:
+            variable["value"] = None
+    # Documents come back in canonical order: variables by key, edges by (from, to, branch).
+    expected["variables"].sort(key=lambda v: v["key"])
+    expected["edges"].sort(key=lambda e: (e["from"], e["to"], e["branch_key"]))
+    return expected
+
+
+async def test_import_publishes_and_export_returns_the_same_document_with_secrets_masked(
+    api_client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    response = await api_client.post(
+        "/api/v1/workflows/import", params={"publish": "true"}, json=DOCUMENT
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["version_num"] == 1
+    assert created["published"] is True
+
+    exported = await api_client.get(f"/api/v1/workflows/{created['id']}/export")
+    assert exported.status_code == 200
+    assert exported.json() == masked(DOCUMENT)
+    assert "s3cr3t-value" not in exported.text
+
+    snapshot = tmp_path / "data" / "objects" / "workflows" / created["id"] / "v1.json"
+    assert json.loads(snapshot.read_bytes()) == masked(DOCUMENT)
+    assert b"s3cr3t-value" not in snapshot.read_bytes()
+
+    again = await api_client.post("/api/v1/workflows/import", json=exported.json())
+    assert again.status_code == 201
+    assert again.json()["published"] is False
+    reexported = await api_client.get(f"/api/v1/workflows/{again.json()['id']}/export")
+    assert reexported.json() == exported.json()
+
+
+async def test_an_invalid_document_creates_nothing_and_lists_every_problem(
+    api_client: httpx.AsyncClient,
+) -> None:
+    broken = copy.deepcopy(DOCUMENT)
+    broken["steps"][1]["action_key"] = "teleport"
+    broken["edges"].append({"from": "later", "to": "ghost"})
+    response = await api_client.post("/api/v1/workflows/import", json=broken)
+    assert response.status_code == 422
+    messages = [error["message"] for error in response.json()["errors"]]
+    assert any("unknown action 'teleport'" in m for m in messages)
+    assert any("unknown step 'ghost'" in m for m in messages)
+    assert (await api_client.get("/api/v1/workflows")).json()["items"] == []
+
+
+async def test_wrongly_typed_documents_answer_400_naming_the_field(
+    api_client: httpx.AsyncClient,
+) -> None:
+    broken = copy.deepcopy(DOCUMENT)
+    broken["steps"][0]["kind"] = "loop"
+    response = await api_client.post("/api/v1/workflows/import", json=broken)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["key"] == "steps[0].kind" or "steps" in response.text
+
+
+async def test_the_view_matches_the_export_of_the_published_version(
+    api_client: httpx.AsyncClient,
+) -> None:
+    created = (await api_client.post("/api/v1/workflows/import?publish=true", json=DOCUMENT)).json()
+    exported = (await api_client.get(f"/api/v1/workflows/{created['id']}/export")).json()
+    from piccolo.engine import engine_finder
+
+    engine = engine_finder()
+    assert engine is not None
+    rows = await engine.run_ddl("SELECT document FROM workflow_latest_json")
+    assert json.loads(rows[0]["document"]) == exported
