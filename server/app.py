@@ -77,6 +77,7 @@ def create_app(
             ),
         ),
         state=State({"settings": settings}),
+        request_max_body_size=settings.max_payload_bytes,  # larger bodies answer 413
         logging_config=None,  # server.log configures logging once for the whole process
         debug=False,
     )

@@ -1,18 +1,32 @@
-"""`/api/v1/registry/*`: the actions, trigger sources and credential types available."""
+"""`/api/v1/registry/*`: the actions, trigger sources and credential types available.
+
+Trigger sources of type `event` can be registered and deleted here. `database` sources need a
+PostgreSQL trigger installed on the watched table, which arrives with database-change triggers;
+until then registering one answers 501 rather than accepting a source that would never fire.
+"""
 
 from __future__ import annotations
 
-from litestar import Controller, get
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, delete, get, post
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from server.api.pagination import Page
-from server.db.registry import (
-    ActionEntry,
-    CredentialTypeEntry,
-    TriggerEntry,
-    list_actions,
-    list_credential_types,
-    list_triggers,
-)
+from server.api.problems import problem
+from server.db import registry
+from server.db.registry import ActionEntry, CredentialTypeEntry, TriggerEntry
+from server.engine.document import TriggerKey
+
+
+class TriggerCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    trigger_key: TriggerKey
+    type: Literal["event", "database"]
+    description: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class RegistryController(Controller):
@@ -22,14 +36,41 @@ class RegistryController(Controller):
     @get("/actions")
     async def actions(self) -> Page[ActionEntry]:
         """Actions a step can run, with the JSON schema of their `cfg`."""
-        return Page(items=await list_actions(), next_cursor=None)
+        return Page(items=await registry.list_actions(), next_cursor=None)
 
     @get("/triggers")
     async def triggers(self) -> Page[TriggerEntry]:
         """Trigger sources subscriptions can name."""
-        return Page(items=await list_triggers(), next_cursor=None)
+        return Page(items=await registry.list_triggers(), next_cursor=None)
+
+    @post("/triggers", status_code=HTTP_201_CREATED)
+    async def register_trigger(self, data: JSONBody[TriggerCreate]) -> TriggerEntry:
+        """Register an `event` source (`{"trigger_key", "type": "event"}`)."""
+        if data.type == "database":
+            raise problem(
+                HTTPStatus.NOT_IMPLEMENTED,
+                "database-change trigger sources are not available in this release; "
+                "register an event source and POST /api/v1/events instead",
+            )
+        if data.config:
+            raise problem(
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+                "event sources take no config; remove it",
+                extra={"errors": [{"field": "config", "message": "must be empty for events"}]},
+            )
+        return await registry.register_trigger(
+            trigger_key=data.trigger_key,
+            type=data.type,
+            description=data.description,
+            config=data.config,
+        )
+
+    @delete("/triggers/{trigger_key:str}", status_code=HTTP_204_NO_CONTENT)
+    async def unregister_trigger(self, trigger_key: FromPath[str]) -> None:
+        """Delete a registered source that no active subscription uses."""
+        await registry.unregister_trigger(trigger_key)
 
     @get("/credential-types")
     async def credential_types(self) -> Page[CredentialTypeEntry]:
         """Credential types and the fields their data must have."""
-        return Page(items=await list_credential_types(), next_cursor=None)
+        return Page(items=await registry.list_credential_types(), next_cursor=None)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from server.actions.catalog import ActionSpec, CredentialTypeSpec, TriggerSpec
-from server.db.tables import CredentialType, WorkflowActionRegistry, WorkflowTriggerRegistry
+from server.db.engine import transaction
+from server.db.tables import (
+    CredentialType,
+    WorkflowActionRegistry,
+    WorkflowSubscription,
+    WorkflowTriggerRegistry,
+)
+from server.errors import ConflictError, NotFoundError
 
 
 class ActionEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,3 +141,58 @@ async def action_schemas() -> dict[str, dict[str, Any]]:
         .run()
     )
     return {row["action_key"]: row["cfg_schema"] for row in rows}
+
+
+async def register_trigger(
+    *, trigger_key: str, type: str, description: str, config: dict[str, object]
+) -> TriggerEntry:
+    """Add a trigger source; a key that exists already is a conflict."""
+    row = WorkflowTriggerRegistry(
+        trigger_key=trigger_key,
+        type=type,
+        description=description,
+        config=json.dumps(config),
+        is_builtin=False,
+    )
+    try:
+        await WorkflowTriggerRegistry.insert(row).run()
+    except asyncpg.UniqueViolationError:
+        raise ConflictError(
+            f"trigger {trigger_key!r} is already registered; delete it first or choose another key"
+        ) from None
+    return TriggerEntry(trigger_key=trigger_key, type=type, description=description, config=config)
+
+
+async def unregister_trigger(trigger_key: str) -> None:
+    """Remove a user-registered trigger source no active subscription still uses."""
+    async with transaction():
+        row = await (
+            WorkflowTriggerRegistry.select(WorkflowTriggerRegistry.is_builtin)
+            .where(WorkflowTriggerRegistry.trigger_key == trigger_key)
+            .lock_rows("UPDATE")
+            .first()
+            .run()
+        )
+        if row is None:
+            raise NotFoundError(f"trigger {trigger_key!r} not found")
+        if row["is_builtin"]:
+            raise ConflictError(f"trigger {trigger_key!r} is built in and cannot be deleted")
+        users = await (
+            WorkflowSubscription.select(WorkflowSubscription.workflow_id)
+            .where(
+                (WorkflowSubscription.trigger_key == trigger_key)
+                & (WorkflowSubscription.is_active == True)  # noqa: E712 - a SQL comparison
+            )
+            .run()
+        )
+        if users:
+            workflows = ", ".join(sorted({str(u["workflow_id"]) for u in users}))
+            raise ConflictError(
+                f"trigger {trigger_key!r} is used by subscriptions of workflows {workflows}; "
+                "delete those subscriptions first"
+            )
+        await (
+            WorkflowTriggerRegistry.delete()
+            .where(WorkflowTriggerRegistry.trigger_key == trigger_key)
+            .run()
+        )
