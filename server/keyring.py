@@ -27,16 +27,25 @@ KEY_FILE_NAME = "encryption.key"
 KEY_FILE_MODE = 0o600
 
 
-def load_keyring(settings: Settings) -> Keyring:
+def load_keyring(settings: Settings, *, create: bool = True) -> Keyring:
     """The keyring for this process.
+
+    Args:
+        create: generate the key file when it is missing (the server); operator commands
+            pass False, since a new key could decrypt nothing already stored.
 
     Raises:
         ValueError: `ENCRYPTION_KEYS` or the key file is malformed (the message says which
-            entry and the expected format) or the key file is unreadable.
+            entry and the expected format), or there are no keys and `create` is False.
     """
     if settings.encryption_keys:
         return parse_encryption_keys(settings.encryption_keys)
     path = settings.data_path / KEY_FILE_NAME
+    if not create and not path.exists():
+        raise ValueError(
+            f"no encryption keys: ENCRYPTION_KEYS is not set and {path} does not exist; set "
+            "ENCRYPTION_KEYS as the server has it, or pass the server's --data-dir"
+        )
     if not settings.uses_embedded_postgres:
         log.warning(
             "encryption_keys_not_configured",

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
@@ -52,7 +54,7 @@ class CredentialController(Controller):
     tags = ("credentials",)
 
     @get("/")
-    async def list(
+    async def list_page(
         self, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
     ) -> Page[CredentialSummary]:
         """Credentials by name; data is never shown."""
@@ -65,18 +67,20 @@ class CredentialController(Controller):
         return Page(items=items, next_cursor=next_cursor)
 
     @post("/", status_code=HTTP_201_CREATED)
-    async def create(self, data: CredentialCreate, keyring: Keyring) -> CredentialSummary:
+    async def create(
+        self, data: JSONBody[CredentialCreate], keyring: NamedDependency[Keyring]
+    ) -> CredentialSummary:
         """Store a credential; its data is validated, encrypted, and never returned."""
         return await create_credential(
             name=data.name, type_key=data.type, data=data.data, keyring=keyring
         )
 
     @get("/{credential_id:uuid}")
-    async def show(self, credential_id: uuid.UUID) -> CredentialSummary:
+    async def show(self, credential_id: FromPath[uuid.UUID]) -> CredentialSummary:
         """One credential, without its data."""
         return await get_credential(credential_id)
 
     @delete("/{credential_id:uuid}", status_code=HTTP_204_NO_CONTENT)
-    async def remove(self, credential_id: uuid.UUID) -> None:
+    async def remove(self, credential_id: FromPath[uuid.UUID]) -> None:
         """Delete a credential; steps naming it fail from then on."""
         await delete_credential(credential_id)

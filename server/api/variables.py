@@ -11,7 +11,9 @@ import uuid
 from http import HTTPStatus
 
 from litestar import Controller, Response, delete, get, post
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
@@ -30,8 +32,8 @@ class VariableController(Controller):
     tags = ("variables",)
 
     @get("/")
-    async def list(
-        self, workflow_id: uuid.UUID, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    async def list_page(
+        self, workflow_id: FromPath[uuid.UUID], limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
     ) -> Page[VariableView]:
         """The workflow's variables by key; secret values are masked."""
         key = decode_cursor(cursor, 1)
@@ -53,8 +55,11 @@ class VariableController(Controller):
             )
         },
     )
-    async def put(
-        self, workflow_id: uuid.UUID, data: VariableInput, keyring: Keyring
+    async def write(
+        self,
+        workflow_id: FromPath[uuid.UUID],
+        data: JSONBody[VariableInput],
+        keyring: NamedDependency[Keyring],
     ) -> Response[VariableView]:
         """Create or overwrite a variable; secrets are encrypted and never shown again."""
         view, created = await set_variable(workflow_id, data, keyring)
@@ -62,6 +67,6 @@ class VariableController(Controller):
         return Response(view, status_code=status)
 
     @delete("/{key:str}", status_code=HTTP_204_NO_CONTENT)
-    async def remove(self, workflow_id: uuid.UUID, key: str) -> None:
+    async def remove(self, workflow_id: FromPath[uuid.UUID], key: FromPath[str]) -> None:
         """Delete a variable."""
         await delete_variable(workflow_id, key)

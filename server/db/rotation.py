@@ -36,6 +36,7 @@ from server.keyring import load_keyring
 log = structlog.get_logger(__name__)
 
 DEFAULT_BATCH_SIZE = 500
+EXIT_NO_KEYS = 2
 
 
 class SealedColumn(NamedTuple):
@@ -172,9 +173,14 @@ async def _reseal(column: SealedColumn, row: _SealedRow, keyring: Keyring) -> bo
 
 
 async def rotate_keys_command(settings: Settings, *, output: TextIO | None = None) -> int:
-    """`switchyard rotate-keys`: rotate, print a summary; exit 0 only when nothing is left."""
+    """`switchyard rotate-keys`: rotate, print a summary; exit 0 only when nothing is left,
+    1 when values remain, 2 when there are no usable keys."""
     out = output or sys.stdout
-    keyring = load_keyring(settings)
+    try:
+        keyring = load_keyring(settings, create=False)
+    except ValueError as error:
+        sys.stderr.write(f"switchyard rotate-keys: {error}\n")
+        return EXIT_NO_KEYS
     with database_dsn(settings) as dsn:
         async with open_engine(dsn, min_size=1, max_size=2) as engine:
             await migrate(engine)
