@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import asyncpg
@@ -85,7 +86,42 @@ def test_a_bad_setting_stops_start_up_with_a_message_naming_it(tmp_path: Path) -
     assert "PORT: Expected `int`" in result.stderr
 
 
-def test_commands_of_later_features_say_so(tmp_path: Path) -> None:
-    result = run_command(["rotate-keys", "--data-dir", str(tmp_path)], environment())
+def test_import_and_export_commands_round_trip_a_document(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    document = {
+        "name": "From the command line",
+        "tags": ["cli"],
+        "steps": [
+            {"key": "set", "kind": "action", "action_key": "set_variables", "cfg": {"values": {"a": 1}}}
+        ],
+        "edges": [],
+        "subscriptions": [{"trigger_key": "cli", "filter_conditions": {}}],
+    }
+    source = tmp_path / "workflow.json"
+    source.write_text(json.dumps(document))
+    env = environment(DATABASE_URL=database_dsn)
+    data_dir = ["--data-dir", str(tmp_path / "data")]
+    imported = run_command(["import", str(source), "--publish", *data_dir], env)
+    assert imported.returncode == 0, imported.stderr
+    result = json.loads(imported.stdout)
+    assert (result["version_num"], result["published"]) == (1, True)
+
+    exported = run_command(["export", result["id"], *data_dir], env)
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout) == {"description": "", "category": "", "variables": [], **document}
+
+
+def test_import_refuses_a_file_that_is_not_a_document(database_dsn: str, tmp_path: Path) -> None:
+    source = tmp_path / "broken.json"
+    source.write_text('{"name": "x", "steps": [{"key": "a", "kind": "loop"}]}')
+    env = environment(DATABASE_URL=database_dsn)
+    result = run_command(["import", str(source), "--data-dir", str(tmp_path)], env)
     assert result.returncode == 2
-    assert "not available yet" in result.stderr
+    assert "$.steps[0].kind" in result.stderr
+
+    invalid = tmp_path / "invalid.json"
+    invalid.write_text('{"name": "x", "steps": [{"key": "a", "kind": "action", "action_key": "nope"}]}')
+    result = run_command(["import", str(invalid), "--data-dir", str(tmp_path)], env)
+    assert result.returncode == 1
+    assert "unknown action 'nope'" in result.stderr
