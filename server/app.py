@@ -30,15 +30,20 @@ from server.api.routes import api_router
 from server.crypto.tokens import hash_token
 from server.db import tokens
 from server.db.database import database_dsn
-from server.db.engine import open_engine
+from server.db.engine import engine_pool, open_engine
 from server.db.migrations import migrate
 from server.db.registry import seed_registries
 from server.keyring import load_keyring
 from server.scheduler import role as scheduler_role
 from server.storage.object_store import open_object_store
 from server.supervision import CrashHandler
+from server.worker import role as worker_role
+from server.worker.handlers import JobHandler
 
 log = structlog.get_logger(__name__)
+
+# Job kinds the worker role runs. Workflow steps register here with the execution engine.
+JOB_HANDLERS: dict[str, JobHandler] = {}
 
 LOCAL_TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 
@@ -109,7 +114,11 @@ async def lifespan(
         ):
             announce(f"API token: {await ensure_local_token(settings.data_path)}")
         if Role.WORKER in settings.roles:
-            log.info("worker_role_enabled")
+            await stack.enter_async_context(
+                worker_role.running(
+                    engine_pool(engine), dsn, settings, JOB_HANDLERS, on_crash=on_crash
+                )
+            )
         if Role.SCHEDULER in settings.roles:
             await stack.enter_async_context(scheduler_role.running(settings, on_crash=on_crash))
         log.info("switchyard_started", roles=sorted(settings.roles))
