@@ -150,17 +150,22 @@ async def complete_job(connection: Connection, lease: Lease) -> None:
 
 async def retry_job(
     connection: Connection, lease: Lease, *, delay_seconds: float, error: str
-) -> None:
+) -> JobState:
     """Queue a failed attempt again `delay_seconds` from now, recording `error`.
+
+    Returns:
+        `QUEUED`, or `DEAD` when the job had used its last attempt (never run past
+        `max_attempts`).
 
     Raises:
         LeaseLostError: the lease is no longer ours; nothing changed.
     """
-    job_id = await connection.fetchval(
+    state = await connection.fetchval(
         sql.RETRY_JOB, lease.job_id, lease.lease_token, delay_seconds, _truncate(error)
     )
-    if job_id is None:
+    if state is None:
         raise LeaseLostError(lease.job_id)
+    return JobState(state)
 
 
 async def mark_job_dead(connection: Connection, lease: Lease, *, error: str) -> None:

@@ -139,17 +139,20 @@ RETURNING id
 """
 
 # Puts a failed attempt back in the queue $3 seconds from now, recording the error. Fenced.
-# The attempt was counted at claim time; the notification lets idle workers re-plan their sleep.
+# The attempt was counted at claim time; a job that has used its last attempt becomes dead
+# instead, so no path runs a job more than max_attempts times. The notification lets idle
+# workers re-plan their sleep around the new run_at.
 RETRY_JOB: Final = """
 WITH retried AS (
     UPDATE job
-    SET state = 'queued', run_at = now() + make_interval(secs => $3), last_error = $4,
+    SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+        run_at = now() + make_interval(secs => $3), last_error = $4,
         locked_by = NULL, locked_until = NULL, lease_token = NULL, updated_at = now()
     WHERE id = $1 AND lease_token = $2 AND state = 'running'
-    RETURNING id
+    RETURNING id, state
 ),
-wake AS (SELECT pg_notify('switchyard_job', '') FROM retried LIMIT 1)
-SELECT retried.id FROM retried LEFT JOIN wake ON true
+wake AS (SELECT pg_notify('switchyard_job', '') FROM retried WHERE state = 'queued' LIMIT 1)
+SELECT retried.state FROM retried LEFT JOIN wake ON true
 """
 
 # Gives up on a running job: dead, kept with its error for an operator. Fenced.

@@ -20,7 +20,7 @@ import structlog
 
 from server.engine.retry import GiveUp, Retry, RetryPolicy, decide_retry
 from server.queue.client import Connection, mark_job_dead, retry_job
-from server.queue.jobs import LeaseLostError, PermanentError, RetryableError
+from server.queue.jobs import JobState, LeaseLostError, PermanentError, RetryableError
 from server.queue.listener import CONNECTION_ERRORS
 from server.worker import metrics
 from server.worker.handlers import ACQUIRE_TIMEOUT_SECONDS, JobContext, JobHandler, JobPhase
@@ -130,13 +130,16 @@ class JobRunner:
         kind_metrics.failed.inc()
         try:
             async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
-                await self._write_decision(connection, held, decision, message)
+                state = await self._write_decision(connection, held, decision, message)
         except CONNECTION_ERRORS as db_error:
             # The job stays running until its lease expires; the rescuer re-queues it then.
             log.warning("job_outcome_not_recorded", job_id=job.id, error=repr(db_error))
             return
-        if isinstance(decision, GiveUp):
+        if state is JobState.DEAD:
             kind_metrics.dead.inc()
+            log.warning(
+                "job_dead", job_id=job.id, kind=job.kind, attempt=job.attempts, error=message
+            )
 
     async def _write_decision(
         self,
@@ -144,12 +147,16 @@ class JobRunner:
         held: HeldJob,
         decision: Retry | GiveUp,
         message: str,
-    ) -> None:
+    ) -> JobState:
+        """Write the retry or the dead job (fenced); returns the job's new state."""
         job = held.context.job
-        if isinstance(decision, Retry):
-            await retry_job(
-                connection, job.lease, delay_seconds=decision.delay_seconds, error=message
-            )
+        if isinstance(decision, GiveUp):
+            await mark_job_dead(connection, job.lease, error=f"{decision.reason}: {message}")
+            return JobState.DEAD
+        state = await retry_job(
+            connection, job.lease, delay_seconds=decision.delay_seconds, error=message
+        )
+        if state is JobState.QUEUED:
             log.info(
                 "job_retry_scheduled",
                 job_id=job.id,
@@ -158,9 +165,7 @@ class JobRunner:
                 delay_seconds=round(decision.delay_seconds, 3),
                 error=message,
             )
-            return
-        await mark_job_dead(connection, job.lease, error=f"{decision.reason}: {message}")
-        log.warning("job_dead", job_id=job.id, kind=job.kind, attempt=job.attempts, error=message)
+        return state
 
     def _lease_lost(self, held: HeldJob) -> None:
         report_lease_lost(held)

@@ -114,7 +114,8 @@ async def test_an_unexpected_exception_is_retried_and_recorded(
 
     job_id = await client.enqueue_job(connection, NewJob(kind="buggy"))
     assert job_id is not None
-    async with worker_on(database_dsn, {"buggy": buggy}):
+    settings = fast_settings(shutdown_grace_seconds=0.1)  # the held attempt is released
+    async with worker_on(database_dsn, {"buggy": buggy}, settings):
         row = await eventually(
             lambda: connection.fetchrow(
                 "SELECT * FROM job WHERE id = $1 AND attempts = 2 AND state = 'running'", job_id
