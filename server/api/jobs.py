@@ -1,0 +1,73 @@
+"""`/api/v1/jobs`: the queue's dead jobs, for an operator to inspect and re-queue.
+
+A dead job used all its attempts or failed permanently; it stays in the queue with its last
+error until someone re-queues it (after fixing the cause) or retention prunes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, Parameter
+from litestar.status_codes import HTTP_200_OK
+from piccolo.engine.postgres import PostgresEngine
+
+from server.api.pagination import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Limit,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    invalid_cursor,
+)
+from server.db.engine import engine_pool
+from server.queue import admin
+from server.queue.jobs import DEFAULT_MAX_ATTEMPTS, DeadJobCursor, Job
+
+ExtraAttempts = Annotated[
+    int,
+    Parameter(ge=1, le=100, description="attempts the re-queued job gets (default 5)"),
+]
+
+
+class JobController(Controller):
+    path = "/jobs"
+    tags = ("jobs",)
+
+    @get("/dead")
+    async def list_dead_jobs(
+        self,
+        engine: NamedDependency[PostgresEngine],
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> Page[Job]:
+        """Dead jobs, most recently dead first, each with its last error."""
+        key = decode_cursor(cursor, 2)
+        after = None
+        if key is not None:
+            try:
+                after = DeadJobCursor(updated_at=dt.datetime.fromisoformat(key[0]), id=int(key[1]))
+            except ValueError:
+                raise invalid_cursor() from None
+        async with engine_pool(engine).acquire() as connection:
+            items = await admin.list_dead_jobs(connection, limit=limit + 1, after=after)
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = encode_cursor([items[-1].updated_at.isoformat(), str(items[-1].id)])
+        return Page(items=items, next_cursor=next_cursor)
+
+    @post("/{job_id:int}/requeue", status_code=HTTP_200_OK)
+    async def requeue_job(
+        self,
+        engine: NamedDependency[PostgresEngine],
+        job_id: FromPath[int],
+        attempts: ExtraAttempts = DEFAULT_MAX_ATTEMPTS,
+    ) -> Job:
+        """Queue a dead job again now; 404 if it does not exist, 409 if it is not dead."""
+        async with engine_pool(engine).acquire() as connection:
+            return await admin.requeue_dead_job(connection, job_id, extra_attempts=attempts)
