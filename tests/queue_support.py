@@ -17,6 +17,8 @@ from typing import Final, TypeVar, overload
 import asyncpg
 
 from config.settings import Settings
+from server.queue.client import claim_jobs
+from server.queue.jobs import ClaimedJob
 from server.worker.handlers import JobHandler
 from server.worker.role import Worker, running
 
@@ -53,6 +55,20 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {within} s")
         await asyncio.sleep(POLL_EVERY_SECONDS)
+
+
+async def claim(
+    connection: asyncpg.Connection, limit: int = 10, worker: str = "w1"
+) -> list[ClaimedJob]:
+    """Claim as worker `worker` with a long lease (queue-level tests)."""
+    return await claim_jobs(connection, worker_id=worker, limit=limit, lease_seconds=30.0)
+
+
+async def expire_leases(connection: asyncpg.Connection) -> None:
+    """Move every lease into the past: the test's stand-in for waiting a lease out."""
+    await connection.execute(
+        "UPDATE job SET locked_until = now() - interval '1 second' WHERE state = 'running'"
+    )
 
 
 def fast_settings(**overrides: object) -> Settings:
