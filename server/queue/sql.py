@@ -55,23 +55,26 @@ SELECT inserted.id FROM inserted LEFT JOIN wake ON true
 # A worker's whole cycle in one statement (one round trip, one commit): finish the jobs whose
 # leases are in $4/$5 (maybe none) and claim up to $1 due jobs, most urgent first, for worker
 # $2 with a lease of $3 seconds.
-# `done` deletes the finished jobs, so they leave the hot table at once. It is fenced: only
-# rows whose lease_token is still ours match; the ids it returns come back with kind NULL, and
-# a lease missing from them was lost (rescued and maybe re-claimed): that run changed nothing.
+# `done` deletes the finished jobs, so they leave the hot table at once. It is fenced: a row
+# matches only while its lease_token is one of ours. Tokens are unique per claim and are set
+# only while a job is running (every other transition clears them), so `id = ANY AND token =
+# ANY` pairs them exactly and implies `running`; written this way it is a primary-key lookup
+# whatever the plan. The ids it returns come back with kind NULL; a lease missing from them was
+# lost (rescued and maybe re-claimed), and that run changed nothing.
 # `next` walks the partial claim index (priority DESC, run_at, id) of queued jobs and row-locks
 # what it returns; SKIP LOCKED passes over rows another claimer is locking right now, so
 # concurrent workers never wait for each other and never get the same row. It is a
-# MATERIALIZED CTE joined by id, not `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`, which
-# can be re-evaluated and claim more than n rows (PostgreSQL bug #15715).
+# MATERIALIZED CTE whose ids the update takes as one array, not `id IN (SELECT ... LIMIT n FOR
+# UPDATE SKIP LOCKED)`, which can be re-evaluated and claim more than n rows (PostgreSQL bug
+# #15715); the array also keeps the update on the primary key in a generic plan.
 # `claimed` turns the locked rows into running jobs: the attempt is counted at claim time (so a
 # crash or a shutdown counts it too) and a fresh lease_token fences every later change.
 # Data-modifying CTEs always run to completion, whatever the final SELECT reads.
 CLAIM_JOBS: Final = """
 WITH done AS (
     DELETE FROM job
-    USING unnest($4::bigint[], $5::uuid[]) AS held (id, lease_token)
-    WHERE job.id = held.id AND job.lease_token = held.lease_token AND job.state = 'running'
-    RETURNING job.id
+    WHERE id = ANY($4::bigint[]) AND lease_token = ANY($5::uuid[])
+    RETURNING id
 ),
 next AS MATERIALIZED (
     SELECT id
@@ -89,8 +92,7 @@ claimed AS (
         locked_until = now() + make_interval(secs => $3),
         lease_token = gen_random_uuid(),
         updated_at = now()
-    FROM next
-    WHERE job.id = next.id
+    WHERE job.id = ANY (ARRAY(SELECT id FROM next))
     RETURNING job.id, job.kind, job.payload::text AS payload, job.priority, job.attempts,
               job.max_attempts, job.lease_token, job.locked_until
 )
@@ -100,15 +102,19 @@ UNION ALL
 SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM done
 """
 
-# Session setting for the connection a worker claims and completes on: its commits return
-# before their WAL reaches disk (the WAL writer flushes it within a few milliseconds). Safe for
-# the claim cycle because the queue is at-least-once anyway: if the database crashes in that
-# window, a lost claim puts the job back in the queue (the worker's later changes are fenced
-# out) and a lost completion leaves a lease that expires and is rescued, so the job runs again;
-# nothing is lost. It saves a WAL flush per cycle (about a millisecond on an idle server,
-# most of the enqueue-to-start latency). Enqueues, handler transactions (step results and
-# successor jobs), retries and dead jobs keep the default, durable commit.
-RELAX_CLAIM_COMMITS: Final = "SET synchronous_commit = off"
+# Session settings for the connection a worker claims and completes on (reset when it goes
+# back to the pool). synchronous_commit: its commits return before their WAL reaches disk (the
+# WAL writer flushes it within milliseconds). Safe for the claim cycle because the queue is
+# at-least-once anyway: if the server crashes in that window, a lost claim puts the job back in
+# the queue (the worker's later changes are fenced out) and a lost completion leaves a lease
+# that expires and is rescued, so the job runs again; nothing is lost. It saves a WAL flush per
+# cycle, about a millisecond on an idle server, most of the enqueue-to-start latency.
+# Enqueues, handler transactions (step results and successor jobs), retries and dead jobs keep
+# the durable default. plan_cache_mode: CLAIM_JOBS is planned once and reused; its plan does
+# not depend on the values, and re-planning it every cycle took as long as running it.
+PREPARE_CLAIM_CONNECTION: Final = (
+    "SET synchronous_commit = off; SET plan_cache_mode = force_generic_plan"
+)
 
 # How long until the next queued job is due (negative: overdue; NULL: none queued). Read-only, no row locks;
 # an idle worker sleeps that long (capped by the poll interval) instead of polling blindly.

@@ -54,7 +54,7 @@ from server.queue.client import (
 )
 from server.queue.jobs import ClaimedJob
 from server.queue.listener import CONNECTION_ERRORS, JobListener
-from server.queue.sql import RELAX_CLAIM_COMMITS
+from server.queue.sql import PREPARE_CLAIM_CONNECTION
 from server.supervision import CrashHandler, start_supervised
 from server.worker import metrics
 from server.worker.execution import HeldJob, JobRunner
@@ -149,7 +149,7 @@ class Worker:
         while not self.stopping:
             try:
                 async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
-                    await connection.execute(RELAX_CLAIM_COMMITS)  # reset on release
+                    await connection.execute(PREPARE_CLAIM_CONNECTION)  # reset on release
                     while not self.stopping:
                         await self._wait_for_turn()
                         if not self.stopping:

@@ -53,7 +53,10 @@ async def hand_back_jobs(
         if job.context.phase is JobPhase.RUNNING and job.task is not None:
             job.task.cancel()
     if tasks:
-        await asyncio.wait(list(tasks), timeout=CANCEL_WAIT_SECONDS)
+        _, stuck = await asyncio.wait(list(tasks), timeout=CANCEL_WAIT_SECONDS)
+        if stuck:
+            # Their leases are released below all the same: whatever they commit is fenced out.
+            log.warning("job_handlers_ignored_cancellation", count=len(stuck))
     done = list(finished)
     unfinished = [job for job in held.values() if job not in done]
     if not done and not unfinished:
