@@ -199,6 +199,8 @@ class Worker:
         elif limit == 0:
             self._work_pending = replan
         elif replan:
+            if cycle.claimed:
+                await asyncio.sleep(0)  # let the handlers just started begin first
             await self._plan_next_poll(connection)
 
     async def _plan_next_poll(self, connection: Connection) -> None:
