@@ -37,11 +37,11 @@ async def test_the_heartbeat_keeps_a_job_longer_than_its_lease(
     database_dsn: str, connection: asyncpg.Connection
 ) -> None:
     attempts: list[int] = []
-    lease = 0.4
+    lease = 0.8
 
     async def long(context: JobContext) -> None:
         attempts.append(context.attempt)
-        await asyncio.sleep(lease * 2.5)  # the job's own work (longer than a lease)
+        await asyncio.sleep(lease * 2.5)  # the job's own work, longer than two leases
 
     await client.enqueue_job(connection, NewJob(kind="long"))
     with capture_logs() as logs:
