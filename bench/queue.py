@@ -92,8 +92,11 @@ def render_table(results: dict[str, Figures], found: dict[str, float]) -> str:
     header = f"{'system':<14}" + "".join(f"{name:>22}" for name in RATIO_NAMES)
     lines = [header]
     for name, figures in results.items():
-        values = msgspec.structs.asdict(figures).values()
-        lines.append(f"{name:<14}" + "".join(f"{value:>22.1f}" for value in values))
+        cells = [
+            f"{value:>22.2f}" if field.endswith("_ms") else f"{value:>22.0f}"
+            for field, value in msgspec.structs.asdict(figures).items()
+        ]
+        lines.append(f"{name:<14}" + "".join(cells))
     lines.append("")
     lines.extend(f"{key:<32}{value:>8.2f}x" for key, value in found.items())
     return "\n".join(lines)

@@ -245,6 +245,12 @@ async def cancel_job(connection: Connection, job_id: int) -> bool:
     return await connection.fetchval(sql.CANCEL_JOB, job_id) is not None
 
 
+async def delete_queued_jobs_by_key_prefix(connection: Connection, prefix: str) -> int:
+    """Withdraw the queued jobs whose unique_key starts with `prefix`; returns how many."""
+    status = await connection.execute(sql.DELETE_QUEUED_JOBS_BY_KEY_PREFIX, prefix)
+    return int(status.split()[-1])
+
+
 def decode_payload(text: str) -> Payload:
     """A stored payload (JSON text) as a dict."""
     return _decode_payload(text)

@@ -2,7 +2,8 @@
 
 Conventions: `$n` parameters only (nothing is ever formatted into a statement); time is always
 the database's `now()`, so replicas with skewed clocks agree on leases and delays; batches are
-passed as parallel arrays and expanded with `unnest`, one round trip per batch. Every statement
+passed as parallel arrays (expanded with `unnest` or matched with `= ANY`), one round trip per
+batch. Every statement
 that changes a running job is fenced: it matches `lease_token` as well as `id`, so a worker
 whose lease expired and was taken over (paused, partitioned) changes nothing. Every statement
 that makes a job claimable notifies `switchyard_job` (delivered at commit, so a rolled-back
@@ -116,8 +117,9 @@ PREPARE_CLAIM_CONNECTION: Final = (
     "SET synchronous_commit = off; SET plan_cache_mode = force_generic_plan"
 )
 
-# How long until the next queued job is due (negative: overdue; NULL: none queued). Read-only, no row locks;
-# an idle worker sleeps that long (capped by the poll interval) instead of polling blindly.
+# How long until the next queued job is due (negative: overdue; NULL: none queued). Read-only,
+# no row locks; an idle worker sleeps that long (capped by the poll interval) instead of polling
+# blindly.
 SECONDS_UNTIL_NEXT_JOB: Final = """
 SELECT EXTRACT(EPOCH FROM min(run_at) - now())::float8
 FROM job
@@ -257,6 +259,15 @@ CANCEL_JOB: Final = """
 UPDATE job SET state = 'cancelled', updated_at = now()
 WHERE id = $1 AND state = 'queued'
 RETURNING id
+"""
+
+# Withdraws every queued job whose unique_key starts with a prefix (all step jobs of one
+# cancelled or failed execution: `step:<execution id>:`). Deleted rather than marked, so the
+# hot table stays small; running ones are left to finish and find their execution over. A
+# sequential scan: rare, and the table holds only live work.
+DELETE_QUEUED_JOBS_BY_KEY_PREFIX: Final = """
+DELETE FROM job
+WHERE state = 'queued' AND unique_key LIKE replace(replace($1, '%', '\\%'), '_', '\\_') || '%'
 """
 
 # Jobs per kind and state, and how long the oldest due queued job has waited. A sequential
