@@ -3,12 +3,12 @@
 Conventions: `$n` parameters only (nothing is ever formatted into a statement); time is always
 the database's `now()`, so replicas with skewed clocks agree on leases and delays; batches are
 passed as parallel arrays (expanded with `unnest` or matched with `= ANY`), one round trip per
-batch. Every statement
-that changes a running job is fenced: it matches `lease_token` as well as `id`, so a worker
-whose lease expired and was taken over (paused, partitioned) changes nothing. Every statement
-that makes a job claimable notifies `switchyard_job` (delivered at commit, so a rolled-back
-enqueue wakes nobody); the payload is empty, so PostgreSQL folds the notifications of one
-transaction into one, and a wake-up means "look at the table", never "here is your job".
+batch. Every statement that changes a running job is fenced: it matches `lease_token` as well
+as `id`, so a worker whose lease expired and was taken over (paused, partitioned) changes
+nothing. Every statement that makes a job claimable notifies `switchyard_job` (delivered at
+commit, so a rolled-back enqueue wakes nobody); the payload is empty, so PostgreSQL folds the
+notifications of one transaction into one, and a wake-up means "look at the table", never
+"here is your job".
 """
 
 from __future__ import annotations
