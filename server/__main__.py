@@ -28,7 +28,7 @@ from config.settings import Settings, SettingsError, load_settings
 from server.app import create_app, prepare_database
 from server.db.database import database_dsn
 from server.db.documents import load_document
-from server.db.engine import open_engine
+from server.db.engine import engine_pool, open_engine, piccolo_engine
 from server.db.publishing import import_workflow
 from server.db.rotation import rotate_keys_command
 from server.db.tokens import create_token
@@ -38,6 +38,7 @@ from server.engine.document import WorkflowDocument, encode_document
 from server.errors import AppError
 from server.keyring import load_keyring
 from server.log import configure_logging
+from server.queue.admin import dead_jobs_command, requeue_command
 from server.storage.object_store import open_object_store
 
 EXIT_USAGE = 2
@@ -61,8 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     exporting = commands.add_parser("export", help="print a workflow as a document")
     exporting.add_argument("workflow_id", type=uuid.UUID)
     exporting.add_argument("--version", type=int, help="a version number (default: latest)")
-    for sub in commands.choices.values():
+    jobs = commands.add_parser("jobs", help="list dead jobs, or re-queue one")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    dead = jobs_commands.add_parser("dead", help="list the most recently dead jobs")
+    dead.add_argument("--limit", type=int, default=50)
+    requeue = jobs_commands.add_parser("requeue", help="re-queue a dead job")
+    requeue.add_argument("job_id", type=int)
+    for sub in jobs_commands.choices.values():
         sub.add_argument("--data-dir", help="data directory for the embedded defaults")
+    for name, sub in commands.choices.items():
+        if name != "jobs":
+            sub.add_argument("--data-dir", help="data directory for the embedded defaults")
     return parser
 
 
@@ -91,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         "create-token": lambda: print_new_token(args.name),
         "import": lambda: import_document(document, args.publish, settings),
         "export": lambda: export_workflow(args.workflow_id, args.version),
+        "jobs": lambda: jobs_command(args),
     }
     try:
         sys.exit(asyncio.run(with_database(settings, commands[args.command])))
@@ -145,6 +156,16 @@ async def import_document(document: WorkflowDocument, publish: bool, settings: S
         "published": publish,
     }
     print(json.dumps(result))
+    return 0
+
+
+async def jobs_command(args: argparse.Namespace) -> int:
+    """`switchyard jobs dead` / `switchyard jobs requeue ID` (the same as /api/v1/jobs)."""
+    async with engine_pool(piccolo_engine()).acquire() as connection:
+        if args.jobs_command == "dead":
+            print(await dead_jobs_command(connection, limit=args.limit))
+        else:
+            print(await requeue_command(connection, args.job_id))
     return 0
 
 

@@ -14,11 +14,12 @@ import asyncpg
 import msgspec
 from litestar import MediaType, Response, get
 from litestar.datastructures import State
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
 from server.api.problems import problem
 from server.db.engine import engine_pool
 from server.db.migrations import pending_migrations
+from server.queue.client import queue_depth
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -57,9 +58,28 @@ async def ready(state: State) -> HealthStatus:
     return HealthStatus(status="ready", roles=sorted(state.settings.roles))
 
 
-@get("/metrics", tags=["operations"], media_type=MediaType.TEXT, sync_to_thread=False)
-def metrics() -> Response[bytes]:
-    """Prometheus metrics of this process."""
+QUEUE_JOBS = Gauge("switchyard_queue_jobs", "Jobs in the queue table", ["kind", "state"])
+QUEUE_OLDEST_DUE = Gauge(
+    "switchyard_queue_oldest_due_seconds", "Age of the oldest due queued job", ["kind"]
+)
+
+
+@get("/metrics", tags=["operations"], media_type=MediaType.TEXT)
+async def metrics(state: State) -> Response[bytes]:
+    """Prometheus metrics of this process, plus the queue's depth read from the database."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            async with engine_pool(state.engine).acquire() as connection:
+                depth = await queue_depth(connection)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        depth = None  # the process metrics still answer; /ready reports the database
+    if depth is not None:
+        QUEUE_JOBS.clear()
+        QUEUE_OLDEST_DUE.clear()
+        for row in depth:
+            QUEUE_JOBS.labels(row.kind, row.state.value).set(row.count)
+            if row.oldest_due_seconds is not None:
+                QUEUE_OLDEST_DUE.labels(row.kind).set(row.oldest_due_seconds)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

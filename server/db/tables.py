@@ -13,6 +13,7 @@ from __future__ import annotations
 from piccolo.columns import (
     JSONB,
     UUID,
+    Array,
     BigInt,
     Boolean,
     Bytea,
@@ -203,6 +204,7 @@ class StepExecution(Table, tablename="step_execution"):
     error = Text(null=True, default=None)
     attempts = Integer(default=0)
     execution_time = DoublePrecision(null=True, default=None)  # milliseconds
+    branches = Array(Varchar(length=100), default=list)  # branch keys taken; see engine.planning
     created_at = Timestamptz(default=TimestamptzNow())
     started_at = Timestamptz(null=True, default=None)
     finished_at = Timestamptz(null=True, default=None)

@@ -27,13 +27,13 @@ from server.crypto.aead import Keyring
 from server.db import executions as runs_sql
 from server.db.credentials import load_credential_data
 from server.db.executions import ExecutionRow, ExecutionStatus, StepResult
-from server.db.runs import schedule_step, step_job, step_job_key
+from server.db.runs import fail_execution, schedule_step, step_job
 from server.db.variables import resolve_variables
 from server.engine.document import StepKind
 from server.engine.planning import ACTIVE, Graph, StepStatus, plan
 from server.engine.rendering import redact, secret_strings
 from server.engine.step_policy import step_policy
-from server.queue.client import Connection, delete_queued_jobs_by_key_prefix, enqueue_job
+from server.queue.client import Connection, enqueue_job
 from server.queue.jobs import RetryableError
 from server.worker.handlers import JobContext
 from server.worker.step_kinds import Outcome, delay_over, run_action, run_condition, run_delay
@@ -58,8 +58,26 @@ class StepRunner:
         structlog.contextvars.bind_contextvars(execution_id=str(execution_id), step_key=step_key)
         try:
             await self._run(job, execution_id, step_key, resume=bool(job.payload.get("resume")))
+        except Exception as error:
+            if not job.is_last_attempt or job.completed:
+                raise  # the queue retries the attempt with backoff
+            await self._give_up(job, execution_id, step_key, error)
         finally:
             structlog.contextvars.unbind_contextvars("execution_id", "step_key")
+
+    async def _give_up(
+        self, job: JobContext, execution_id: uuid.UUID, step_key: str, error: Exception
+    ) -> None:
+        """The step's job is out of attempts: fail the execution rather than leave it hanging."""
+        log.error("step_gave_up", error_type=type(error).__name__, attempts=job.attempt)
+        reason = f"gave up after {job.attempt} attempts: {type(error).__name__}"
+        async with job.transaction() as connection:
+            locked = await runs_sql.lock_execution(connection, execution_id)
+            if locked is None or locked.status in runs_sql.FINISHED_EXECUTION:
+                return
+            failed = StepResult(status=StepStatus.FAILED, error=reason, attempts=job.attempt)
+            await runs_sql.record_step_result(connection, execution_id, step_key, failed)
+            await fail_execution(connection, execution_id, f"step {step_key!r} {reason}")
 
     async def _run(
         self, job: JobContext, execution_id: uuid.UUID, step_key: str, *, resume: bool
@@ -288,17 +306,3 @@ class _UndoAction(Exception):  # noqa: N818 - a control-flow signal, not an erro
     def __init__(self, outcome: Outcome) -> None:
         super().__init__(outcome.error)
         self.outcome = outcome
-
-
-async def fail_execution(connection: Connection, execution_id: uuid.UUID, error: str) -> None:
-    """Stop an execution: FAILED, its queued steps withdrawn, running ones left to finish."""
-    await runs_sql.set_execution_status(
-        connection, execution_id, ExecutionStatus.FAILED, error=error, steps_run=1
-    )
-    await runs_sql.cancel_active_steps(connection, execution_id)
-    await delete_queued_jobs_by_key_prefix(connection, step_job_key_prefix(execution_id))
-    log.info("execution_finished", status=ExecutionStatus.FAILED)
-
-
-def step_job_key_prefix(execution_id: uuid.UUID) -> str:
-    return step_job_key(execution_id, uuid.UUID(int=0)).rsplit(":", 1)[0] + ":"

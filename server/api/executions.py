@@ -1,0 +1,121 @@
+"""`/api/v1/executions` and `POST /api/v1/workflows/{id}/run`: runs and their control."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, post
+from litestar import get as get_route
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from server.api.pagination import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Limit,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    invalid_cursor,
+)
+from server.db import control
+from server.db.execution_queries import (
+    ExecutionDetail,
+    ExecutionView,
+    get_execution_detail,
+    list_executions,
+)
+
+
+class ExecutionStatusFilter(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class RetryFrom(StrEnum):
+    FAILED = "failed"
+    START = "start"
+
+
+class RunRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    input: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class RunAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    execution_id: uuid.UUID
+
+
+class ManualRunController(Controller):
+    path = "/workflows/{workflow_id:uuid}/run"
+    tags = ("executions",)
+
+    @post("/", status_code=HTTP_202_ACCEPTED)
+    async def run(
+        self, workflow_id: FromPath[uuid.UUID], data: JSONBody[RunRequest | None] = None
+    ) -> RunAccepted:
+        """Start the latest published version now; `input` becomes the `trigger` payload."""
+        run_input = data.input if data is not None else {}
+        return RunAccepted(execution_id=await control.run_manually(workflow_id, run_input))
+
+
+class ExecutionController(Controller):
+    path = "/executions"
+    tags = ("executions",)
+
+    @get_route("/")
+    async def list_executions(
+        self,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+        workflow_id: FromQuery[uuid.UUID | None] = None,
+        status: FromQuery[ExecutionStatusFilter | None] = None,
+        created_after: FromQuery[dt.datetime | None] = None,
+        created_before: FromQuery[dt.datetime | None] = None,
+    ) -> Page[ExecutionView]:
+        """Executions newest first; filter by workflow, status and creation time."""
+        key = decode_cursor(cursor, 2)
+        before = None
+        if key is not None:
+            try:
+                before = (dt.datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
+            except ValueError:
+                raise invalid_cursor() from None
+        items = await list_executions(
+            limit=limit + 1, before=before, workflow_id=workflow_id,
+            status=status.value if status else None,
+            created_after=created_after, created_before=created_before,
+        )  # fmt: skip
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)])
+        return Page(items=items, next_cursor=next_cursor)
+
+    @get_route("/{execution_id:uuid}")
+    async def get_execution(self, execution_id: FromPath[uuid.UUID]) -> ExecutionDetail:
+        """An execution with its steps in the order they were planned."""
+        return await get_execution_detail(execution_id)
+
+    @post("/{execution_id:uuid}/cancel", status_code=HTTP_202_ACCEPTED)
+    async def cancel(self, execution_id: FromPath[uuid.UUID]) -> ExecutionDetail:
+        """Cancel: queued steps are dropped, a running step finishes but starts nothing new."""
+        await control.cancel_execution(execution_id)
+        return await get_execution_detail(execution_id)
+
+    @post("/{execution_id:uuid}/retry", status_code=HTTP_202_ACCEPTED)
+    async def retry(
+        self,
+        execution_id: FromPath[uuid.UUID],
+        from_: Annotated[RetryFrom, QueryParameter(name="from")] = RetryFrom.FAILED,
+    ) -> ExecutionDetail:
+        """Run a FAILED execution again on its version: from its failed steps, or `from=start`."""
+        await control.retry_execution(execution_id, from_start=from_ is RetryFrom.START)
+        return await get_execution_detail(execution_id)

@@ -1,0 +1,126 @@
+"""Reading executions for the API: filtered keyset lists, and one execution with its steps."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import msgspec
+
+from server.db.tables import StepExecution, WorkflowExecution
+from server.errors import NotFoundError
+
+
+class StepView(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    step_id: uuid.UUID
+    step_key: str
+    status: str
+    input_data: Any
+    result_data: Any
+    error: str | None
+    attempts: int
+    execution_time: float | None
+    branches: list[str]
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    workflow_id: uuid.UUID
+    version_id: uuid.UUID
+    status: str
+    trigger_type: str
+    trigger_event_id: uuid.UUID | None
+    context_data: dict[str, Any]
+    error: str | None
+    steps_run: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class ExecutionDetail(ExecutionView, frozen=True, kw_only=True):
+    steps: list[StepView]
+
+
+_EXECUTION = WorkflowExecution
+_COLUMNS = (
+    _EXECUTION.id, _EXECUTION.workflow_id, _EXECUTION.version_id, _EXECUTION.status,
+    _EXECUTION.trigger_type, _EXECUTION.trigger_event_id, _EXECUTION.context_data,
+    _EXECUTION.error, _EXECUTION.steps_run, _EXECUTION.created_at, _EXECUTION.started_at,
+    _EXECUTION.finished_at,
+)  # fmt: skip
+
+
+async def list_executions(
+    *,
+    limit: int,
+    before: tuple[dt.datetime, uuid.UUID] | None,
+    workflow_id: uuid.UUID | None = None,
+    status: str | None = None,
+    created_after: dt.datetime | None = None,
+    created_before: dt.datetime | None = None,
+) -> list[ExecutionView]:
+    """Newest first, strictly before the `(created_at, id)` keyset position."""
+    query = _EXECUTION.select(*_COLUMNS)
+    if before is not None:
+        created_at, last_id = before
+        query = query.where(
+            (_EXECUTION.created_at < created_at)
+            | ((_EXECUTION.created_at == created_at) & (_EXECUTION.id < last_id))
+        )
+    if workflow_id is not None:
+        query = query.where(_EXECUTION.workflow_id == workflow_id)
+    if status is not None:
+        query = query.where(_EXECUTION.status == status)
+    if created_after is not None:
+        query = query.where(_EXECUTION.created_at >= created_after)
+    if created_before is not None:
+        query = query.where(_EXECUTION.created_at < created_before)
+    rows = await (
+        query.order_by(_EXECUTION.created_at, ascending=False)
+        .order_by(_EXECUTION.id, ascending=False)
+        .limit(limit)
+        .output(load_json=True)
+        .run()
+    )
+    return [msgspec.convert(row, ExecutionView) for row in rows]
+
+
+async def get_execution_detail(execution_id: uuid.UUID) -> ExecutionDetail:
+    row = await (
+        _EXECUTION.select(*_COLUMNS)
+        .where(_EXECUTION.id == execution_id)
+        .output(load_json=True)
+        .first()
+        .run()
+    )
+    if row is None:
+        raise NotFoundError(f"execution {execution_id} not found")
+    steps = await (
+        StepExecution.select(
+            StepExecution.id,
+            StepExecution.step_id,
+            StepExecution.step_key,
+            StepExecution.status,
+            StepExecution.input_data,
+            StepExecution.result_data,
+            StepExecution.error,
+            StepExecution.attempts,
+            StepExecution.execution_time,
+            StepExecution.branches,
+            StepExecution.created_at,
+            StepExecution.started_at,
+            StepExecution.finished_at,
+        )
+        .where(StepExecution.execution_id == execution_id)
+        .order_by(StepExecution.created_at)
+        .order_by(StepExecution.id)
+        .output(load_json=True)
+        .run()
+    )
+    return msgspec.convert({**row, "steps": steps}, ExecutionDetail)

@@ -1,0 +1,68 @@
+"""Engine tests: the API and a worker in one app on this test's database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from config.settings import Role, Settings
+from server.app import create_app
+from tests.apps import serving
+from tests.conftest import API_TOKEN
+
+FINISHED = {"SUCCESS", "FAILED", "CANCELLED"}
+WAIT_SECONDS = 20.0
+
+
+@pytest.fixture
+async def engine_client(settings_for: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(
+        settings_for(
+            roles=frozenset({Role.API, Role.WORKER}),
+            job_poll_interval_seconds=0.2,
+            http_allowed_hosts=("127.0.0.1",),
+        )
+    )
+    async with serving(app, token=API_TOKEN) as client:
+        yield client
+
+
+async def import_published(client: httpx.AsyncClient, document: dict[str, Any]) -> str:
+    response = await client.post(
+        "/api/v1/workflows/import", params={"publish": "true"}, json=document
+    )
+    assert response.status_code == 201, response.text
+    workflow_id: str = response.json()["id"]
+    return workflow_id
+
+
+async def run(
+    client: httpx.AsyncClient, workflow_id: str, data: dict[str, Any] | None = None
+) -> str:
+    response = await client.post(f"/api/v1/workflows/{workflow_id}/run", json={"input": data or {}})
+    assert response.status_code == 202, response.text
+    execution_id: str = response.json()["execution_id"]
+    return execution_id
+
+
+async def wait_for(
+    client: httpx.AsyncClient, execution_id: str, statuses: set[str] = FINISHED
+) -> dict[str, Any]:
+    """Poll the execution until its status is one of `statuses` (never a fixed sleep)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        body: dict[str, Any] = (await client.get(f"/api/v1/executions/{execution_id}")).json()
+        if body["status"] in statuses:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"execution stayed {body['status']}: {body}")
+        await asyncio.sleep(0.05)
+
+
+def steps_by_key(execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {step["step_key"]: step for step in execution["steps"]}
