@@ -12,13 +12,16 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, delete, get, post
+from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from server.api.pagination import Page
 from server.api.problems import problem
 from server.db import registry
+from server.db.engine import engine_pool
 from server.db.registry import ActionEntry, CredentialTypeEntry, TriggerEntry
+from server.db.trigger_health import TriggerHealth, trigger_health
 from server.engine.document import TriggerKey
 
 
@@ -27,6 +30,10 @@ class TriggerCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     type: Literal["event", "database"]
     description: Annotated[str, msgspec.Meta(max_length=2000)] = ""
     config: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class TriggerView(TriggerEntry, frozen=True, kw_only=True):
+    health: TriggerHealth
 
 
 class RegistryController(Controller):
@@ -39,9 +46,19 @@ class RegistryController(Controller):
         return Page(items=await registry.list_actions(), next_cursor=None)
 
     @get("/triggers")
-    async def triggers(self) -> Page[TriggerEntry]:
-        """Trigger sources subscriptions can name."""
-        return Page(items=await registry.list_triggers(), next_cursor=None)
+    async def triggers(self, state: State) -> Page[TriggerView]:
+        """Trigger sources subscriptions can name, each with its intake health."""
+        entries = await registry.list_triggers()
+        async with engine_pool(state.engine).acquire() as connection:
+            health = await trigger_health(connection, [e.trigger_key for e in entries])
+        items = [
+            TriggerView(
+                **msgspec.structs.asdict(entry),
+                health=health.get(entry.trigger_key, TriggerHealth()),
+            )
+            for entry in entries
+        ]
+        return Page(items=items, next_cursor=None)
 
     @post("/triggers", status_code=HTTP_201_CREATED)
     async def register_trigger(self, data: JSONBody[TriggerCreate]) -> TriggerEntry:

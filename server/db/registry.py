@@ -196,3 +196,14 @@ async def unregister_trigger(trigger_key: str) -> None:
             .where(WorkflowTriggerRegistry.trigger_key == trigger_key)
             .run()
         )
+
+
+async def trigger_type_of(trigger_key: str) -> str | None:
+    """The type of a registered trigger source, or None when it is not registered."""
+    row = await (
+        WorkflowTriggerRegistry.select(WorkflowTriggerRegistry.type)
+        .where(WorkflowTriggerRegistry.trigger_key == trigger_key)
+        .first()
+        .run()
+    )
+    return None if row is None else str(row["type"])
