@@ -40,7 +40,9 @@ def start_worker(database_dsn: str, tmp_path: Path) -> Iterator[Callable[[], Ser
     with ExitStack() as stack:
 
         def start() -> ServerProcess:
-            worker = stack.enter_context(switchyard_run(["--roles", "worker"], env, tmp_path / "data"))
+            worker = stack.enter_context(
+                switchyard_run(["--roles", "worker"], env, tmp_path / "data")
+            )
             worker.wait_ready()
             return worker
 
@@ -69,7 +71,12 @@ async def test_a_delay_survives_the_worker_being_killed(
         "name": "Durable delay",
         "steps": [
             {"key": "wait", "kind": "delay", "cfg": {"seconds": 1.5}},
-            {"key": "after", "kind": "action", "action_key": "set_variables", "cfg": {"values": {"woke": True}}},
+            {
+                "key": "after",
+                "kind": "action",
+                "action_key": "set_variables",
+                "cfg": {"values": {"woke": True}},
+            },
         ],
         "edges": [{"from": "wait", "to": "after"}],
     }
