@@ -1,8 +1,7 @@
 """`/api/v1/registry/*`: the actions, trigger sources and credential types available.
 
-Trigger sources of type `event` can be registered and deleted here. `database` sources need a
-PostgreSQL trigger installed on the watched table, which arrives with database-change triggers;
-until then registering one answers 501 rather than accepting a source that would never fire.
+Trigger sources of type `event` and `database` can be registered and deleted here; a
+`database` source installs (and on delete removes) a capture trigger on its table.
 """
 
 from __future__ import annotations
@@ -61,15 +60,11 @@ class RegistryController(Controller):
         return Page(items=items, next_cursor=None)
 
     @post("/triggers", status_code=HTTP_201_CREATED)
-    async def register_trigger(self, data: JSONBody[TriggerCreate]) -> TriggerEntry:
-        """Register an `event` source (`{"trigger_key", "type": "event"}`)."""
-        if data.type == "database":
-            raise problem(
-                HTTPStatus.NOT_IMPLEMENTED,
-                "database-change trigger sources are not available in this release; "
-                "register an event source and POST /api/v1/events instead",
-            )
-        if data.config:
+    async def register_trigger(self, data: JSONBody[TriggerCreate], state: State) -> TriggerEntry:
+        """Register an `event` source (`{"trigger_key", "type": "event"}`) or a `database`
+        source (`{"trigger_key", "type": "database", "config": {"table", "operations",
+        "columns"?}}`), which installs a capture trigger on that table."""
+        if data.type == "event" and data.config:
             raise problem(
                 HTTPStatus.UNPROCESSABLE_ENTITY,
                 "event sources take no config; remove it",
@@ -80,6 +75,7 @@ class RegistryController(Controller):
             type=data.type,
             description=data.description,
             config=data.config,
+            allowed_tables=state.settings.database_trigger_tables,
         )
 
     @delete("/triggers/{trigger_key:str}", status_code=HTTP_204_NO_CONTENT)

@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 
 class AcceptedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    trigger_key: str
     event_id: uuid.UUID
     execution_ids: list[uuid.UUID]
     duplicate: bool = False
@@ -79,7 +80,10 @@ async def accept_event(
             raise RuntimeError(f"event {idempotency_key!r} of {trigger_key!r} vanished")
         log.info("event_deduplicated", trigger_key=trigger_key, event_id=str(first["id"]))
         return AcceptedEvent(
-            event_id=first["id"], execution_ids=list(first["execution_ids"]), duplicate=True
+            trigger_key=trigger_key,
+            event_id=first["id"],
+            execution_ids=list(first["execution_ids"]),
+            duplicate=True,
         )
     execution_ids, refusals = await _fan_out(
         connection, event_id, trigger_key, trigger_type, payload
@@ -93,7 +97,9 @@ async def accept_event(
         "event_accepted", trigger_key=trigger_key, event_id=str(event_id),
         outcome=outcome, executions=len(execution_ids),
     )  # fmt: skip
-    return AcceptedEvent(event_id=event_id, execution_ids=execution_ids, outcome=outcome)
+    return AcceptedEvent(
+        trigger_key=trigger_key, event_id=event_id, execution_ids=execution_ids, outcome=outcome
+    )
 
 
 async def _fan_out(
@@ -128,3 +134,37 @@ def filter_refusal(filter_conditions: dict[str, Any], payload: Any) -> str | Non
     except RenderError as error:
         return f"filter failed: {error}"
     return None if passed else f"filter `{expression}` is false"
+
+
+PENDING_EVENT: Final = """
+SELECT trigger_key, trigger_type, payload::text AS payload
+FROM trigger_event WHERE id = $1 AND outcome = 'pending'
+FOR UPDATE
+"""
+
+
+async def fan_out_recorded_event(
+    connection: Connection, event_id: uuid.UUID
+) -> AcceptedEvent | None:
+    """Fan out an event recorded by a database trigger (outcome `pending`); call inside the
+    transaction that completes its job. None when it was fanned out already."""
+    row = await connection.fetchrow(PENDING_EVENT, event_id)
+    if row is None:
+        return None
+    payload = msgspec.json.decode(row["payload"])
+    execution_ids, refusals = await _fan_out(
+        connection, event_id, row["trigger_key"], row["trigger_type"], payload
+    )
+    outcome, detail = "accepted", None
+    if not execution_ids:
+        outcome = "filtered" if refusals else "no_match"
+        detail = (
+            "; ".join(refusals) if refusals else f"no active subscription to {row['trigger_key']!r}"
+        )
+    await connection.execute(SET_OUTCOME, event_id, outcome, detail[:2000] if detail else None)
+    return AcceptedEvent(
+        trigger_key=row["trigger_key"],
+        event_id=event_id,
+        execution_ids=execution_ids,
+        outcome=outcome,
+    )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import msgspec
 
 from server.actions.catalog import ActionSpec, CredentialTypeSpec, TriggerSpec
+from server.db.database_triggers import DatabaseTriggerConfig, install_trigger, remove_trigger
 from server.db.engine import transaction
 from server.db.tables import (
     CredentialType,
@@ -16,7 +18,7 @@ from server.db.tables import (
     WorkflowSubscription,
     WorkflowTriggerRegistry,
 )
-from server.errors import ConflictError, NotFoundError
+from server.errors import ConflictError, NotFoundError, ValidationError
 
 
 class ActionEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,9 +146,21 @@ async def action_schemas() -> dict[str, dict[str, Any]]:
 
 
 async def register_trigger(
-    *, trigger_key: str, type: str, description: str, config: dict[str, object]
+    *,
+    trigger_key: str,
+    type: str,
+    description: str,
+    config: dict[str, object],
+    allowed_tables: Sequence[str] = (),
 ) -> TriggerEntry:
-    """Add a trigger source; a key that exists already is a conflict."""
+    """Add a trigger source; a key that exists already is a conflict.
+
+    A `database` source also installs its capture trigger on the watched table, in the same
+    transaction: the source exists exactly when its trigger does.
+    """
+    database_config = _database_config(config) if type == "database" else None
+    if database_config is not None:
+        config = msgspec.to_builtins(database_config)
     row = WorkflowTriggerRegistry(
         trigger_key=trigger_key,
         type=type,
@@ -155,7 +169,10 @@ async def register_trigger(
         is_builtin=False,
     )
     try:
-        await WorkflowTriggerRegistry.insert(row).run()
+        async with transaction() as tx:
+            await WorkflowTriggerRegistry.insert(row).run()
+            if database_config is not None:
+                await install_trigger(tx.connection, trigger_key, database_config, allowed_tables)
     except asyncpg.UniqueViolationError:
         raise ConflictError(
             f"trigger {trigger_key!r} is already registered; delete it first or choose another key"
@@ -163,11 +180,32 @@ async def register_trigger(
     return TriggerEntry(trigger_key=trigger_key, type=type, description=description, config=config)
 
 
+def _database_config(config: dict[str, object]) -> DatabaseTriggerConfig:
+    try:
+        return msgspec.convert(config, DatabaseTriggerConfig)
+    except msgspec.ValidationError as error:
+        message = str(error).replace("$.", "config.")
+        raise ValidationError(
+            f"config is not valid: {message}",
+            [
+                {
+                    "field": "config",
+                    "message": message + '; e.g. {"table": "lead_sources", '
+                    '"operations": ["INSERT"]}',
+                }
+            ],
+        ) from None
+
+
 async def unregister_trigger(trigger_key: str) -> None:
     """Remove a user-registered trigger source no active subscription still uses."""
-    async with transaction():
+    async with transaction() as tx:
         row = await (
-            WorkflowTriggerRegistry.select(WorkflowTriggerRegistry.is_builtin)
+            WorkflowTriggerRegistry.select(
+                WorkflowTriggerRegistry.is_builtin,
+                WorkflowTriggerRegistry.type,
+                WorkflowTriggerRegistry.config,
+            )
             .where(WorkflowTriggerRegistry.trigger_key == trigger_key)
             .lock_rows("UPDATE")
             .first()
@@ -196,6 +234,9 @@ async def unregister_trigger(trigger_key: str) -> None:
             .where(WorkflowTriggerRegistry.trigger_key == trigger_key)
             .run()
         )
+        if row["type"] == "database":
+            table = str(json.loads(row["config"])["table"])
+            await remove_trigger(tx.connection, trigger_key, table)
 
 
 async def trigger_type_of(trigger_key: str) -> str | None:

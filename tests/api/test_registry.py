@@ -54,17 +54,6 @@ async def test_a_source_in_use_by_a_subscription_cannot_be_deleted(
     assert workflow["id"] in refused.json()["detail"]
 
 
-async def test_database_sources_are_not_accepted_until_they_can_fire(
-    api_client: httpx.AsyncClient,
-) -> None:
-    response = await api_client.post(
-        "/api/v1/registry/triggers",
-        json={"trigger_key": "db", "type": "database", "config": {"table": "lead_sources"}},
-    )
-    assert response.status_code == 501
-    assert "not available" in response.json()["detail"]
-
-
 async def test_bodies_over_the_payload_limit_answer_413(api_client: httpx.AsyncClient) -> None:
     huge = {"name": "x", "description": "y" * 1_100_000}
     response = await api_client.post("/api/v1/workflows", json=huge)

@@ -1,0 +1,32 @@
+"""The `trigger_event` job handler: fan out an event a database trigger recorded.
+
+The capture trigger records the change and enqueues this job in the changing transaction; the
+handler starts the subscribed executions and sets the event's outcome in the transaction that
+completes the job, so each change fans out exactly once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Final
+
+import asyncpg
+
+from server.db.intake import fan_out_recorded_event
+from server.db.trigger_health import IntakeOutcome, record_intake
+from server.worker.handlers import JobContext
+
+EVENT_JOB_KIND: Final = "trigger_event"
+
+
+class EventFanOut:
+    """Callable job handler for `trigger_event` jobs."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def __call__(self, job: JobContext) -> None:
+        async with job.transaction() as connection:
+            accepted = await fan_out_recorded_event(connection, uuid.UUID(job.payload["event_id"]))
+        if accepted is not None:
+            await record_intake(self._pool, accepted.trigger_key, IntakeOutcome(accepted.outcome))
