@@ -25,6 +25,7 @@ from piccolo.engine.postgres import PostgresEngine
 from config.settings import Role, Settings
 from server import health
 from server.actions.catalog import ACTIONS, CREDENTIAL_TYPES, TRIGGERS
+from server.actions.registry import BUILTIN_ACTIONS
 from server.api import problems
 from server.api.routes import api_router
 from server.crypto.tokens import hash_token
@@ -33,17 +34,17 @@ from server.db.database import database_dsn
 from server.db.engine import engine_pool, open_engine
 from server.db.migrations import migrate
 from server.db.registry import seed_registries
+from server.db.runs import STEP_JOB_KIND
 from server.keyring import load_keyring
 from server.scheduler import role as scheduler_role
 from server.storage.object_store import open_object_store
 from server.supervision import CrashHandler
 from server.worker import role as worker_role
+from server.worker.events import EVENT_JOB_KIND, EventFanOut
 from server.worker.handlers import JobHandler
+from server.worker.steps import StepRunner
 
 log = structlog.get_logger(__name__)
-
-# Job kinds the worker role runs. Workflow steps register here with the execution engine.
-JOB_HANDLERS: dict[str, JobHandler] = {}
 
 LOCAL_TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 
@@ -114,10 +115,12 @@ async def lifespan(
         ):
             announce(f"API token: {await ensure_local_token(settings.data_path)}")
         if Role.WORKER in settings.roles:
+            handlers: dict[str, JobHandler] = {
+                STEP_JOB_KIND: StepRunner(settings, app.state.keyring, BUILTIN_ACTIONS),
+                EVENT_JOB_KIND: EventFanOut(engine_pool(engine)),
+            }
             await stack.enter_async_context(
-                worker_role.running(
-                    engine_pool(engine), dsn, settings, JOB_HANDLERS, on_crash=on_crash
-                )
+                worker_role.running(engine_pool(engine), dsn, settings, handlers, on_crash=on_crash)
             )
         if Role.SCHEDULER in settings.roles:
             await stack.enter_async_context(scheduler_role.running(settings, on_crash=on_crash))

@@ -48,13 +48,17 @@ RETRY_POLICY_SCHEMA: JsonSchema = {
 }
 
 
-def _cfg(properties: JsonSchema, required: list[str]) -> JsonSchema:
-    """An action cfg schema: its own fields plus the per-step retry policy."""
+def _cfg(
+    properties: JsonSchema, required: list[str], rules: JsonSchema | None = None
+) -> JsonSchema:
+    """An action cfg schema: its own fields plus the per-step retry policy; `rules` adds
+    keywords that relate fields (`allOf`, `not`, `dependentRequired`)."""
     return {
         "type": "object",
         "properties": {**properties, "retry": RETRY_POLICY_SCHEMA},
         "required": required,
         "additionalProperties": False,
+        **(rules or {}),
     }
 
 
@@ -77,6 +81,19 @@ ACTIONS: list[ActionSpec] = [
                 "due_date": _STR,
             },
             ["operation"],
+            # `create` needs a title; `update` and `complete` name the task.
+            {
+                "allOf": [
+                    {
+                        "if": {"properties": {"operation": {"const": "create"}}},
+                        "then": {"required": ["title"]},
+                    },
+                    {
+                        "if": {"properties": {"operation": {"enum": ["update", "complete"]}}},
+                        "then": {"required": ["task_id"]},
+                    },
+                ]
+            },
         ),
     ),
     ActionSpec(
@@ -104,13 +121,16 @@ ACTIONS: list[ActionSpec] = [
         credential_type="api_key",
         cfg_schema=_cfg(
             {"credential": _STR, "from": _STR, "to": _STR, "body": _STR},
-            ["credential", "to", "body"],
+            ["credential", "from", "to", "body"],
         ),
     ),
     ActionSpec(
         action_key="http_request",
         name="HTTP request",
-        description="Call any HTTP endpoint; private addresses are refused unless allowed.",
+        description=(
+            "Call any HTTP endpoint (method, URL, headers, query, JSON or raw body, credential "
+            "auth); private, loopback and link-local addresses are refused unless allowed."
+        ),
         cfg_schema=_cfg(
             {
                 "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
@@ -119,10 +139,22 @@ ACTIONS: list[ActionSpec] = [
                 "query": _STR_MAP,
                 "json": {},
                 "body": _STR,
+                "auth": {"enum": ["api_key", "basic_auth", "oauth2_client_credentials"]},
                 "credential": _STR,
-                "expected_status": {"type": "array", "items": {"type": "integer"}},
+                "expected_status": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 100, "maximum": 599},
+                },
+                "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+                "max_response_bytes": {"type": "integer", "minimum": 1, "maximum": 67_108_864},
+                "follow_redirects": {"type": "boolean"},
             },
             ["url"],
+            # A body is JSON or raw text, not both; a credential says how it authenticates.
+            {
+                "not": {"required": ["json", "body"]},
+                "dependentRequired": {"credential": ["auth"], "auth": ["credential"]},
+            },
         ),
     ),
     ActionSpec(

@@ -10,8 +10,12 @@ from server.api.credentials import CredentialController
 from server.api.deps import provide_engine, provide_settings
 from server.api.deps_secrets import provide_keyring
 from server.api.drafts import DraftController
+from server.api.events import EventController
+from server.api.executions import ExecutionController, ManualRunController
+from server.api.jobs import JobController
 from server.api.registry import RegistryController
 from server.api.subscriptions import SubscriptionController
+from server.api.tasks import TaskController
 from server.api.variables import VariableController
 from server.api.versions import VersionController
 from server.api.workflows import WorkflowController
@@ -33,6 +37,11 @@ def api_router() -> Router:
             VersionController,
             DraftController,
             SubscriptionController,
+            ManualRunController,
+            ExecutionController,
+            EventController,
+            JobController,
+            TaskController,
             RegistryController,
             CredentialController,
             VariableController,
