@@ -30,7 +30,7 @@ check: install
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
-	$(BIN)/python bench/queue.py
+	$(BIN)/python -m bench.queue
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
