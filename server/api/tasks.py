@@ -1,0 +1,79 @@
+"""`/api/v1/tasks`: the tasks workflows create, for people to list, read and work on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, get, patch
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from server.api.pagination import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Limit,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    invalid_cursor,
+)
+from server.db import tasks
+from server.db.tasks import Assignee, Task, TaskStatus, Title
+
+DueDate = Annotated[dt.datetime, msgspec.Meta(tz=True)]
+
+
+class TaskChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Fields to change; omitted ones stay as they are, a null assignee or due_date clears it."""
+
+    title: Title | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType = msgspec.UNSET
+    status: TaskStatus | msgspec.UnsetType = msgspec.UNSET
+    assignee: Assignee | msgspec.UnsetType | None = msgspec.UNSET
+    due_date: DueDate | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class TaskController(Controller):
+    path = "/tasks"
+    tags = ("tasks",)
+
+    @get("/")
+    async def list_tasks(
+        self,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+        execution_id: FromQuery[uuid.UUID | None] = None,
+        status: FromQuery[TaskStatus | None] = None,
+    ) -> Page[Task]:
+        """Tasks, newest first; filter by the execution that made them or by status."""
+        key = decode_cursor(cursor, 2)
+        before = None
+        if key is not None:
+            try:
+                before = (dt.datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
+            except ValueError:
+                raise invalid_cursor() from None
+        items = await tasks.list_tasks(
+            limit=limit + 1, before=before, execution_id=execution_id, status=status
+        )
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)])
+        return Page(items=items, next_cursor=next_cursor)
+
+    @get("/{task_id:uuid}")
+    async def get_task(self, task_id: FromPath[uuid.UUID]) -> Task:
+        return await tasks.get_task(task_id)
+
+    @patch("/{task_id:uuid}")
+    async def update_task(self, task_id: FromPath[uuid.UUID], data: JSONBody[TaskChange]) -> Task:
+        """Change a task's status, assignee, title, description or due date."""
+        changes: dict[str, Any] = {
+            name: value
+            for name in data.__struct_fields__
+            if (value := getattr(data, name)) is not msgspec.UNSET
+        }
+        return await tasks.update_task(task_id, changes)

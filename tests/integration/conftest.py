@@ -1,0 +1,18 @@
+"""Fixtures of the integration tests beyond the shared ones: the actions' loopback peers."""
+
+from __future__ import annotations
+
+from tests.peers import (  # noqa: F401 - fixtures, found by pytest by name
+    _http_peer,
+    _https_peer,
+    _smtp_auth_server,
+    _smtp_server,
+    _smtps_server,
+    _tls_identity,
+    http_peer,
+    https_peer,
+    smtp_auth_server,
+    smtp_server,
+    smtps_server,
+    tls_client_context,
+)

@@ -1,0 +1,162 @@
+"""The `email` action against a real SMTP server on loopback (aiosmtpd)."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import pytest
+
+from server.actions.email import EmailAction
+from server.queue.jobs import PermanentError, RetryableError
+from tests.action_contexts import Credentials, action_context
+from tests.peers import SMTP_PASSWORD, SMTP_USER, SmtpPeer, free_port
+
+
+def smtp_credential(peer: SmtpPeer | None = None, **fields: Any) -> Credentials:
+    server = {"host": "127.0.0.1", "port": peer.port if peer else free_port(), "security": "none"}
+    return {"mail": ("smtp", {**server, **fields})}
+
+
+async def send(
+    cfg: dict[str, Any],
+    credentials: Credentials,
+    *,
+    tls: ssl.SSLContext | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    context = action_context({"credential": "mail", **cfg}, credentials=credentials, **options)
+    return await EmailAction(tls=tls).run(context)
+
+
+def login(peer: SmtpPeer, password: str = SMTP_PASSWORD) -> Credentials:
+    """STARTTLS to `localhost` (the name the peer's certificate holds), then a login."""
+    return smtp_credential(
+        peer, host="localhost", security="starttls", username=SMTP_USER, password=password
+    )
+
+
+async def test_a_plain_text_message_is_delivered_with_a_stable_message_id(
+    smtp_server: SmtpPeer,
+) -> None:
+    cfg = {"to": "ann@example.com", "subject": "Welcome", "text": "Hello Ann"}
+    output = await send(cfg, smtp_credential(smtp_server), idempotency_key="run-1:step-1")
+    [mail] = smtp_server.mailbox.mails
+    assert mail.mail_from == "switchyard@localhost"
+    assert mail.recipients == ["ann@example.com"]
+    assert mail.message["Subject"] == "Welcome"
+    assert mail.message.get_content_type() == "text/plain"
+    assert mail.message.get_content().strip() == "Hello Ann"
+    assert mail.message["Message-ID"] == output["message_id"]
+    assert output["accepted"] == ["ann@example.com"]
+    again = await send(cfg, smtp_credential(smtp_server), idempotency_key="run-1:step-1")
+    other = await send(cfg, smtp_credential(smtp_server), idempotency_key="run-2:step-1")
+    assert again["message_id"] == output["message_id"] != other["message_id"]
+
+
+async def test_text_and_html_go_as_alternatives_to_every_recipient(smtp_server: SmtpPeer) -> None:
+    output = await send(
+        {
+            "from": "Sales <sales@example.com>",
+            "to": "Ann <ann@example.com>, bob@example.com",
+            "cc": ["carol@example.com"],
+            "subject": "Offer",
+            "text": "Our offer",
+            "html": "<p>Our <b>offer</b></p>",
+        },
+        smtp_credential(smtp_server),
+    )
+    [mail] = smtp_server.mailbox.mails
+    assert mail.mail_from == "sales@example.com"
+    assert sorted(mail.recipients) == ["ann@example.com", "bob@example.com", "carol@example.com"]
+    assert mail.message["Cc"] == "carol@example.com"
+    assert mail.message.get_content_type() == "multipart/alternative"
+    parts = {part.get_content_type(): part.get_content() for part in mail.message.iter_parts()}
+    assert parts["text/plain"].strip() == "Our offer"
+    assert parts["text/html"].strip() == "<p>Our <b>offer</b></p>"
+    assert output["message_id"].endswith("@example.com>")
+    assert output["accepted"] == ["ann@example.com", "bob@example.com", "carol@example.com"]
+
+
+async def test_an_html_only_message_is_html(smtp_server: SmtpPeer) -> None:
+    await send(
+        {"to": ["ann@example.com"], "subject": "S", "html": "<p>x</p>"},
+        smtp_credential(smtp_server),
+    )
+    assert smtp_server.mailbox.mails[0].message.get_content_type() == "text/html"
+
+
+async def test_starttls_and_a_login_are_used_and_the_user_is_the_default_sender(
+    smtp_auth_server: SmtpPeer, tls_client_context: ssl.SSLContext
+) -> None:
+    message = {"to": "ann@example.com", "subject": "S", "text": "x"}
+    await send(message, login(smtp_auth_server), tls=tls_client_context)
+    [mail] = smtp_auth_server.mailbox.mails
+    assert mail.mail_from == SMTP_USER
+
+
+async def test_a_refused_login_is_permanent(
+    smtp_auth_server: SmtpPeer, tls_client_context: ssl.SSLContext
+) -> None:
+    message = {"to": "ann@example.com", "subject": "S", "text": "x"}
+    with pytest.raises(PermanentError, match="refused the login: 535"):
+        await send(message, login(smtp_auth_server, "wrong"), tls=tls_client_context)
+    assert smtp_auth_server.mailbox.mails == []
+
+
+async def test_a_certificate_that_does_not_verify_is_permanent(smtp_auth_server: SmtpPeer) -> None:
+    message = {"to": "ann@example.com", "subject": "S", "text": "x"}
+    with pytest.raises(PermanentError, match="certificate of SMTP server localhost"):
+        await send(message, login(smtp_auth_server))  # the system trust store: not our CA
+    assert smtp_auth_server.mailbox.mails == []
+
+
+async def test_a_server_requiring_starttls_refuses_plain_text_permanently(
+    smtp_auth_server: SmtpPeer,
+) -> None:
+    message = {"to": "ann@example.com", "subject": "S", "text": "x"}
+    with pytest.raises(PermanentError, match="530"):
+        await send(message, smtp_credential(smtp_auth_server))
+
+
+async def test_implicit_tls_delivers(
+    smtps_server: SmtpPeer, tls_client_context: ssl.SSLContext
+) -> None:
+    credentials = smtp_credential(smtps_server, host="localhost", security="tls")
+    await send(
+        {"to": "ann@example.com", "subject": "S", "text": "x"}, credentials, tls=tls_client_context
+    )
+    assert len(smtps_server.mailbox.mails) == 1
+
+
+async def test_a_busy_mailbox_is_retryable_and_an_unknown_one_permanent(
+    smtp_server: SmtpPeer,
+) -> None:
+    credentials = smtp_credential(smtp_server)
+    with pytest.raises(RetryableError, match="451"):
+        await send({"to": "busy@example.com", "subject": "S", "text": "x"}, credentials)
+    with pytest.raises(PermanentError, match="550"):
+        await send({"to": "unknown@example.com", "subject": "S", "text": "x"}, credentials)
+    output = await send(
+        {"to": ["ann@example.com", "unknown@example.com"], "subject": "S", "text": "x"}, credentials
+    )
+    assert (output["accepted"], output["refused"]) == (["ann@example.com"], ["unknown@example.com"])
+
+
+async def test_an_unreachable_server_is_retryable() -> None:
+    with pytest.raises(RetryableError, match="could not be reached"):
+        await send({"to": "ann@example.com", "subject": "S", "text": "x"}, smtp_credential())
+
+
+async def test_starttls_on_a_server_without_it_is_permanent(smtp_server: SmtpPeer) -> None:
+    credentials = smtp_credential(smtp_server, security="starttls")
+    with pytest.raises(PermanentError, match="does not support"):
+        await send({"to": "ann@example.com", "subject": "S", "text": "x"}, credentials)
+    assert smtp_server.mailbox.mails == []
+
+
+async def test_invalid_cfg_is_permanent(smtp_server: SmtpPeer) -> None:
+    with pytest.raises(PermanentError, match="`subject`"):
+        await send({"to": "ann@example.com"}, smtp_credential(smtp_server))
+    with pytest.raises(PermanentError, match="no address"):
+        await send({"to": "", "subject": "S"}, smtp_credential(smtp_server))
