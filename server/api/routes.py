@@ -18,6 +18,7 @@ from server.api.subscriptions import SubscriptionController
 from server.api.tasks import TaskController
 from server.api.variables import VariableController
 from server.api.versions import VersionController
+from server.api.webhooks import WebhookController
 from server.api.workflows import WorkflowController
 
 API_PREFIX = "/api/v1"
@@ -45,6 +46,7 @@ def api_router() -> Router:
             RegistryController,
             CredentialController,
             VariableController,
+            WebhookController,
         ],
         security=[{"BearerToken": []}],
     )
