@@ -1,0 +1,143 @@
+"""`/api/v1/webhooks`: the endpoints that turn `POST /hooks/{path}` into events of a trigger.
+
+Body: `{"trigger_key", "path", "auth": {"type", "secret"?, "header"?}, "response_mode":
+"async"|"sync", "sync_timeout_seconds"?, "enabled"?}`. Secrets are write-only: answers show
+`"auth": {"type", "has_secret", "has_previous_secret", "header"}`. When a type that needs a
+secret (`header_token`, `hmac_sha256`, `github`) is given none, one is generated (`whsec_...`
+for hmac_sha256) and returned once, as `generated_secret` in that answer; it cannot be read
+again. Rotation (PATCH): `"auth": {"secret": "new"}` (or `{"generate_secret": true}`) makes the
+new secret current and keeps the previous one valid too; `"auth": {"drop_previous_secret":
+true}` then retires the previous one. A path in use answers 409; so does a trigger key that
+is registered with a type other than `webhook`. Lists are keyset-paginated, oldest first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Controller, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+from msgspec import UNSET, UnsetType
+
+from server.api.pagination import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Limit,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    invalid_cursor,
+)
+from server.crypto.aead import Keyring
+from server.db import webhooks
+from server.db.webhook_auth import AuthInput
+from server.db.webhooks import (
+    DEFAULT_SYNC_TIMEOUT_SECONDS,
+    ResponseMode,
+    SavedWebhook,
+    SyncTimeout,
+    WebhookPath,
+    WebhookView,
+)
+from server.engine.document import TriggerKey
+from server.errors import ValidationError
+
+
+class WebhookCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    trigger_key: TriggerKey
+    path: WebhookPath
+    auth: AuthInput
+    response_mode: ResponseMode = ResponseMode.ASYNC
+    sync_timeout_seconds: SyncTimeout = DEFAULT_SYNC_TIMEOUT_SECONDS
+    enabled: bool = True
+
+
+class WebhookChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Fields to change; omitted ones stay as they are (see the module docstring for auth)."""
+
+    trigger_key: TriggerKey | UnsetType = UNSET
+    path: WebhookPath | UnsetType = UNSET
+    auth: AuthInput | UnsetType = UNSET
+    response_mode: ResponseMode | UnsetType = UNSET
+    sync_timeout_seconds: SyncTimeout | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+
+
+class WebhookController(Controller):
+    path = "/webhooks"
+    tags = ("webhooks",)
+
+    @get("/")
+    async def list_webhooks(
+        self,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+        trigger_key: FromQuery[str | None] = None,
+    ) -> Page[WebhookView]:
+        """Webhook endpoints, oldest first; secrets are never shown."""
+        key = decode_cursor(cursor, 2)
+        after = None
+        if key is not None:
+            try:
+                after = (dt.datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
+            except ValueError:
+                raise invalid_cursor() from None
+        items = await webhooks.list_webhooks(limit=limit + 1, after=after, trigger_key=trigger_key)
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)])
+        return Page(items=items, next_cursor=next_cursor)
+
+    @post("/", status_code=HTTP_201_CREATED)
+    async def create_webhook(
+        self, data: JSONBody[WebhookCreate], keyring: NamedDependency[Keyring]
+    ) -> SavedWebhook:
+        """A new endpoint, live at once at POST /hooks/{path}; a generated secret is in
+        `generated_secret`, shown only in this answer."""
+        if data.auth.type is UNSET:
+            raise ValidationError(
+                "auth.type is required: none, header_token, hmac_sha256 or github",
+                [{"field": "auth.type", "message": "is required"}],
+            )
+        return await webhooks.create_webhook(
+            keyring=keyring,
+            trigger_key=data.trigger_key,
+            path=data.path,
+            auth=data.auth,
+            response_mode=data.response_mode,
+            sync_timeout_seconds=data.sync_timeout_seconds,
+            enabled=data.enabled,
+        )
+
+    @get("/{webhook_id:uuid}")
+    async def get_webhook(self, webhook_id: FromPath[uuid.UUID]) -> WebhookView:
+        return await webhooks.get_webhook(webhook_id)
+
+    @patch("/{webhook_id:uuid}")
+    async def update_webhook(
+        self,
+        webhook_id: FromPath[uuid.UUID],
+        data: JSONBody[WebhookChange],
+        keyring: NamedDependency[Keyring],
+    ) -> SavedWebhook:
+        """Change an endpoint; takes effect on the next request on every replica."""
+        changes: dict[str, Any] = {
+            name: value
+            for name in data.__struct_fields__
+            if name != "auth" and (value := getattr(data, name)) is not UNSET
+        }
+        auth = None if data.auth is UNSET else data.auth
+        return await webhooks.update_webhook(
+            webhook_id, keyring=keyring, changes=changes, auth=auth
+        )
+
+    @delete("/{webhook_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    async def delete_webhook(self, webhook_id: FromPath[uuid.UUID]) -> None:
+        """Delete an endpoint; its path answers 404 at once. The trigger source stays."""
+        await webhooks.delete_webhook(webhook_id)
