@@ -27,6 +27,7 @@ from server import health
 from server.actions.catalog import ACTIONS, CREDENTIAL_TYPES, TRIGGERS
 from server.actions.registry import BUILTIN_ACTIONS
 from server.api import problems
+from server.api.hooks import HookController
 from server.api.routes import api_router
 from server.crypto.tokens import hash_token
 from server.db import tokens
@@ -68,7 +69,7 @@ def create_app(
     """
     route_handlers: list[object] = [*health.ROUTES]
     if Role.API in settings.roles:
-        route_handlers.append(api_router())
+        route_handlers.extend((api_router(), HookController))
     return Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]
         lifespan=[partial(lifespan, settings=settings, on_crash=on_crash, announce=announce)],
