@@ -63,7 +63,10 @@ class EmailAction:
         config = typed_input(context.cfg, EmailConfig, "email cfg")
         data = await context.load_credential(config.credential, "smtp")
         server = typed_input(data, SmtpServer, f"credential {config.credential!r}")
-        message = build_message(config, server, context.idempotency_key)
+        try:
+            message = build_message(config, server, context.idempotency_key)
+        except ValueError as error:  # e.g. a line break in a header: never sent as given
+            raise PermanentError(f"email cfg cannot make a message: {error}") from None
         recipients = _addresses(config.to) + _addresses(config.cc)
         if not recipients:
             raise PermanentError("email cfg: `to` holds no address")
@@ -88,7 +91,7 @@ def build_message(config: EmailConfig, server: SmtpServer, idempotency_key: str)
     if config.cc:
         message["Cc"] = ", ".join(_addresses(config.cc))
     message["Subject"] = config.subject
-    message["Date"] = formatdate(localtime=False)
+    message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = message_id(idempotency_key, sender)
     if config.text is not None or config.html is None:
         message.set_content(config.text or "")

@@ -32,6 +32,8 @@ from server.queue.jobs import PermanentError, RetryableError
 REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 # Headers that describe a body: dropped with the body when a redirect turns a request into GET.
 BODY_HEADERS: Final = frozenset({"content-type", "content-length", "content-encoding"})
+# Headers that carry credentials: never sent to an origin other than the request's own.
+CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
 ERROR_SNIPPET_CHARS: Final = 200
 
 
@@ -99,13 +101,14 @@ class OutboundClient:
 async def _follow(
     client: httpx.AsyncClient, request: OutboundRequest, allowed_hosts: Sequence[str]
 ) -> OutboundResponse:
-    first = httpx.URL(request.url, params=request.params or None)
+    first = _parsed_url(request.url).copy_merge_params(request.params)
     headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
     hop = _Hop(method=request.method, url=first, headers=headers, content=request.content)
     for _ in range(request.max_redirects + 1):
-        sent = dict(hop.headers)
         if _origin(hop.url) == _origin(first):
-            sent.update(request.auth_headers)
+            sent = {**hop.headers, **request.auth_headers}
+        else:  # another origin must not see the caller's credentials, however they were given
+            sent = {k: v for k, v in hop.headers.items() if k.lower() not in CREDENTIAL_HEADERS}
         target = await check_url(hop.url, allowed_hosts)
         response = await _exchange(
             client, target, msgspec.structs.replace(hop, headers=sent), request.max_response_bytes
@@ -113,10 +116,17 @@ async def _follow(
         location = response.headers.get("location")
         if not (request.follow_redirects and response.status in REDIRECT_STATUSES and location):
             return response
-        hop = _redirected(hop, response.status, hop.url.join(location))
+        hop = _redirected(hop, response.status, _parsed_url(location, base=hop.url))
     raise PermanentError(
         f"{request.method} {_origin(first)} redirected more than {request.max_redirects} times"
     )
+
+
+def _parsed_url(text: str, *, base: httpx.URL | None = None) -> httpx.URL:
+    try:
+        return base.join(text) if base is not None else httpx.URL(text)
+    except httpx.InvalidURL as error:
+        raise PermanentError(f"{text!r} is not a valid URL: {error}") from None
 
 
 def _redirected(hop: _Hop, status: int, url: httpx.URL) -> _Hop:
@@ -148,17 +158,19 @@ async def _exchange_with(
     client: httpx.AsyncClient, address: str, target: Target, hop: _Hop, max_bytes: int
 ) -> OutboundResponse:
     extensions = {"sni_hostname": target.host} if hop.url.scheme == "https" else {}
-    request = client.build_request(
-        hop.method,
-        pinned_url(hop.url, address),
-        headers={**hop.headers, "Host": hop.url.netloc.decode("ascii")},
-        content=hop.content,
-        extensions=extensions,
-    )
     try:
+        request = client.build_request(
+            hop.method,
+            pinned_url(hop.url, address),
+            headers={**hop.headers, "Host": hop.url.netloc.decode("ascii")},
+            content=hop.content,
+            extensions=extensions,
+        )
         response = await client.send(request, stream=True)
     except httpx.ConnectError:
         raise
+    except (UnicodeEncodeError, httpx.LocalProtocolError) as error:  # the request is malformed
+        raise PermanentError(f"the request cannot be sent as given: {error}") from None
     except httpx.TransportError as error:
         raise RetryableError(f"{hop.method} {_origin(hop.url)} failed: {error!r}") from None
     try:

@@ -17,6 +17,7 @@ import email.message
 from enum import StrEnum
 from typing import Any, Literal
 
+import httpx
 import msgspec
 
 from server.actions.base import ActionContext, Output
@@ -71,7 +72,7 @@ class HttpRequestAction:
         if response.status == 401 and oauth2 is not None:
             self._tokens.forget(oauth2)  # revoked or rotated early: one fresh token, once
             response = await self._send(context, config, oauth2)
-        failure = status_failure(f"{config.method} {config.url}", response, config.expected_status)
+        failure = status_failure(_described(config), response, config.expected_status)
         if failure is not None:
             raise failure
         return {
@@ -104,6 +105,12 @@ class HttpRequestAction:
             follow_redirects=config.follow_redirects,
         )
         return await self._client.send(request, allowed_hosts=allowed)
+
+
+def _described(config: HttpRequestConfig) -> str:
+    """Method and URL without query or user info, which may hold secrets, for error messages."""
+    url = httpx.URL(config.url)
+    return f"{config.method} {url.scheme}://{url.netloc.decode('ascii')}{url.path}"
 
 
 def _config(cfg: dict[str, Any]) -> HttpRequestConfig:

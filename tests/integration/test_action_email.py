@@ -160,3 +160,9 @@ async def test_invalid_cfg_is_permanent(smtp_server: SmtpPeer) -> None:
         await send({"to": "ann@example.com"}, smtp_credential(smtp_server))
     with pytest.raises(PermanentError, match="no address"):
         await send({"to": "", "subject": "S"}, smtp_credential(smtp_server))
+    with pytest.raises(PermanentError, match="cannot make a message"):
+        await send(
+            {"to": "ann@example.com", "subject": "Hi\nBcc: eve@example.com", "text": "x"},
+            smtp_credential(smtp_server),
+        )
+    assert smtp_server.mailbox.mails == []

@@ -74,6 +74,7 @@ async def test_redirects_are_followed_and_credentials_stay_with_their_origin(
             "method": "POST",
             "url": f"{http_peer.base_url}/start",
             "json": {"a": 1},
+            "headers": {"X-Trace": "t1", "Cookie": "session=1"},
             "credential": "key",
             "auth": "api_key",
         },
@@ -86,6 +87,8 @@ async def test_redirects_are_followed_and_credentials_stay_with_their_origin(
     assert moved.headers["authorization"] == "Bearer k"  # same origin
     assert (landing.method, landing.body) == ("GET", b"")  # 302 after POST: GET, no body
     assert "authorization" not in landing.headers  # another origin: no credential
+    assert "cookie" not in landing.headers
+    assert landing.headers["x-trace"] == "t1"
     assert "content-type" not in landing.headers
 
 
@@ -183,3 +186,20 @@ async def test_invalid_cfg_fails_permanently() -> None:
         await call({"url": "http://127.0.0.1/", "json": {}, "body": "x"})
     with pytest.raises(PermanentError, match="`credential` and `auth`"):
         await call({"url": "http://127.0.0.1/", "credential": "key"})
+    with pytest.raises(PermanentError, match="not a valid URL"):
+        await call({"url": "http://[zz]/"})
+
+
+async def test_a_malformed_request_is_permanent(http_peer: HttpPeer) -> None:
+    url = f"{http_peer.base_url}/x"
+    with pytest.raises(PermanentError, match="cannot be sent as given"):
+        await call({"url": url, "headers": {"X-Name": "café"}})
+    with pytest.raises(PermanentError, match="cannot be sent as given"):
+        await call({"url": url, "headers": {"X-Name": "a\r\nInjected: yes"}})
+    assert http_peer.requests == []
+
+
+async def test_the_query_adds_to_parameters_already_in_the_url(http_peer: HttpPeer) -> None:
+    http_peer.reply("/search", json={})
+    await call({"url": f"{http_peer.base_url}/search?a=1", "query": {"b": "2"}})
+    assert http_peer.requests[0].query == {"a": ["1"], "b": ["2"]}
