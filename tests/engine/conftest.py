@@ -66,3 +66,6 @@ async def wait_for(
 
 def steps_by_key(execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {step["step_key"]: step for step in execution["steps"]}
+
+
+from tests.peers import _http_peer, http_peer  # noqa: E402, F401 - fixtures, found by name

@@ -36,6 +36,7 @@ def start_worker(database_dsn: str, tmp_path: Path) -> Iterator[Callable[[], Ser
         WORKER_CONCURRENCY="8",
         DB_POOL_MAX_SIZE="16",
         ENCRYPTION_KEYS="test:" + "A" * 43 + "=",
+        HTTP_ALLOWED_HOSTS="127.0.0.1",
     )
     with ExitStack() as stack:
 
