@@ -14,6 +14,7 @@ from server.api.events import EventController
 from server.api.executions import ExecutionController, ManualRunController
 from server.api.jobs import JobController
 from server.api.registry import RegistryController
+from server.api.schedules import ScheduleController
 from server.api.subscriptions import SubscriptionController
 from server.api.tasks import TaskController
 from server.api.variables import VariableController
@@ -47,6 +48,7 @@ def api_router() -> Router:
             CredentialController,
             VariableController,
             WebhookController,
+            ScheduleController,
         ],
         security=[{"BearerToken": []}],
     )
