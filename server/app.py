@@ -124,7 +124,9 @@ async def lifespan(
                 worker_role.running(engine_pool(engine), dsn, settings, handlers, on_crash=on_crash)
             )
         if Role.SCHEDULER in settings.roles:
-            await stack.enter_async_context(scheduler_role.running(settings, on_crash=on_crash))
+            await stack.enter_async_context(
+                scheduler_role.running(engine_pool(engine), dsn, settings, on_crash=on_crash)
+            )
         log.info("switchyard_started", roles=sorted(settings.roles))
         yield
         log.info("switchyard_stopping")
