@@ -24,13 +24,16 @@ async def test_every_api_operation_refuses_requests_without_a_token(
         for method, operation in operations.items():
             if method not in {"get", "post", "put", "patch", "delete"}:
                 continue
-            concrete = re.sub(
-                r"\{(\w+)\}", lambda m, op=operation: _placeholder(op, m.group(1)), path
-            )
+            concrete = fill_path(path, operation)
             response = await api_client.request(method.upper(), concrete, json={})
             assert response.status_code == 401, (method, path, response.status_code)
             checked += 1
     assert checked >= 40
+
+
+def fill_path(path: str, operation: dict[str, Any]) -> str:
+    """`path` with each `{parameter}` replaced by a valid value."""
+    return re.sub(r"\{(\w+)\}", lambda match: _placeholder(operation, match.group(1)), path)
 
 
 def _placeholder(operation: dict[str, Any], name: str) -> str:
