@@ -35,7 +35,14 @@ import structlog
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import Headers, State
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import (
+    ClientException,
+    NotAuthorizedException,
+    NotFoundException,
+    ServiceUnavailableException,
+)
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
@@ -100,6 +107,20 @@ class HookController(Controller):
         status_code=HTTP_202_ACCEPTED,
         summary="Inbound webhook",
         description=__doc__,
+        responses={
+            HTTP_200_OK: ResponseSpec(
+                data_container=HookResult,
+                description="sync mode: the execution finished; async mode: a replayed "
+                "delivery, answered with the first event (HookAccepted, duplicate true)",
+            )
+        },
+        raises=[
+            ClientException,
+            NotAuthorizedException,
+            NotFoundException,
+            RequestEntityTooLarge,
+            ServiceUnavailableException,
+        ],
     )
     async def receive_webhook(
         self,
