@@ -17,12 +17,15 @@ import uuid
 from typing import Any, Final
 
 import msgspec
+import structlog
 
 from server.db.engine import transaction
 from server.db.registry import register_trigger, trigger_type_of
 from server.db.tables import ScheduleTrigger
 from server.errors import ConflictError, NotFoundError
 from server.triggers.schedule import MisfirePolicy, next_fire_time, validate_schedule
+
+log = structlog.get_logger(__name__)
 
 SCHEDULE_CHANNEL: Final = "switchyard_schedules"
 TRIGGER_TYPE: Final = "schedule"
@@ -181,7 +184,11 @@ async def list_schedules(
 
 
 async def enabled_schedules() -> list[ScheduleView]:
-    """Every enabled schedule, for a scheduler's full resync."""
+    """Every enabled schedule, for a scheduler's full resync.
+
+    A row the API could not have written (edited by hand: an unknown misfire policy, a payload
+    that is not an object) is logged and left out, so one bad row never stops the others.
+    """
     rows = await (
         ScheduleTrigger.select(*_COLUMNS)
         .where(ScheduleTrigger.enabled == True)  # noqa: E712 - a SQL comparison
@@ -189,7 +196,13 @@ async def enabled_schedules() -> list[ScheduleView]:
         .output(load_json=True)
         .run()
     )
-    return [msgspec.convert(row, ScheduleView) for row in rows]
+    views: list[ScheduleView] = []
+    for row in rows:
+        try:
+            views.append(msgspec.convert(row, ScheduleView))
+        except msgspec.ValidationError as error:
+            log.error("schedule_row_invalid", schedule_id=str(row["id"]), error=str(error))
+    return views
 
 
 async def ensure_schedule_source(trigger_key: str) -> None:

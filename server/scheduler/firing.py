@@ -18,6 +18,7 @@ from enum import StrEnum
 
 import asyncpg
 import structlog
+from prometheus_client import Counter, Histogram
 
 from server.db.schedule_fires import fire_schedule, record_schedule_error
 from server.db.trigger_health import IntakeOutcome, record_intake
@@ -25,6 +26,22 @@ from server.triggers.cron import CronSchedule
 from server.triggers.schedule import PlannedFire
 
 log = structlog.get_logger(__name__)
+
+SCHEDULE_FIRES = Counter(
+    "switchyard_schedule_fires_total",
+    "Schedule ticks this scheduler handled: inserted, duplicate (a peer was first), stale, failed",
+    ["result"],
+)
+SCHEDULE_MISFIRES = Counter(
+    "switchyard_schedule_misfires_total",
+    "Times ticks were found missed (older than the grace), by the schedule's misfire policy",
+    ["policy"],
+)
+FIRE_DELAY = Histogram(
+    "switchyard_schedule_fire_delay_seconds",
+    "From a tick's time to its event being committed by this scheduler",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 
 
 class FireResult(StrEnum):
@@ -71,13 +88,17 @@ class Firing:
                 source=source,
             )
         except Exception as error:  # noqa: BLE001 - one tick: log, record, keep the loop alive
+            SCHEDULE_FIRES.labels("failed").inc()
             await self._failed(schedule_id, trigger_key, tick, error)
             return FireResult.FAILED
         if fired is None:
+            SCHEDULE_FIRES.labels("stale").inc()
             log.info("schedule_fire_stale", schedule_id=str(schedule_id), at=tick.at.isoformat())
             return FireResult.STALE
         self.fired += 1
+        SCHEDULE_FIRES.labels("duplicate" if fired.event.duplicate else "inserted").inc()
         if not fired.event.duplicate:
+            FIRE_DELAY.observe((dt.datetime.now(dt.UTC) - tick.at).total_seconds())
             await self._count(fired.trigger_key, IntakeOutcome(fired.event.outcome))
             log.info(
                 "schedule_fired",

@@ -34,7 +34,7 @@ from apscheduler.triggers.base import BaseTrigger
 from server.db.schedule_fires import advance_next_fire
 from server.db.schedules import ScheduleView, enabled_schedules, find_schedule
 from server.errors import ValidationError
-from server.scheduler.firing import FireResult, Firing
+from server.scheduler.firing import SCHEDULE_MISFIRES, FireResult, Firing
 from server.triggers.cron import CronSchedule, parse_schedule
 from server.triggers.schedule import (
     FirePlan,
@@ -74,12 +74,9 @@ class Entry:
     pending: dt.datetime | None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    @property
-    def definition(self) -> tuple[str, str, MisfirePolicy]:
-        return (self.view.cron, self.view.timezone, self.view.misfire_policy)
-
 
 def _definition(view: ScheduleView) -> tuple[str, str, MisfirePolicy]:
+    """What a loaded entry is planned from; other fields are read from the row at fire time."""
     return (view.cron, view.timezone, view.misfire_policy)
 
 
@@ -118,7 +115,7 @@ class ScheduleSet:
     def _apply(self, view: ScheduleView) -> None:
         now = utc_now()
         entry = self.entries.get(view.id)
-        if entry is not None and entry.definition == _definition(view):
+        if entry is not None and _definition(entry.view) == _definition(view):
             entry.view = view  # payload or trigger key may have changed; fires read the row
             if not entry.lock.locked():  # a running wake-up is settling `pending` itself
                 stored = self._stored_pending(entry.schedule, view, now)
@@ -197,6 +194,7 @@ class ScheduleSet:
                 policy=entry.view.misfire_policy,
             )
             if plan.missed is not None:
+                SCHEDULE_MISFIRES.labels(entry.view.misfire_policy.value).inc()
                 log.warning(
                     "schedule_misfired",
                     schedule_id=str(schedule_id),
