@@ -9,8 +9,9 @@ question is asked: from a previous fire, or from any instant in between):
 - Skipped hour (spring forward). A wall-clock time that does not exist that day is read with
   the offset in force before the change, so it fires once, later by the shift (one hour in
   most zones) on the new clock: in America/New_York on 2024-03-10 a daily `30 2 * * *` fires
-  at 03:30 EDT (07:30 UTC). An interval-like schedule loses nothing real: `0 * * * *` fires at 01:00 EST and then 03:00 EDT,
-  one hour apart, because 02:00 EST would be the same instant as 03:00 EDT.
+  at 03:30 EDT (07:30 UTC). An interval-like schedule loses nothing real: `0 * * * *` fires
+  at 01:00 EST and then 03:00 EDT, one hour apart, because 02:00 EST would be the same
+  instant as 03:00 EDT.
 - Repeated hour (fall back). A wall-clock time that happens twice fires once, on its first
   pass (the daylight-time offset): on 2024-11-03 a daily `30 1 * * *` fires at 01:30 EDT
   (05:30 UTC) and not again at 01:30 EST. Schedules whose hour field is `*` are wall-clock
@@ -19,11 +20,11 @@ question is asked: from a previous fire, or from any instant in between):
 
 Misfires: a tick is *late* when it is handled at most `MISFIRE_GRACE` (30 s) after its time
 (a busy loop, a rolling restart) and then fires normally; older unfired ticks are *missed*.
-With `run_once` (the default) the most recent missed tick fires once as a catch-up, never one fire
-per missed tick; with `skip` none does. The first unfired tick is read from the schedule's row:
-the one after `last_fire_at`, but never before `next_fire_at`, which is reset whenever the
-schedule is created, re-enabled or given another cron or time zone, so paused time and ticks of
-a replaced cron are never caught up.
+With `run_once` (the default) the most recent missed tick fires once as a catch-up, never one
+fire per missed tick; with `skip` none does. The first unfired tick is read from the
+schedule's row: the one after `last_fire_at`, but never before `next_fire_at`, which is reset
+whenever the schedule is created, re-enabled or given another cron or time zone, so paused
+time and ticks of a replaced cron are never caught up.
 """
 
 from __future__ import annotations
