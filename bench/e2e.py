@@ -1,0 +1,269 @@
+"""End-to-end benchmark: signed webhooks into a three-step workflow, Switchyard against n8n.
+
+    python -m bench.e2e [--dsn postgresql://postgres@127.0.0.1:5432] [--duration 30]
+                        [--concurrency 8,32] [--no-peer] [--json]
+
+On loopback, both systems on the PostgreSQL server of `--dsn`, each in a fresh database
+(`bench_switchyard`, `bench_n8n`). Switchyard (`switchyard run`, api and worker roles) gets a
+webhook endpoint with Standard Webhooks auth answering asynchronously and a published workflow
+condition -> task_management create -> set_variables; n8n (installed from the npm registry into
+`~/.cache/switchyard-bench/n8n` on first use) gets Webhook -> IF -> Set answering on receipt.
+Both receive the same JSON bodies (n8n's unsigned) from `concurrency` closed-loop clients for
+`duration` seconds per level, after a warm-up. `bench/e2e_common.py` says what each figure
+means. Prints per system and level: executions/s, webhook answer p50/p99, drain lag, lost and
+failed executions and peak RSS, then the ratios ours/n8n and the targets.
+
+`--json` prints one JSON object instead. Each system maps every figure to its value per
+concurrency level (keys are the levels as strings); `ratios` holds ours/n8n per figure and
+level (for latency and memory, lower is better):
+
+    {"systems": {"switchyard": {"executions_per_s": {"8": 412.3, "32": 420.1},
+                                "response_p50_ms": {...}, "response_p99_ms": {...},
+                                "lost": {...}, "rss_mb": {...}, "failed": {...},
+                                "drain_lag_s": {...}, "accepted": {...}, "refused": {...},
+                                "accepted_per_s": {...}, "cpu_ms_per_execution": {...}},
+                 "n8n": {... the same keys ...}},
+     "ratios": {"executions_vs_n8n_c8": 2.4, "response_p50_vs_n8n_c8": 0.1,
+                "response_p99_vs_n8n_c8": ..., "rss_vs_n8n_c8": 0.2, ... "_c32": ...}}
+
+With `--no-peer` only Switchyard runs and `ratios` is empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from bench.e2e_common import (
+    LevelFigures,
+    Plan,
+    Server,
+    busy_cores,
+    cancelled_on_signals,
+    exclusive_run,
+    measure,
+)
+from bench.e2e_n8n import DEFAULT_CACHE, N8nServer
+from bench.e2e_n8n import DEFAULT_POOL_SIZE as N8N_POOL_SIZE
+from bench.e2e_switchyard import DEFAULT_POOL_SIZE, DEFAULT_WORKER_CONCURRENCY, SwitchyardServer
+from bench.queue import quiet_logs
+
+DEFAULT_DSN: Final = "postgresql://postgres@127.0.0.1:5432"
+OURS: Final = "switchyard"
+PEER: Final = "n8n"
+# Figure -> the short name in ratio keys ("executions_vs_n8n_c8").
+RATIO_NAMES: Final = {
+    "executions_per_s": "executions",
+    "response_p50_ms": "response_p50",
+    "response_p99_ms": "response_p99",
+    "rss_mb": "rss",
+}
+# The targets of the end-to-end issue: ours/n8n executions/s, our p50, ours/n8n RSS.
+MIN_EXECUTIONS_RATIO: Final = 2.0
+MAX_RESPONSE_P50_MS: Final = 10.0
+MAX_RSS_RATIO: Final = 1 / 3
+# One-minute load average (2 cores) above which other work is competing with the run.
+BUSY_LOAD_AVERAGE: Final = 0.5
+
+Results = dict[str, dict[int, LevelFigures]]
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench.e2e", description=__doc__.split("\n")[0])
+    parser.add_argument("--dsn", default=DEFAULT_DSN, help="server to create databases on")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per level")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds of warm-up load")
+    parser.add_argument(
+        "--concurrency", default="8,32", help="comma-separated closed-loop client counts"
+    )
+    parser.add_argument("--no-peer", action="store_true", help="run Switchyard alone")
+    parser.add_argument(
+        "--systems", default=f"{OURS},{PEER}", help="comma-separated subset, in running order"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=DEFAULT_WORKER_CONCURRENCY,
+        help="Switchyard's WORKER_CONCURRENCY",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pool-size", type=int, default=DEFAULT_POOL_SIZE, help="Switchyard's DB_POOL_MAX_SIZE"
+    )
+    parser.add_argument(
+        "--n8n-pool-size", type=int, default=N8N_POOL_SIZE, help="n8n's DB_POSTGRESDB_POOL_SIZE"
+    )
+    parser.add_argument(
+        "--n8n-cache", type=Path, default=DEFAULT_CACHE, help="where n8n is installed once"
+    )
+    return parser.parse_args(argv)
+
+
+async def run(arguments: argparse.Namespace) -> Results:
+    plan = Plan(
+        levels=tuple(int(level) for level in arguments.concurrency.split(",")),
+        duration_s=arguments.duration,
+        warmup_s=arguments.warmup,
+    )
+    run_dir = Path(tempfile.mkdtemp(prefix="switchyard-e2e-"))
+    say = progress(arguments.json)
+    say(f"logs in {run_dir}")
+    names = [n for n in arguments.systems.split(",") if not (arguments.no_peer and n == PEER)]
+    servers: list[Server] = []
+    for name in names:
+        if name == OURS:
+            servers.append(
+                SwitchyardServer(
+                    worker_concurrency=arguments.worker_concurrency, pool_size=arguments.pool_size
+                )
+            )
+        elif name == PEER:
+            servers.append(
+                N8nServer(cache=arguments.n8n_cache, pool_size=arguments.n8n_pool_size, say=say)
+            )
+        else:
+            raise SystemExit(f"bench.e2e: unknown system {name!r}; choose from {OURS}, {PEER}")
+    results: Results = {}
+    load = busy_cores()
+    if load > BUSY_LOAD_AVERAGE:
+        print(
+            f"warning: load average {load:.2f} before the run: figures will be low", file=sys.stderr
+        )
+    with cancelled_on_signals():
+        async with exclusive_run(arguments.dsn):
+            for server in servers:
+                say(f"starting {server.name} ...")
+                async with server.running(arguments.dsn, run_dir):
+                    results[server.name] = await measure(server, plan, say)
+    return results
+
+
+def progress(quiet: bool) -> Callable[[str], None]:
+    def say(line: str) -> None:
+        if not quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    return say
+
+
+def ratios(results: Results) -> dict[str, float]:
+    """ours / n8n for the compared figures at every level both ran."""
+    if OURS not in results or PEER not in results:
+        return {}
+    found = {}
+    for level, ours in results[OURS].items():
+        peer = results[PEER].get(level)
+        if peer is None:
+            continue
+        for field, short in RATIO_NAMES.items():
+            theirs = getattr(peer, field)
+            value = getattr(ours, field) / theirs if theirs else float("inf")
+            found[f"{short}_vs_{PEER}_c{level}"] = round(value, 3)
+    return found
+
+
+def targets(results: Results) -> list[tuple[str, bool]]:
+    """Each target of the issue at each level, and whether this run met it."""
+    checks = []
+    for level, ours in results.get(OURS, {}).items():
+        checks.append((f"c{level}: 0 lost and 0 failed", ours.lost == 0 and ours.failed == 0))
+        checks.append(
+            (
+                f"c{level}: response p50 {ours.response_p50_ms:.2f} ms <= {MAX_RESPONSE_P50_MS:.0f} ms",
+                ours.response_p50_ms <= MAX_RESPONSE_P50_MS,
+            )
+        )
+        peer = results.get(PEER, {}).get(level)
+        if peer is None:
+            continue
+        speedup = ours.executions_per_s / peer.executions_per_s if peer.executions_per_s else 0
+        checks.append(
+            (
+                f"c{level}: executions/s {speedup:.2f}x n8n >= {MIN_EXECUTIONS_RATIO:.0f}x",
+                speedup >= MIN_EXECUTIONS_RATIO and peer.executions_per_s > 0,
+            )
+        )
+        memory = ours.rss_mb / peer.rss_mb if peer.rss_mb else float("inf")
+        checks.append((f"c{level}: RSS {memory:.2f}x n8n <= 1/3", memory <= MAX_RSS_RATIO))
+    return checks
+
+
+COLUMNS: Final = (
+    ("clients", "{:>8}"),
+    ("exec/s", "{:>9.1f}"),
+    ("accepted/s", "{:>11.1f}"),
+    ("p50 ms", "{:>9.2f}"),
+    ("p99 ms", "{:>9.2f}"),
+    ("drain s", "{:>9.2f}"),
+    ("lost", "{:>6}"),
+    ("failed", "{:>7}"),
+    ("refused", "{:>8}"),
+    ("RSS MB", "{:>8.1f}"),
+    ("CPU ms/exec", "{:>12.2f}"),
+)
+
+
+def render_table(results: Results, found: dict[str, float]) -> str:
+    widths = [len(fmt.format(0)) for _, fmt in COLUMNS]
+    header = f"{'system':<12}" + "".join(
+        f"{name:>{w}}" for (name, _), w in zip(COLUMNS, widths, strict=True)
+    )
+    lines = [header]
+    for name, levels in results.items():
+        for level, figures in levels.items():
+            values = (
+                level, figures.executions_per_s, figures.accepted_per_s, figures.response_p50_ms,
+                figures.response_p99_ms, figures.drain_lag_s, figures.lost, figures.failed,
+                figures.refused, figures.rss_mb, figures.cpu_ms_per_execution,
+            )  # fmt: skip
+            cells = "".join(fmt.format(v) for (_, fmt), v in zip(COLUMNS, values, strict=True))
+            lines.append(f"{name:<12}{cells}")
+    if found:
+        lines.append("")
+        lines.extend(f"{key:<32}{value:>8.2f}x" for key, value in found.items())
+    lines.append("")
+    lines.extend(
+        f"target {'met   ' if met else 'MISSED'}  {text}" for text, met in targets(results)
+    )
+    return "\n".join(lines)
+
+
+def document(results: Results, found: dict[str, float]) -> dict[str, object]:
+    """The --json object (shape in the module docstring)."""
+    systems: dict[str, dict[str, dict[str, object]]] = {}
+    for name, levels in results.items():
+        per_field: dict[str, dict[str, object]] = {}
+        for level, figures in levels.items():
+            for field, value in msgspec.structs.asdict(figures).items():
+                per_field.setdefault(field, {})[str(level)] = value
+        systems[name] = per_field
+    return {"systems": systems, "ratios": found}
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = parse_arguments(argv)
+    quiet_logs()
+    results = run_loop(run(arguments))
+    found = ratios(results)
+    if arguments.json:
+        print(msgspec.json.encode(document(results, found)).decode())
+    else:
+        print(render_table(results, found))
+
+
+def run_loop(work: Coroutine[Any, Any, Results]) -> Results:
+    """uvloop when installed (as uvicorn serves Switchyard), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(work)
+    return uvloop.run(work)
+
+
+if __name__ == "__main__":
+    main()
