@@ -16,10 +16,11 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import msgspec
 import uvicorn
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "run":
-        sys.exit(asyncio.run(serve(settings)))
+        sys.exit(run_event_loop(serve(settings)))
     if args.command == "rotate-keys":
         sys.exit(asyncio.run(rotate_keys_command(settings)))
     if args.command == "import":  # read and check the file before touching the database
@@ -110,6 +111,18 @@ def main(argv: list[str] | None = None) -> None:
         for problem in getattr(error, "problems", []):
             print(f"  {problem.get('field')}: {problem.get('message')}", file=sys.stderr)
         sys.exit(1)
+
+
+def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run the server on uvloop where it is installed (uvicorn[standard] brings it on Linux and
+    macOS), as `uvicorn.run` would: its transports and callbacks cost a fraction of asyncio's
+    pure-Python selector loop, which is most of a busy server's overhead."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def with_database(settings: Settings, command: Callable[[], Awaitable[int]]) -> int:

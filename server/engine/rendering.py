@@ -10,12 +10,14 @@ attribute 'nam'`). Redaction replaces every occurrence of a secret value in a JS
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
-from jinja2 import TemplateError, Undefined
+from jinja2 import Template, TemplateError, Undefined
+from jinja2.environment import TemplateExpression
 
 from server.engine.templates import ENVIRONMENT, is_template
 
@@ -44,12 +46,27 @@ def render_cfg(cfg: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, 
 def evaluate(expression: str, context: Mapping[str, Any], where: str = "expression") -> Any:
     """The value of one expression (conditions, switch cases, subscription filters)."""
     try:
-        value = ENVIRONMENT.compile_expression(expression, undefined_to_none=False)(**context)
+        value = _compiled_expression(expression)(**context)
         if isinstance(value, Undefined):
             str(value)  # StrictUndefined raises here, naming the missing name
     except (TemplateError, ArithmeticError, TypeError, ValueError) as error:
         raise RenderError(f"{where}: {_reason(error)} in `{expression.strip()}`") from None
     return value
+
+
+# Compiling is most of the cost of a render and depends only on the source; published versions
+# never change, so the same few sources recur on every execution. Errors are not cached.
+COMPILED_CACHE_SIZE = 1024
+
+
+@functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)
+def _compiled_expression(expression: str) -> TemplateExpression:
+    return ENVIRONMENT.compile_expression(expression, undefined_to_none=False)
+
+
+@functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)
+def _compiled_template(source: str) -> Template:
+    return ENVIRONMENT.from_string(source)
 
 
 def _render(value: Any, context: Mapping[str, Any], path: str) -> Any:
@@ -67,7 +84,7 @@ def _render_string(source: str, context: Mapping[str, Any], path: str) -> Any:
     if single:
         return _json_value(evaluate(single.group("expression"), context, path), path)
     try:
-        text = ENVIRONMENT.from_string(source).render(**context)
+        text = _compiled_template(source).render(**context)
     except (TemplateError, ArithmeticError, TypeError, ValueError) as error:
         raise RenderError(f"{path}: {_reason(error)}") from None
     if len(text) > MAX_RENDERED_BYTES:
