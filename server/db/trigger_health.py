@@ -92,3 +92,19 @@ async def trigger_health(
         )
         for row in rows
     }
+
+
+RECORD_ERROR: Final = """
+INSERT INTO trigger_health (trigger_key, last_error, last_error_at) VALUES ($1, $2, now())
+ON CONFLICT (trigger_key) DO UPDATE
+SET last_error = $2, last_error_at = now(), updated_at = now()
+"""
+
+
+async def record_trigger_error(pool: asyncpg.Pool, trigger_key: str, error: str) -> None:
+    """Note a trigger's problem that is not an intake (a capture trigger that went missing)."""
+    try:
+        async with pool.acquire(timeout=5) as connection:
+            await connection.execute(RECORD_ERROR, trigger_key, error[:2000])
+    except (OSError, asyncpg.PostgresError, TimeoutError) as failure:
+        log.warning("trigger_health_not_recorded", trigger_key=trigger_key, error=repr(failure))

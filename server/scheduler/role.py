@@ -4,7 +4,8 @@
         ...  # the app serves; leaving the block stops firing
 
 It never runs workflow steps: its jobs only turn time into events (cron fires), and the worker
-role does the rest. Schedules live in our table, never in an APScheduler job store shared by
+role does the rest. It also runs the housekeeping loop (`maintenance.py`: retention pruning and
+repair of database-change triggers). Schedules live in our table, never in an APScheduler job store shared by
 replicas: every replica loads the enabled ones into its own in-memory job set
 (`schedule_set.py`), plans the same fires, and the event's idempotency key (schedule id and
 tick time in UTC) makes each tick count once, however many replicas run.
@@ -41,6 +42,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from config.settings import Settings
 from server.scheduler.firing import Firing
 from server.scheduler.listener import ScheduleListener
+from server.scheduler.maintenance import maintenance_loop
 from server.scheduler.schedule_set import ScheduleSet
 from server.supervision import CrashHandler, start_supervised
 
@@ -78,6 +80,8 @@ class SchedulerRole:
         self._last_full_resync = 0.0
         self._reloads: set[uuid.UUID] = set()
         self._loops: list[asyncio.Task[None]] = []
+        self._pool = pool
+        self._stop = asyncio.Event()
 
     def request_reload(self, schedule_id: uuid.UUID) -> None:
         self._reloads.add(schedule_id)
@@ -100,12 +104,14 @@ class SchedulerRole:
             for name, loop in [
                 ("scheduler-sync", self._sync_loop()),
                 ("scheduler-listener", self.listener.run()),
+                ("scheduler-maintenance", maintenance_loop(self._pool, self._settings, self._stop)),
             ]
         ]
         log.info("scheduler_started", scheduler_id=self.scheduler_id)
 
     async def stop(self) -> None:
         self.stopping = True
+        self._stop.set()
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
