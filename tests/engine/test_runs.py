@@ -263,3 +263,15 @@ async def test_executions_are_listed_newest_first_with_filters(
     assert failed["items"] == []
     bad = await engine_client.get("/api/v1/executions", params={"status": "DONE"})
     assert bad.status_code == 400
+
+
+async def test_deleting_a_workflow_deletes_its_executions_and_keeps_its_tasks(
+    engine_client: httpx.AsyncClient,
+) -> None:
+    workflow_id = await import_published(engine_client, LEADS)
+    execution_id = await run(engine_client, workflow_id, {"score": 90, "name": "Zed"})
+    await wait_for(engine_client, execution_id)
+    assert (await engine_client.delete(f"/api/v1/workflows/{workflow_id}")).status_code == 204
+    assert (await engine_client.get(f"/api/v1/executions/{execution_id}")).status_code == 404
+    tasks = (await engine_client.get("/api/v1/tasks")).json()["items"]
+    assert [(task["title"], task["execution_id"]) for task in tasks] == [("Call Zed", None)]
