@@ -37,6 +37,7 @@ from server.queue.client import Connection, enqueue_job
 from server.queue.jobs import RetryableError
 from server.worker.handlers import JobContext
 from server.worker.step_kinds import Outcome, delay_over, run_action, run_condition, run_delay
+from server.worker.step_metrics import EXECUTIONS_FINISHED, STEP_DURATION
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +78,7 @@ class StepRunner:
                 return
             failed = StepResult(status=StepStatus.FAILED, error=reason, attempts=job.attempt)
             await runs_sql.record_step_result(connection, execution_id, step_key, failed)
-            await fail_execution(connection, execution_id, f"step {step_key!r} {reason}")
+            await _fail(connection, execution_id, f"step {step_key!r} {reason}")
 
     async def _run(
         self, job: JobContext, execution_id: uuid.UUID, step_key: str, *, resume: bool
@@ -206,6 +207,9 @@ class StepRunner:
             branches=outcome.branches if outcome.status is not StepStatus.WAITING else frozenset(),
         )
         await runs_sql.record_step_result(connection, execution.id, step_key, result)
+        STEP_DURATION.labels(graph.steps[step_key].kind.value, outcome.status.value).observe(
+            time.monotonic() - started
+        )
         log.info("step_finished", status=outcome.status.value, attempts=attempt)
         if locked is None or locked.status in runs_sql.FINISHED_EXECUTION:
             return  # cancelled meanwhile: keep the result, start nothing new
@@ -223,9 +227,7 @@ class StepRunner:
                 ),
             )
         elif outcome.status is StepStatus.FAILED and not graph.has_error_edge(step_key):
-            await fail_execution(
-                connection, execution.id, f"step {step_key!r} failed: {outcome.error}"
-            )
+            await _fail(connection, execution.id, f"step {step_key!r} failed: {outcome.error}")
             return
         await self._advance(connection, locked, graph)
 
@@ -240,7 +242,7 @@ class StepRunner:
                 connection, execution.id, uuid.UUID(graph.step_ids[key]), graph.steps[key]
             )
         if execution.steps_run + 1 > MAX_STEPS_PER_EXECUTION:
-            await fail_execution(
+            await _fail(
                 connection, execution.id,
                 f"execution ran more than {MAX_STEPS_PER_EXECUTION} steps; it was stopped",
             )  # fmt: skip
@@ -254,6 +256,7 @@ class StepRunner:
             status = ExecutionStatus.RUNNING
         await runs_sql.set_execution_status(connection, execution.id, status, steps_run=1)
         if status == ExecutionStatus.SUCCESS:
+            EXECUTIONS_FINISHED.labels(status).inc()
             log.info("execution_finished", status=status)
 
     async def _graph(self, connection: Connection, version_id: uuid.UUID) -> Graph:
@@ -306,3 +309,8 @@ class _UndoAction(Exception):  # noqa: N818 - a control-flow signal, not an erro
     def __init__(self, outcome: Outcome) -> None:
         super().__init__(outcome.error)
         self.outcome = outcome
+
+
+async def _fail(connection: Connection, execution_id: uuid.UUID, error: str) -> None:
+    await fail_execution(connection, execution_id, error)
+    EXECUTIONS_FINISHED.labels(ExecutionStatus.FAILED).inc()

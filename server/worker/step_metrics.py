@@ -1,0 +1,17 @@
+"""Prometheus metrics of workflow runs: step durations by kind and status, finished executions."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+from server.worker.metrics import DURATION_BUCKETS_SECONDS
+
+STEP_DURATION = Histogram(
+    "switchyard_step_duration_seconds",
+    "Time one step attempt took, by step kind and the status it ended in.",
+    ["kind", "status"],
+    buckets=DURATION_BUCKETS_SECONDS,
+)
+EXECUTIONS_FINISHED = Counter(
+    "switchyard_executions_finished", "Executions that reached a final status.", ["status"]
+)
