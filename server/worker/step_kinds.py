@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import msgspec
@@ -100,7 +100,7 @@ async def run_action(
     action: Action | None,
     step: Step,
     context: Mapping[str, Any],
-    make_context: Any,
+    make_context: Callable[[dict[str, Any]], ActionContext],
     policy: StepPolicy,
     *,
     attempt: int,

@@ -22,10 +22,9 @@ from typing import Any, Final
 import structlog
 
 from config.settings import Settings
-from server.actions.base import Action, ActionContext
+from server.actions.base import Action
 from server.crypto.aead import Keyring
 from server.db import executions as runs_sql
-from server.db.credentials import load_credential_data
 from server.db.executions import ExecutionRow, ExecutionStatus, StepResult
 from server.db.runs import fail_execution, schedule_step, step_job
 from server.db.variables import resolve_variables
@@ -35,6 +34,7 @@ from server.engine.rendering import redact, secret_strings
 from server.engine.step_policy import step_policy
 from server.queue.client import Connection, enqueue_job
 from server.queue.jobs import RetryableError
+from server.worker.action_contexts import ActionContexts
 from server.worker.handlers import JobContext
 from server.worker.step_kinds import Outcome, delay_over, run_action, run_condition, run_delay
 from server.worker.step_metrics import EXECUTIONS_FINISHED, STEP_DURATION
@@ -116,7 +116,7 @@ class StepRunner:
                 return
             outcome = await run_action(
                 action, step, template_context,
-                self._context_factory(execution, graph, step_key, job.attempt, secrets, None),
+                ActionContexts(self._settings, self._keyring, execution, graph, step_key, job.attempt, secrets, None),
                 step_policy(step, default_timeout_seconds=self._settings.job_timeout_seconds),
                 attempt=job.attempt, secrets=secrets,
             )  # fmt: skip
@@ -147,7 +147,7 @@ class StepRunner:
                     async with connection.transaction():  # a savepoint: undoes only the action
                         outcome = await run_action(
                             self._actions.get(step.action_key or ""), step, template_context,
-                            self._context_factory(execution, graph, step_key, job.attempt, secrets, connection),
+                            ActionContexts(self._settings, self._keyring, execution, graph, step_key, job.attempt, secrets, connection),
                             policy, attempt=job.attempt, secrets=secrets,
                         )  # fmt: skip
                         if outcome.status is not StepStatus.SUCCESS:
@@ -265,42 +265,6 @@ class StepRunner:
             graph = await runs_sql.load_graph(connection, version_id)
             self._graphs[version_id] = graph
         return graph
-
-    def _context_factory(
-        self,
-        execution: ExecutionRow,
-        graph: Graph,
-        step_key: str,
-        attempt: int,
-        secrets: set[str],
-        connection: Connection | None,
-    ) -> Any:
-        step_id = uuid.UUID(graph.step_ids[step_key])
-        step = graph.steps[step_key]
-
-        async def load_credential(name_or_id: str, expected_type: str) -> dict[str, Any]:
-            data = await load_credential_data(
-                name_or_id, self._keyring, expected_type=expected_type
-            )
-            secrets.update(secret_strings(data.values()))  # credential values are never shown
-            return data
-
-        def make(cfg: dict[str, Any]) -> ActionContext:
-            return ActionContext(
-                execution_id=execution.id,
-                workflow_id=execution.workflow_id,
-                step_id=step_id,
-                step_key=step_key,
-                attempt=attempt,
-                idempotency_key=f"{execution.id}:{step_id}",
-                cfg=cfg,
-                settings=self._settings,
-                load_credential=load_credential,
-                timeout_seconds=step_policy(step).timeout_seconds,
-                connection=connection,
-            )
-
-        return make
 
 
 class _UndoAction(Exception):  # noqa: N818 - a control-flow signal, not an error
