@@ -17,7 +17,7 @@ from typing import Any, Final
 import msgspec
 import structlog
 
-from server.actions.base import Action, Output
+from server.actions.base import Action, ActionContext, Output
 from server.engine.document import Step
 from server.engine.planning import StepStatus, success_branches
 from server.engine.rendering import RenderError, evaluate, redact, render_cfg
