@@ -41,6 +41,9 @@ class ActionContext(msgspec.Struct, frozen=True, kw_only=True):
     load_credential: CredentialLoader
     timeout_seconds: float
     connection: Connection | None = None  # only for transactional actions
+    register_secret: Callable[[str], None] = lambda _value: None
+    """Tell the engine about a secret the action derived (an `Authorization` header built from
+    a credential, a fetched token) so it is redacted from the step's records too."""
 
     def __repr__(self) -> str:  # cfg may hold decrypted secrets: never print it
         return f"ActionContext(execution_id={self.execution_id}, step_key={self.step_key!r})"

@@ -93,6 +93,8 @@ class HttpRequestAction:
             auth_headers = {"Authorization": f"Bearer {token}"}
         else:
             auth_headers = await _credential_headers(context, config)
+        for value in auth_headers.values():
+            context.register_secret(value)
         request = OutboundRequest(
             method=config.method,
             url=config.url,

@@ -59,6 +59,8 @@ class SmsAction:
             f"{account.base_url.rstrip('/')}/2010-04-01/Accounts/"
             f"{quote(account.account_id, safe='')}/Messages.json"
         )
+        authorization = basic_authorization(account.account_id, account.api_key)
+        context.register_secret(authorization)
         request = OutboundRequest(
             method="POST",
             url=url,
@@ -67,9 +69,7 @@ class SmsAction:
                 "Accept": "application/json",
                 "Idempotency-Key": context.idempotency_key,
             },
-            auth_headers={
-                "Authorization": basic_authorization(account.account_id, account.api_key)
-            },
+            auth_headers={"Authorization": authorization},
             content=urlencode(
                 {"To": config.to, "From": config.sender, "Body": config.body}
             ).encode(),

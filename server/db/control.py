@@ -7,6 +7,7 @@ interleaves with a step planning its successors.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any, Final
 
 import msgspec
@@ -14,7 +15,7 @@ import msgspec
 from server.db import executions as runs_sql
 from server.db.engine import transaction
 from server.db.runs import start_execution, step_job, stop_pending_work
-from server.engine.planning import StepStatus, plan
+from server.engine.planning import Graph, StepState, StepStatus, plan
 from server.errors import ConflictError, NotFoundError
 from server.queue.client import Connection, enqueue_job
 
@@ -70,10 +71,10 @@ async def retry_execution(execution_id: uuid.UUID, *, from_start: bool) -> None:
                 "retried"
             )
         graph = await runs_sql.load_graph(connection, execution.version_id)
-        for step_id, step_key in await runs_sql.reset_for_retry(
-            connection, execution_id, from_start=from_start
-        ):
-            await enqueue_job(connection, step_job(execution_id, step_id, graph.steps[step_key]))
+        states, _ = await runs_sql.step_states(connection, execution_id)
+        await runs_sql.forget_steps(
+            connection, execution_id, None if from_start else failures_that_ended(graph, states)
+        )
         states, _ = await runs_sql.step_states(connection, execution_id)
         for key in plan(graph, states).run:
             step_id = uuid.UUID(graph.step_ids[key])
@@ -82,6 +83,19 @@ async def retry_execution(execution_id: uuid.UUID, *, from_start: bool) -> None:
             ):
                 await enqueue_job(connection, step_job(execution_id, step_id, graph.steps[key]))
         await runs_sql.set_execution_status(connection, execution_id, "RUNNING")
+
+
+def failures_that_ended(graph: Graph, states: Mapping[str, StepState]) -> list[str]:
+    """Failed steps none of whose successors was decided: the failures that stopped the run.
+
+    A failure whose error edge was taken (its successors have states) was handled and stays.
+    """
+    return [
+        key
+        for key, state in states.items()
+        if state.status is StepStatus.FAILED
+        and not any(edge.target in states for edge in graph.outgoing[key])
+    ]
 
 
 async def _locked(connection: Connection, execution_id: uuid.UUID) -> runs_sql.ExecutionRow:

@@ -125,16 +125,11 @@ UPDATE step_execution SET status = 'CANCELLED', finished_at = now()
 WHERE execution_id = $1 AND status IN ('PENDING', 'WAITING')
 """
 
-# Retry: failed steps run again; cancelled ones are forgotten so the planner re-derives them.
-RESET_FAILED_STEPS: Final = """
-UPDATE step_execution
-SET status = 'PENDING', error = NULL, result_data = NULL, branches = '{}', finished_at = NULL,
-    started_at = NULL, attempts = 0
-WHERE execution_id = $1 AND status = 'FAILED'
-RETURNING step_id, step_key
-"""
-FORGET_CANCELLED_STEPS: Final = """
-DELETE FROM step_execution WHERE execution_id = $1 AND status = 'CANCELLED'
+# Retry forgets the steps that will be planned again: cancelled ones, and the failed steps that
+# ended the run. The planner then re-derives them from their finished predecessors.
+FORGET_STEPS: Final = """
+DELETE FROM step_execution
+WHERE execution_id = $1 AND (status = 'CANCELLED' OR step_key = ANY($2::text[]))
 """
 FORGET_ALL_STEPS: Final = "DELETE FROM step_execution WHERE execution_id = $1"
 
@@ -251,16 +246,14 @@ async def cancel_active_steps(connection: Connection, execution_id: uuid.UUID) -
     await connection.execute(CANCEL_ACTIVE_STEPS, execution_id)
 
 
-async def reset_for_retry(
-    connection: Connection, execution_id: uuid.UUID, *, from_start: bool
-) -> list[tuple[uuid.UUID, str]]:
-    """Prepare a failed execution to run again; returns the (step id, key) to enqueue."""
-    if from_start:
+async def forget_steps(
+    connection: Connection, execution_id: uuid.UUID, step_keys: list[str] | None
+) -> None:
+    """Delete cancelled steps and `step_keys` (None: every step) so planning redoes them."""
+    if step_keys is None:
         await connection.execute(FORGET_ALL_STEPS, execution_id)
-        return []
-    await connection.execute(FORGET_CANCELLED_STEPS, execution_id)
-    rows = await connection.fetch(RESET_FAILED_STEPS, execution_id)
-    return [(row["step_id"], row["step_key"]) for row in rows]
+    else:
+        await connection.execute(FORGET_STEPS, execution_id, step_keys)
 
 
 GRAPH_STEPS: Final = """

@@ -1,4 +1,4 @@
-"""Housekeeping SQL: retention pruning in batches, and repairing database-change triggers.
+"""Housekeeping SQL: retention pruning, repairing database-change triggers, failing dead steps.
 
 Pruning deletes finished executions (their step executions go with them; tasks keep their
 rows with the execution link cleared), trigger events and withdrawn or dead jobs older than the
@@ -11,6 +11,7 @@ so a source never goes quiet without anyone noticing.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Final
 
 import msgspec
@@ -21,6 +22,8 @@ from server.db.database_triggers import (
     qualified,
     trigger_name,
 )
+from server.db.executions import FINISHED_EXECUTION, lock_execution
+from server.db.runs import fail_execution
 from server.queue.client import Connection
 
 PRUNE_BATCH: Final = 1000
@@ -64,6 +67,40 @@ SELECT EXISTS (
   WHERE tgname = $1 AND tgrelid = to_regclass(format('%I.%I', $2::text, $3::text))
 )
 """
+
+
+# Step jobs that died outside their handler (the rescuer or a shutdown gave up on their last
+# attempt, or the worker's job timeout cancelled them) while their execution still runs: without
+# this sweep such an execution would wait forever for a step that will never report.
+DEAD_STEP_JOBS: Final = """
+SELECT j.payload->>'execution_id' AS execution_id, j.payload->>'step_key' AS step_key,
+       coalesce(j.last_error, 'unknown error') AS last_error
+FROM job j
+JOIN workflow_execution e ON e.id = (j.payload->>'execution_id')::uuid
+WHERE j.kind = 'workflow_step' AND j.state = 'dead'
+  AND e.status NOT IN ('SUCCESS', 'FAILED', 'CANCELLED')
+LIMIT 100
+"""
+FAIL_DEAD_STEP: Final = """
+UPDATE step_execution SET status = 'FAILED', error = $3, finished_at = now()
+WHERE execution_id = $1 AND step_key = $2 AND status IN ('PENDING', 'RUNNING', 'WAITING')
+"""
+
+
+async def fail_dead_steps(connection: Connection) -> int:
+    """Fail the executions whose step job died outside its handler; returns how many."""
+    failed = 0
+    for row in await connection.fetch(DEAD_STEP_JOBS):
+        execution_id = uuid.UUID(row["execution_id"])
+        error = f"step {row['step_key']!r} could not run: {row['last_error']}"[:2000]
+        async with connection.transaction():
+            execution = await lock_execution(connection, execution_id)
+            if execution is None or execution.status in FINISHED_EXECUTION:
+                continue
+            await connection.execute(FAIL_DEAD_STEP, execution_id, row["step_key"], error)
+            await fail_execution(connection, execution_id, error)
+            failed += 1
+    return failed
 
 
 async def prune_batch(connection: Connection, what: str, older_than: object) -> int:

@@ -20,6 +20,8 @@ DEFAULT_ACTION_ATTEMPTS: Final = 3
 DEFAULT_BACKOFF_SECONDS: Final = 2.0
 DEFAULT_MAX_BACKOFF_SECONDS: Final = 300.0
 DEFAULT_TIMEOUT_SECONDS: Final = 60.0
+# Room left inside the worker's job timeout to record a timed-out attempt.
+JOB_TIMEOUT_MARGIN_SECONDS: Final = 5.0
 
 
 class StepPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,18 +30,21 @@ class StepPolicy(msgspec.Struct, frozen=True, kw_only=True):
     timeout_seconds: float
 
 
-def step_policy(
-    step: Step, *, default_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-) -> StepPolicy:
+def step_policy(step: Step, *, job_timeout_seconds: float | None = None) -> StepPolicy:
+    """The step's policy. Given the worker's job timeout, the step's timeout stays below it, so
+    the step's own timeout (a recorded, retryable failure) always fires before the worker's."""
     retry: Mapping[str, Any] = step.cfg.get("retry") or {}
     default_attempts = DEFAULT_ACTION_ATTEMPTS if step.kind is StepKind.ACTION else 1
+    timeout = float(retry.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS))
+    if job_timeout_seconds is not None:
+        timeout = min(timeout, max(job_timeout_seconds - JOB_TIMEOUT_MARGIN_SECONDS, 1.0))
     return StepPolicy(
         max_attempts=int(retry.get("max_attempts", default_attempts)),
         backoff=RetryPolicy(
             base_seconds=float(retry.get("backoff_seconds", DEFAULT_BACKOFF_SECONDS)),
             max_seconds=float(retry.get("max_backoff_seconds", DEFAULT_MAX_BACKOFF_SECONDS)),
         ),
-        timeout_seconds=float(retry.get("timeout_seconds", default_timeout_seconds)),
+        timeout_seconds=timeout,
     )
 
 

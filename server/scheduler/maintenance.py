@@ -1,7 +1,7 @@
 """Housekeeping the scheduler role runs: retention pruning and database-trigger repair.
 
 Every `MAINTENANCE_INTERVAL` one replica (whichever takes the advisory lock; the others skip
-that pass) re-installs capture triggers missing from watched tables, recording a source it
+that pass) fails the executions whose step job died outside its handler, re-installs capture triggers missing from watched tables, recording a source it
 cannot repair in that trigger's health, and prunes finished executions, events and dead or
 withdrawn jobs older than `RETENTION_DAYS`, a bounded number of batches per pass so a large
 backlog drains over several passes instead of one long one.
@@ -22,6 +22,7 @@ from config.settings import Settings
 from server.db.maintenance import (
     PRUNE_BATCH,
     PRUNE_STATEMENTS,
+    fail_dead_steps,
     prune_batch,
     repair_database_triggers,
 )
@@ -40,6 +41,7 @@ class MaintenanceReport(msgspec.Struct, frozen=True, kw_only=True):
     pruned: dict[str, int]
     repaired: list[str]
     unrepaired: dict[str, str]
+    dead_steps: int
 
 
 async def maintenance_pass(
@@ -50,6 +52,7 @@ async def maintenance_pass(
         if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", MAINTENANCE_LOCK_ID):
             return None
         try:
+            dead_steps = await fail_dead_steps(connection)
             repaired, problems = await repair_database_triggers(
                 connection, settings.database_trigger_tables
             )
@@ -62,9 +65,13 @@ async def maintenance_pass(
         await record_trigger_error(pool, key, problem)
     for key in repaired:
         log.warning("database_trigger_repaired", trigger_key=key)
+    if dead_steps:
+        log.warning("executions_failed_for_dead_steps", count=dead_steps)
     if any(pruned.values()):
         log.info("retention_pruned", **pruned)
-    return MaintenanceReport(pruned=pruned, repaired=repaired, unrepaired=problems)
+    return MaintenanceReport(
+        pruned=pruned, repaired=repaired, unrepaired=problems, dead_steps=dead_steps
+    )
 
 
 async def _prune(connection: Connection, what: str, cutoff: dt.datetime) -> int:

@@ -16,7 +16,6 @@ from server.db.credentials import load_credential_data
 from server.db.executions import ExecutionRow
 from server.engine.planning import Graph
 from server.engine.rendering import secret_strings
-from server.engine.step_policy import step_policy
 from server.queue.client import Connection
 
 
@@ -33,13 +32,15 @@ class ActionContexts:
         attempt: int,
         secrets: set[str],
         connection: Connection | None,
+        *,
+        timeout_seconds: float,
     ) -> None:
         self._settings = settings
         self._keyring = keyring
         self._execution = execution
         self._step_key = step_key
         self._step_id = uuid.UUID(graph.step_ids[step_key])
-        self._timeout_seconds = step_policy(graph.steps[step_key]).timeout_seconds
+        self._timeout_seconds = timeout_seconds
         self._attempt = attempt
         self._secrets = secrets
         self._connection = connection
@@ -62,4 +63,10 @@ class ActionContexts:
             load_credential=self.load_credential,
             timeout_seconds=self._timeout_seconds,
             connection=self._connection,
+            register_secret=self.register_secret,
         )
+
+    def register_secret(self, value: str) -> None:
+        self._secrets.add(value)
+        # A header value such as "Bearer <token>" also hides the bare token.
+        self._secrets.update(part for part in value.split(" ") if len(part) >= 8)

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
+import msgspec
 import structlog
 
 from config.settings import Settings
@@ -28,15 +29,22 @@ from server.db import executions as runs_sql
 from server.db.executions import ExecutionRow, ExecutionStatus, StepResult
 from server.db.runs import fail_execution, schedule_step, step_job
 from server.db.variables import resolve_variables
-from server.engine.document import StepKind
+from server.engine.document import Step, StepKind
 from server.engine.planning import ACTIVE, Graph, StepStatus, plan
 from server.engine.rendering import redact, secret_strings
-from server.engine.step_policy import step_policy
+from server.engine.step_policy import StepPolicy, step_policy
 from server.queue.client import Connection, enqueue_job
 from server.queue.jobs import RetryableError
 from server.worker.action_contexts import ActionContexts
 from server.worker.handlers import JobContext
-from server.worker.step_kinds import Outcome, delay_over, run_action, run_condition, run_delay
+from server.worker.step_kinds import (
+    Outcome,
+    delay_over,
+    failed,
+    run_action,
+    run_condition,
+    run_delay,
+)
 from server.worker.step_metrics import EXECUTIONS_FINISHED, STEP_DURATION
 
 log = structlog.get_logger(__name__)
@@ -69,16 +77,26 @@ class StepRunner:
     async def _give_up(
         self, job: JobContext, execution_id: uuid.UUID, step_key: str, error: Exception
     ) -> None:
-        """The step's job is out of attempts: fail the execution rather than leave it hanging."""
+        """The step's job is out of attempts: the step fails (its error edge, if any, is taken)
+        rather than leave the execution hanging."""
         log.error("step_gave_up", error_type=type(error).__name__, attempts=job.attempt)
-        reason = f"gave up after {job.attempt} attempts: {type(error).__name__}"
+        async with job.connection() as connection:
+            execution = await runs_sql.get_execution(connection, execution_id)
+            graph = await self._graph(connection, execution.version_id) if execution else None
         async with job.transaction() as connection:
-            locked = await runs_sql.lock_execution(connection, execution_id)
-            if locked is None or locked.status in runs_sql.FINISHED_EXECUTION:
+            if execution is None or graph is None:
                 return
-            failed = StepResult(status=StepStatus.FAILED, error=reason, attempts=job.attempt)
-            await runs_sql.record_step_result(connection, execution_id, step_key, failed)
-            await _fail(connection, execution_id, f"step {step_key!r} {reason}")
+            outcome = failed(f"gave up after {job.attempt} attempts: {type(error).__name__}")
+            await self._record(
+                connection,
+                execution,
+                graph,
+                step_key,
+                outcome,
+                set(),
+                time.monotonic(),
+                job.attempt,
+            )
 
     async def _run(
         self, job: JobContext, execution_id: uuid.UUID, step_key: str, *, resume: bool
@@ -114,11 +132,11 @@ class StepRunner:
                     job, execution, graph, step_key, template_context, secrets, started
                 )
                 return
+            policy = self._policy(step)
             outcome = await run_action(
                 action, step, template_context,
-                ActionContexts(self._settings, self._keyring, execution, graph, step_key, job.attempt, secrets, None),
-                step_policy(step, default_timeout_seconds=self._settings.job_timeout_seconds),
-                attempt=job.attempt, secrets=secrets,
+                self._contexts(execution, graph, step_key, job.attempt, secrets, None, policy),
+                policy, attempt=job.attempt, secrets=secrets,
             )  # fmt: skip
         elif step.kind is StepKind.CONDITION:
             outcome = run_condition(step, template_context)
@@ -140,14 +158,14 @@ class StepRunner:
     ) -> None:
         """Transactional actions write inside the completion transaction (a savepoint each)."""
         step = graph.steps[step_key]
-        policy = step_policy(step, default_timeout_seconds=self._settings.job_timeout_seconds)
+        policy = self._policy(step)
         try:
             async with job.transaction() as connection:
                 try:
                     async with connection.transaction():  # a savepoint: undoes only the action
                         outcome = await run_action(
                             self._actions.get(step.action_key or ""), step, template_context,
-                            ActionContexts(self._settings, self._keyring, execution, graph, step_key, job.attempt, secrets, connection),
+                            self._contexts(execution, graph, step_key, job.attempt, secrets, connection, policy),
                             policy, attempt=job.attempt, secrets=secrets,
                         )  # fmt: skip
                         if outcome.status is not StepStatus.SUCCESS:
@@ -173,6 +191,7 @@ class StepRunner:
         started: float,
     ) -> None:
         if outcome.retry_delay is not None:
+            outcome = redacted(outcome, secrets)
             async with job.connection() as connection:
                 await runs_sql.record_attempt_error(
                     connection, execution.id, step_key, error=outcome.error or "failed",
@@ -197,10 +216,11 @@ class StepRunner:
     ) -> None:
         """Inside the completion transaction: result, successors, execution status."""
         locked = await runs_sql.lock_execution(connection, execution.id)
+        outcome = redacted(outcome, secrets)
         result = StepResult(
             status=outcome.status,
             input_data=outcome.input_data,
-            result_data=redact(outcome.output, secrets),
+            result_data=outcome.output,
             error=outcome.error,
             attempts=attempt,
             execution_time_ms=round((time.monotonic() - started) * 1000, 3),
@@ -259,6 +279,24 @@ class StepRunner:
             EXECUTIONS_FINISHED.labels(status).inc()
             log.info("execution_finished", status=status)
 
+    def _policy(self, step: Step) -> StepPolicy:
+        return step_policy(step, job_timeout_seconds=self._settings.job_timeout_seconds)
+
+    def _contexts(
+        self,
+        execution: ExecutionRow,
+        graph: Graph,
+        step_key: str,
+        attempt: int,
+        secrets: set[str],
+        connection: Connection | None,
+        policy: StepPolicy,
+    ) -> ActionContexts:
+        return ActionContexts(
+            self._settings, self._keyring, execution, graph, step_key, attempt, secrets,
+            connection, timeout_seconds=policy.timeout_seconds,
+        )  # fmt: skip
+
     async def _graph(self, connection: Connection, version_id: uuid.UUID) -> Graph:
         graph = self._graphs.get(version_id)
         if graph is None:
@@ -278,3 +316,14 @@ class _UndoAction(Exception):  # noqa: N818 - a control-flow signal, not an erro
 async def _fail(connection: Connection, execution_id: uuid.UUID, error: str) -> None:
     await fail_execution(connection, execution_id, error)
     EXECUTIONS_FINISHED.labels(ExecutionStatus.FAILED).inc()
+
+
+def redacted(outcome: Outcome, secrets: set[str]) -> Outcome:
+    """The outcome with every secret value replaced, wherever it ended up (input, output,
+    error). One place for all of it: no path may store an outcome that skipped it."""
+    return msgspec.structs.replace(
+        outcome,
+        input_data=redact(outcome.input_data, secrets),
+        output=redact(outcome.output, secrets),
+        error=redact(outcome.error, secrets),
+    )

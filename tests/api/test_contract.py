@@ -89,7 +89,11 @@ async def test_a_fifty_step_workflow_round_trips(api_client: httpx.AsyncClient) 
 
 KEYS = st.sampled_from(["a", "b", "c", "entry", "bad key", "", "x" * 120])
 VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda children: (
         st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
     ),

@@ -275,3 +275,60 @@ async def test_deleting_a_workflow_deletes_its_executions_and_keeps_its_tasks(
     assert (await engine_client.get(f"/api/v1/executions/{execution_id}")).status_code == 404
     tasks = (await engine_client.get("/api/v1/tasks")).json()["items"]
     assert [(task["title"], task["execution_id"]) for task in tasks] == [("Call Zed", None)]
+
+
+async def test_secret_values_never_reach_errors(engine_client: httpx.AsyncClient) -> None:
+    document = {
+        "name": "Leaky error",
+        "variables": [{"key": "k", "value": "SUPERSECRET123", "secret": True}],
+        "steps": [
+            {"key": "check", "kind": "condition", "cfg": {"expression": "trigger[vars.k] == 1"}}
+        ],
+    }
+    workflow_id = await import_published(engine_client, document)
+    execution = await wait_for(engine_client, await run(engine_client, workflow_id, {"a": 1}))
+    assert execution["status"] == "FAILED"
+    assert "SUPERSECRET123" not in str(execution)
+    assert "[redacted]" in execution["error"]
+
+
+async def test_retry_reruns_the_failure_that_ended_the_run_not_a_handled_one(
+    engine_client: httpx.AsyncClient,
+) -> None:
+    document = {
+        "name": "Handled then failed",
+        "steps": [
+            {
+                "key": "a",
+                "kind": "action",
+                "action_key": "set_variables",
+                "cfg": {"values": {"x": "{{ vars.mode }}"}},
+            },
+            {
+                "key": "handler",
+                "kind": "action",
+                "action_key": "set_variables",
+                "cfg": {"values": {"y": "{{ vars.other }}"}},
+            },
+            {"key": "b", "kind": "action", "action_key": "set_variables", "cfg": {"values": {}}},
+        ],
+        "edges": [{"from": "a", "to": "handler", "branch_key": "error"}, {"from": "a", "to": "b"}],
+    }
+    workflow_id = await import_published(engine_client, document)
+    execution_id = await run(engine_client, workflow_id)
+    failed = await wait_for(engine_client, execution_id)
+    assert failed["status"] == "FAILED"
+    assert "step 'handler' failed" in failed["error"]
+    await engine_client.post(
+        f"/api/v1/workflows/{workflow_id}/variables", json={"key": "other", "value": "ok"}
+    )
+    assert (await engine_client.post(f"/api/v1/executions/{execution_id}/retry")).status_code == 202
+    done = await wait_for(engine_client, execution_id)
+    steps = steps_by_key(done)
+    assert done["status"] == "SUCCESS"
+    assert (steps["a"]["status"], steps["handler"]["status"], steps["b"]["status"]) == (
+        "FAILED",
+        "SUCCESS",
+        "SKIPPED",
+    )
+    assert steps["handler"]["result_data"] == {"y": "ok"}

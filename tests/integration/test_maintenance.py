@@ -98,3 +98,31 @@ async def test_a_capture_trigger_lost_with_its_table_is_reinstalled_or_reported(
             "SELECT last_error FROM trigger_health WHERE trigger_key = 'leads'"
         )
     assert "does not exist" in error
+
+
+async def test_an_execution_whose_step_job_died_is_failed_not_left_running(
+    engine: PostgresEngine,
+) -> None:
+    pool = engine_pool(engine)
+    async with pool.acquire() as connection:
+        await connection.execute(SEED, OLD, RECENT)
+        execution_id = await connection.fetchval(
+            "SELECT id FROM workflow_execution WHERE status = 'RUNNING'"
+        )
+        await connection.execute(
+            "INSERT INTO job (kind, state, payload, last_error) VALUES ('workflow_step', 'dead', $1::jsonb, 'JobTimeoutError')",
+            f'{{"execution_id": "{execution_id}", "step_key": "slow"}}',
+        )  # fmt: skip
+    report = await maintenance_pass(pool, SETTINGS, NOW)
+    assert report is not None
+    assert report.dead_steps == 1
+    async with pool.acquire() as connection:
+        row = await connection.fetchrow(
+            "SELECT status, error FROM workflow_execution WHERE id = $1", execution_id
+        )
+    assert row is not None
+    assert row["status"] == "FAILED"
+    assert "JobTimeoutError" in row["error"]
+    again = await maintenance_pass(pool, SETTINGS, NOW)
+    assert again is not None
+    assert again.dead_steps == 0

@@ -93,7 +93,12 @@ def test_import_and_export_commands_round_trip_a_document(
         "name": "From the command line",
         "tags": ["cli"],
         "steps": [
-            {"key": "set", "kind": "action", "action_key": "set_variables", "cfg": {"values": {"a": 1}}}
+            {
+                "key": "set",
+                "kind": "action",
+                "action_key": "set_variables",
+                "cfg": {"values": {"a": 1}},
+            }
         ],
         "edges": [],
         "subscriptions": [{"trigger_key": "cli", "filter_conditions": {}}],
@@ -109,7 +114,12 @@ def test_import_and_export_commands_round_trip_a_document(
 
     exported = run_command(["export", result["id"], *data_dir], env)
     assert exported.returncode == 0, exported.stderr
-    assert json.loads(exported.stdout) == {"description": "", "category": "", "variables": [], **document}
+    assert json.loads(exported.stdout) == {
+        "description": "",
+        "category": "",
+        "variables": [],
+        **document,
+    }
 
 
 def test_import_refuses_a_file_that_is_not_a_document(database_dsn: str, tmp_path: Path) -> None:
@@ -121,7 +131,9 @@ def test_import_refuses_a_file_that_is_not_a_document(database_dsn: str, tmp_pat
     assert "$.steps[0].kind" in result.stderr
 
     invalid = tmp_path / "invalid.json"
-    invalid.write_text('{"name": "x", "steps": [{"key": "a", "kind": "action", "action_key": "nope"}]}')
+    invalid.write_text(
+        '{"name": "x", "steps": [{"key": "a", "kind": "action", "action_key": "nope"}]}'
+    )
     result = run_command(["import", str(invalid), "--data-dir", str(tmp_path)], env)
     assert result.returncode == 1
     assert "unknown action 'nope'" in result.stderr
