@@ -16,7 +16,7 @@ from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from server.api.pagination import Page
+from server.api.pagination import Page, VersionNumber
 from server.db import drafts, versions
 from server.db.registry import action_schemas
 from server.db.versions import EdgeRecord, StepRecord
@@ -51,14 +51,14 @@ class DraftController(Controller):
 
     @get("/steps")
     async def list_steps(
-        self, workflow_id: FromPath[uuid.UUID], version_num: FromPath[int]
+        self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber
     ) -> Page[StepRecord]:
         version = await versions.get_version(workflow_id, version_num)
         return Page(items=(await versions.version_detail(version)).steps, next_cursor=None)
 
     @post("/steps", status_code=HTTP_201_CREATED)
     async def add_step(
-        self, workflow_id: FromPath[uuid.UUID], version_num: FromPath[int], data: JSONBody[Step]
+        self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber, data: JSONBody[Step]
     ) -> StepRecord:
         return await drafts.add_step(workflow_id, version_num, await _checked(data))
 
@@ -66,7 +66,7 @@ class DraftController(Controller):
     async def get_step(
         self,
         workflow_id: FromPath[uuid.UUID],
-        version_num: FromPath[int],
+        version_num: VersionNumber,
         step_id: FromPath[uuid.UUID],
     ) -> StepRecord:
         return await drafts.get_step(workflow_id, version_num, step_id)
@@ -75,7 +75,7 @@ class DraftController(Controller):
     async def update_step(
         self,
         workflow_id: FromPath[uuid.UUID],
-        version_num: FromPath[int],
+        version_num: VersionNumber,
         step_id: FromPath[uuid.UUID],
         data: JSONBody[StepChange],
     ) -> StepRecord:
@@ -92,7 +92,7 @@ class DraftController(Controller):
     async def delete_step(
         self,
         workflow_id: FromPath[uuid.UUID],
-        version_num: FromPath[int],
+        version_num: VersionNumber,
         step_id: FromPath[uuid.UUID],
     ) -> None:
         """Delete a step and the edges touching it."""
@@ -100,14 +100,14 @@ class DraftController(Controller):
 
     @get("/edges")
     async def list_edges(
-        self, workflow_id: FromPath[uuid.UUID], version_num: FromPath[int]
+        self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber
     ) -> Page[EdgeRecord]:
         version = await versions.get_version(workflow_id, version_num)
         return Page(items=(await versions.version_detail(version)).edges, next_cursor=None)
 
     @post("/edges", status_code=HTTP_201_CREATED)
     async def add_edge(
-        self, workflow_id: FromPath[uuid.UUID], version_num: FromPath[int], data: JSONBody[Edge]
+        self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber, data: JSONBody[Edge]
     ) -> EdgeRecord:
         """Connect two steps by key: `{"from", "to", "branch_key"}`."""
         return await drafts.add_edge(workflow_id, version_num, data)
@@ -116,7 +116,7 @@ class DraftController(Controller):
     async def delete_edge(
         self,
         workflow_id: FromPath[uuid.UUID],
-        version_num: FromPath[int],
+        version_num: VersionNumber,
         edge_id: FromPath[uuid.UUID],
     ) -> None:
         await drafts.delete_edge(workflow_id, version_num, edge_id)

@@ -24,6 +24,8 @@ from server.db.registry import trigger_type_of
 from server.db.trigger_health import IntakeOutcome, record_intake
 from server.engine.document import TriggerKey
 
+UNKNOWN_EVENT_SOURCE = "(unknown event source)"
+
 
 class EventIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     trigger_key: TriggerKey
@@ -47,9 +49,11 @@ class EventController(Controller):
         """Record an event and start every subscribed workflow whose filter passes."""
         pool = engine_pool(state.engine)
         if await trigger_type_of(data.trigger_key) != "event":
+            # Counted under one fixed key: unknown keys must not grow metrics or health rows.
             await record_intake(
-                pool, data.trigger_key, IntakeOutcome.REFUSED, error="not an event source"
-            )
+                pool, UNKNOWN_EVENT_SOURCE, IntakeOutcome.REFUSED,
+                error=f"not an event source: {data.trigger_key[:100]!r}",
+            )  # fmt: skip
             raise problem(
                 HTTPStatus.UNPROCESSABLE_ENTITY,
                 f"{data.trigger_key!r} is not a registered event source; register it with "

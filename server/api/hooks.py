@@ -66,7 +66,7 @@ from server.triggers.signatures import (
 log = structlog.get_logger(__name__)
 
 UNKNOWN_PATH_KEY: Final = "(unknown webhook path)"
-MAX_DELIVERY_ID_LENGTH = 300
+MAX_DELIVERY_ID_LENGTH = 250  # the event key adds the endpoint id; the column holds 300
 NOT_FOUND_DETAIL = "no webhook endpoint accepts requests at this path; check the URL"
 UNAUTHORIZED_DETAIL = (
     "the request could not be authenticated; check the endpoint's secret, the signature or "
@@ -249,7 +249,9 @@ async def _accept(
                 trigger_key=endpoint.trigger_key,
                 trigger_type="webhook",
                 payload=payload,
-                idempotency_key=delivery_id,
+                # Scoped by endpoint: a sender of one endpoint (maybe unauthenticated) can
+                # never occupy the delivery ids of another endpoint on the same trigger.
+                idempotency_key=f"{endpoint.id}:{delivery_id}" if delivery_id else None,
                 source=source,
             )
     except asyncpg.DataError as error:  # e.g. a NUL character, which PostgreSQL refuses

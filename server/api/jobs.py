@@ -11,7 +11,7 @@ from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, Parameter
+from litestar.params import Parameter, PathParameter
 from litestar.status_codes import HTTP_200_OK
 from piccolo.engine.postgres import PostgresEngine
 
@@ -65,7 +65,7 @@ class JobController(Controller):
     async def requeue_job(
         self,
         engine: NamedDependency[PostgresEngine],
-        job_id: FromPath[int],
+        job_id: Annotated[int, PathParameter(ge=1, le=2**63 - 1)],
         attempts: ExtraAttempts = DEFAULT_MAX_ATTEMPTS,
     ) -> Job:
         """Queue a dead job again now; 404 if it does not exist, 409 if it is not dead."""

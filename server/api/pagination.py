@@ -13,7 +13,7 @@ from http import HTTPStatus
 from typing import Annotated, Generic, TypeVar
 
 import msgspec
-from litestar.params import QueryParameter
+from litestar.params import PathParameter, QueryParameter
 
 from server.api.problems import problem
 
@@ -24,6 +24,9 @@ MAX_LIMIT = 500
 
 Limit = Annotated[
     int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"page size, 1 to {MAX_LIMIT}")
+]
+VersionNumber = Annotated[
+    int, PathParameter(ge=1, le=2_147_483_647, description="a version number (1, 2, ...)")
 ]
 Cursor = Annotated[
     str | None, QueryParameter(description="`next_cursor` of the previous page", max_length=500)

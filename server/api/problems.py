@@ -87,6 +87,14 @@ def _from_data_error(error: asyncpg.DataError) -> ProblemDetailsException:
     )
 
 
+def _from_recursion_error(_: RecursionError) -> ProblemDetailsException:
+    # msgspec refuses to decode JSON nested deeper than the interpreter's recursion limit.
+    return problem(
+        HTTPStatus.BAD_REQUEST,
+        "the JSON body is nested too deeply; flatten it (a few hundred levels at most)",
+    )
+
+
 def unexpected_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     log.error("request_failed", path=request.url.path, method=request.method, exc_info=error)
     return problem(
@@ -104,6 +112,7 @@ PLUGIN = ProblemDetailsPlugin(
             HTTPException: _from_http_exception,
             errors.AppError: _from_domain_error,
             asyncpg.DataError: _from_data_error,
+            RecursionError: _from_recursion_error,
         },
     )
 )

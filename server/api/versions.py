@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from server.api.pagination import Page
+from server.api.pagination import Page, VersionNumber
 from server.db import versions
 from server.db.documents import load_document
 from server.db.publishing import publish_version
@@ -66,13 +66,13 @@ class VersionController(Controller):
 
     @get("/{version_num:int}")
     async def get_version(
-        self, workflow_id: FromPath[uuid.UUID], version_num: FromPath[int]
+        self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber
     ) -> VersionView:
         return await _view(await versions.get_version(workflow_id, version_num))
 
     @get("/{version_num:int}/validation")
     async def validate_version(
-        self, workflow_id: FromPath[uuid.UUID], version_num: FromPath[int]
+        self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber
     ) -> ValidationReport:
         """Every problem that would stop this version from being published, without publishing."""
         document = await load_document(await versions.get_version(workflow_id, version_num))
@@ -81,7 +81,7 @@ class VersionController(Controller):
 
     @post("/{version_num:int}/publish", status_code=HTTP_200_OK)
     async def publish(
-        self, workflow_id: FromPath[uuid.UUID], version_num: FromPath[int], state: State
+        self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber, state: State
     ) -> VersionView:
         """Validate, snapshot to the object store and freeze the draft; new executions use it."""
         version = await publish_version(workflow_id, version_num, store=state.object_store)

@@ -41,7 +41,7 @@ ON CONFLICT (trigger_key, idempotency_key) DO NOTHING
 RETURNING id
 """
 FIRST_EVENT: Final = """
-SELECT ev.id, coalesce(array_agg(ex.id ORDER BY ex.created_at) FILTER (WHERE ex.id IS NOT NULL),
+SELECT ev.id, coalesce(array_agg(ex.id ORDER BY ex.created_at, ex.id) FILTER (WHERE ex.id IS NOT NULL),
                        '{}') AS execution_ids
 FROM trigger_event ev LEFT JOIN workflow_execution ex ON ex.trigger_event_id = ev.id
 WHERE ev.trigger_key = $1 AND ev.idempotency_key = $2

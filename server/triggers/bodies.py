@@ -53,7 +53,7 @@ def payload_of(body: bytes, content_type: str | None) -> Any:
     if kind == JSON_TYPE or (kind.startswith("application/") and kind.endswith("+json")):
         try:
             return msgspec.json.decode(body)
-        except msgspec.DecodeError as error:
+        except (msgspec.DecodeError, RecursionError) as error:
             raise BodyError(f"the body is not valid JSON ({error}); send valid JSON") from None
     if kind == FORM_TYPE:
         return _form_fields(body)

@@ -19,6 +19,7 @@ import structlog
 
 from server.actions.base import Action, ActionContext, Output
 from server.engine.document import Step
+from server.engine.graph import MAX_DELAY_SECONDS
 from server.engine.planning import StepStatus, success_branches
 from server.engine.rendering import RenderError, evaluate, redact, render_cfg
 from server.engine.retry import backoff_seconds
@@ -93,7 +94,10 @@ def _delay_until(step: Step, context: Mapping[str, Any], now: dt.datetime) -> dt
         return now + dt.timedelta(seconds=float(step.cfg["seconds"]))
     rendered = render_cfg({"until": step.cfg["until"]}, context)["until"]
     until = dt.datetime.fromisoformat(str(rendered))
-    return until if until.tzinfo else until.replace(tzinfo=dt.UTC)
+    until = until if until.tzinfo else until.replace(tzinfo=dt.UTC)
+    if until - now > dt.timedelta(seconds=MAX_DELAY_SECONDS):
+        raise ValueError(f"{until.isoformat()} is more than {MAX_DELAY_SECONDS} s (366 days) away")
+    return until
 
 
 async def run_action(

@@ -175,3 +175,19 @@ async def test_random_documents_import_or_answer_4xx_never_5xx(
     assert response.status_code in (201, 400, 409, 413, 422), (response.status_code, response.text)
     if response.status_code >= 400:
         assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_deeply_nested_json_is_a_400_not_a_500(api_client: httpx.AsyncClient) -> None:
+    nested = b"[" * 5000 + b"]" * 5000
+    response = await api_client.post(
+        "/api/v1/events", content=nested, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_out_of_range_path_numbers_are_client_errors(api_client: httpx.AsyncClient) -> None:
+    workflow = (await api_client.post("/api/v1/workflows", json={"name": "w"})).json()
+    response = await api_client.get(f"/api/v1/workflows/{workflow['id']}/versions/99999999999999")
+    assert response.status_code in (400, 404)
+    assert "database" not in response.json()["detail"]

@@ -120,7 +120,8 @@ async def test_github_valid_wrong_and_replayed(engine_client: httpx.AsyncClient)
     for secret in (TOKEN, "rotated-github-secret"):
         assert (await _hook(engine_client, github_headers(secret, BODY))).status_code == 202
     events = await TriggerEvent.select(TriggerEvent.idempotency_key, TriggerEvent.source).run()
-    assert events[0]["idempotency_key"] == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    # The delivery id, scoped by the endpoint that received it.
+    assert events[0]["idempotency_key"] == f"{created['id']}:72d3162e-cc78-11e3-81ab-4c9367dc0958"
     assert len(events) == 3
     assert len(await executions(engine_client)) == 3
 
