@@ -61,7 +61,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     postgres_password: str = "postgres"  # noqa: S105 - the seed's documented default
     postgres_db: str = "mydb"
     db_pool_min_size: Annotated[int, Meta(ge=0)] = 1
-    db_pool_max_size: PositiveInt = 10
+    db_pool_max_size: PositiveInt = 20  # the worker holds WORKER_CONCURRENCY + 3 at most
     data_dir: str = ".switchyard"
 
     # Process
