@@ -16,7 +16,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
+from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, page
 from server.crypto.aead import Keyring
 from server.db.credentials import (
     CredentialSummary,
@@ -60,11 +60,7 @@ class CredentialController(Controller):
         """Credentials by name; data is never shown."""
         key = decode_cursor(cursor, 1)
         items = await list_credentials(limit=limit + 1, after_name=key[0] if key else None)
-        next_cursor = None
-        if len(items) > limit:
-            items = items[:limit]
-            next_cursor = encode_cursor([items[-1].name])
-        return Page(items=items, next_cursor=next_cursor)
+        return page(items, limit, lambda item: (item.name,))
 
     @post("/", status_code=HTTP_201_CREATED)
     async def create(

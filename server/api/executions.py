@@ -18,9 +18,8 @@ from server.api.pagination import (
     Cursor,
     Limit,
     Page,
-    decode_cursor,
-    encode_cursor,
-    invalid_cursor,
+    page,
+    time_and_id,
 )
 from server.db import control
 from server.db.execution_queries import (
@@ -81,23 +80,12 @@ class ExecutionController(Controller):
         created_before: FromQuery[dt.datetime | None] = None,
     ) -> Page[ExecutionView]:
         """Executions newest first; filter by workflow, status and creation time."""
-        key = decode_cursor(cursor, 2)
-        before = None
-        if key is not None:
-            try:
-                before = (dt.datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
-            except ValueError:
-                raise invalid_cursor() from None
         items = await list_executions(
-            limit=limit + 1, before=before, workflow_id=workflow_id,
+            limit=limit + 1, before=time_and_id(cursor), workflow_id=workflow_id,
             status=status.value if status else None,
             created_after=created_after, created_before=created_before,
         )  # fmt: skip
-        next_cursor = None
-        if len(items) > limit:
-            items = items[:limit]
-            next_cursor = encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)])
-        return Page(items=items, next_cursor=next_cursor)
+        return page(items, limit, lambda item: (item.created_at, item.id))
 
     @get_route("/{execution_id:uuid}")
     async def get_execution(self, execution_id: FromPath[uuid.UUID]) -> ExecutionDetail:

@@ -21,8 +21,8 @@ from server.api.pagination import (
     Limit,
     Page,
     decode_cursor,
-    encode_cursor,
     invalid_cursor,
+    page,
 )
 from server.db.engine import engine_pool
 from server.queue import admin
@@ -55,11 +55,7 @@ class JobController(Controller):
                 raise invalid_cursor() from None
         async with engine_pool(engine).acquire() as connection:
             items = await admin.list_dead_jobs(connection, limit=limit + 1, after=after)
-        next_cursor = None
-        if len(items) > limit:
-            items = items[:limit]
-            next_cursor = encode_cursor([items[-1].updated_at.isoformat(), str(items[-1].id)])
-        return Page(items=items, next_cursor=next_cursor)
+        return page(items, limit, lambda item: (item.updated_at, item.id))
 
     @post("/{job_id:int}/requeue", status_code=HTTP_200_OK)
     async def requeue_job(

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
+import uuid
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Annotated, Generic, TypeVar
 
@@ -58,6 +61,32 @@ def decode_cursor(cursor: str | None, size: int) -> list[str] | None:
     ):
         raise invalid_cursor()
     return values
+
+
+def time_and_id(cursor: str | None) -> tuple[dt.datetime, uuid.UUID] | None:
+    """The `(timestamp, id)` position a cursor from `page(...)` holds, or None for page one."""
+    key = decode_cursor(cursor, 2)
+    if key is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(key[0]), uuid.UUID(key[1])
+    except ValueError:
+        raise invalid_cursor() from None
+
+
+def page(items: list[T], limit: int, position: Callable[[T], Sequence[object]]) -> Page[T]:
+    """The page for `items` fetched with `limit + 1`: the extra row only says a next page
+    exists, and the cursor holds the sort key (`position`) of the last item shown."""
+    if len(items) <= limit:
+        return Page(items=items, next_cursor=None)
+    shown = items[:limit]
+    last = position(shown[-1])
+    return Page(
+        items=shown,
+        next_cursor=encode_cursor(
+            [v.isoformat() if isinstance(v, dt.datetime) else str(v) for v in last]
+        ),
+    )
 
 
 def invalid_cursor() -> Exception:

@@ -8,7 +8,6 @@ Every change is committed with a notification, so running schedulers apply it at
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated, Any
 
@@ -22,9 +21,8 @@ from server.api.pagination import (
     Cursor,
     Limit,
     Page,
-    decode_cursor,
-    encode_cursor,
-    invalid_cursor,
+    page,
+    time_and_id,
 )
 from server.db import schedules
 from server.db.schedules import ScheduleView
@@ -82,21 +80,10 @@ class ScheduleController(Controller):
         enabled: FromQuery[bool | None] = None,
     ) -> Page[ScheduleView]:
         """Schedules, oldest first; filter by trigger_key or enabled."""
-        key = decode_cursor(cursor, 2)
-        after = None
-        if key is not None:
-            try:
-                after = (dt.datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
-            except ValueError:
-                raise invalid_cursor() from None
         items = await schedules.list_schedules(
-            limit=limit + 1, after=after, trigger_key=trigger_key, enabled=enabled
+            limit=limit + 1, after=time_and_id(cursor), trigger_key=trigger_key, enabled=enabled
         )
-        next_cursor = None
-        if len(items) > limit:
-            items = items[:limit]
-            next_cursor = encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)])
-        return Page(items=items, next_cursor=next_cursor)
+        return page(items, limit, lambda item: (item.created_at, item.id))
 
     @post("/", status_code=HTTP_201_CREATED)
     async def create_schedule(self, data: JSONBody[ScheduleCreate]) -> ScheduleView:

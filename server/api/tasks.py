@@ -15,9 +15,8 @@ from server.api.pagination import (
     Cursor,
     Limit,
     Page,
-    decode_cursor,
-    encode_cursor,
-    invalid_cursor,
+    page,
+    time_and_id,
 )
 from server.db import tasks
 from server.db.tasks import Assignee, Task, TaskStatus, Title
@@ -48,21 +47,10 @@ class TaskController(Controller):
         status: FromQuery[TaskStatus | None] = None,
     ) -> Page[Task]:
         """Tasks, newest first; filter by the execution that made them or by status."""
-        key = decode_cursor(cursor, 2)
-        before = None
-        if key is not None:
-            try:
-                before = (dt.datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
-            except ValueError:
-                raise invalid_cursor() from None
         items = await tasks.list_tasks(
-            limit=limit + 1, before=before, execution_id=execution_id, status=status
+            limit=limit + 1, before=time_and_id(cursor), execution_id=execution_id, status=status
         )
-        next_cursor = None
-        if len(items) > limit:
-            items = items[:limit]
-            next_cursor = encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)])
-        return Page(items=items, next_cursor=next_cursor)
+        return page(items, limit, lambda item: (item.created_at, item.id))
 
     @get("/{task_id:uuid}")
     async def get_task(self, task_id: FromPath[uuid.UUID]) -> Task:

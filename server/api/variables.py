@@ -16,7 +16,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
+from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, page
 from server.crypto.aead import Keyring
 from server.db.variables import (
     VariableInput,
@@ -40,11 +40,7 @@ class VariableController(Controller):
         items = await list_variables(
             workflow_id, limit=limit + 1, after_key=key[0] if key else None
         )
-        next_cursor = None
-        if len(items) > limit:
-            items = items[:limit]
-            next_cursor = encode_cursor([items[-1].key])
-        return Page(items=items, next_cursor=next_cursor)
+        return page(items, limit, lambda item: (item.key,))
 
     @post(
         "/",

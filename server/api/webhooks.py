@@ -13,7 +13,6 @@ is registered with a type other than `webhook`. Lists are keyset-paginated, olde
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Any
 
@@ -29,9 +28,8 @@ from server.api.pagination import (
     Cursor,
     Limit,
     Page,
-    decode_cursor,
-    encode_cursor,
-    invalid_cursor,
+    page,
+    time_and_id,
 )
 from server.crypto.aead import Keyring
 from server.db import webhooks
@@ -80,19 +78,10 @@ class WebhookController(Controller):
         trigger_key: FromQuery[str | None] = None,
     ) -> Page[WebhookView]:
         """Webhook endpoints, oldest first; secrets are never shown."""
-        key = decode_cursor(cursor, 2)
-        after = None
-        if key is not None:
-            try:
-                after = (dt.datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
-            except ValueError:
-                raise invalid_cursor() from None
-        items = await webhooks.list_webhooks(limit=limit + 1, after=after, trigger_key=trigger_key)
-        next_cursor = None
-        if len(items) > limit:
-            items = items[:limit]
-            next_cursor = encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)])
-        return Page(items=items, next_cursor=next_cursor)
+        items = await webhooks.list_webhooks(
+            limit=limit + 1, after=time_and_id(cursor), trigger_key=trigger_key
+        )
+        return page(items, limit, lambda item: (item.created_at, item.id))
 
     @post("/", status_code=HTTP_201_CREATED)
     async def create_webhook(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated, Any
 
@@ -17,9 +16,8 @@ from server.api.pagination import (
     Cursor,
     Limit,
     Page,
-    decode_cursor,
-    encode_cursor,
-    invalid_cursor,
+    page,
+    time_and_id,
 )
 from server.db import workflows
 from server.db.documents import load_document
@@ -72,21 +70,14 @@ class WorkflowController(Controller):
         is_active: FromQuery[bool | None] = None,
     ) -> Page[WorkflowSummary]:
         """Workflow definitions, oldest first; filter by category, tag or is_active."""
-        key = decode_cursor(cursor, 2)
-        after = None
-        if key is not None:
-            try:
-                after = (dt.datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
-            except ValueError:
-                raise invalid_cursor() from None
         items = await workflows.list_workflows(
-            limit=limit + 1, after=after, category=category, tag=tag, is_active=is_active
+            limit=limit + 1,
+            after=time_and_id(cursor),
+            category=category,
+            tag=tag,
+            is_active=is_active,
         )
-        next_cursor = None
-        if len(items) > limit:
-            items = items[:limit]
-            next_cursor = encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)])
-        return Page(items=items, next_cursor=next_cursor)
+        return page(items, limit, lambda item: (item.created_at, item.id))
 
     @post("/", status_code=HTTP_201_CREATED)
     async def create_workflow(self, data: JSONBody[WorkflowCreate]) -> Response[WorkflowSummary]:
