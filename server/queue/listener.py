@@ -26,7 +26,6 @@ CONNECT_TIMEOUT_SECONDS: Final = 10.0
 # A liveness query this often notices a connection that died silently.
 CHECK_INTERVAL_SECONDS: Final = 5.0
 CHECK_TIMEOUT_SECONDS: Final = 5.0
-LISTENER_APPLICATION_NAME: Final = "switchyard-listener"
 # Errors that mean "the connection is gone or unusable": reconnect, never crash the loop.
 CONNECTION_ERRORS: Final = (
     OSError,
@@ -36,18 +35,39 @@ CONNECTION_ERRORS: Final = (
 )
 
 
-class JobListener:
-    """Calls `on_wakeup` for every notification on the job channel, and after each connect.
+def application_name(listener_name: str) -> str:
+    """The application_name a listener's connection shows in pg_stat_activity."""
+    return "switchyard-" + listener_name.replace("_", "-")
 
-    Run `run()` as a supervised task; cancel it to stop. `connected` and `notifications`
-    describe its state for health checks and tests.
+
+JOB_LISTENER_NAME: Final = "job_listener"
+LISTENER_APPLICATION_NAME: Final = application_name(JOB_LISTENER_NAME)
+
+
+class ChannelListener:
+    """Calls `on_notify(payload)` for every notification on `channel`, and `on_connect()`
+    after each (re)connect, when notifications may have been missed.
+
+    Run `run()` as a supervised task; cancel it to stop. `connected`, `connections` and
+    `notifications` describe its state for health checks and tests. `name` prefixes its log
+    events (`<name>_connected`, `<name>_lost`) and its connection's application_name.
     """
 
     def __init__(
-        self, dsn: str, on_wakeup: Callable[[], None], *, reconnect_delay_seconds: float
+        self,
+        dsn: str,
+        channel: str,
+        *,
+        name: str,
+        on_notify: Callable[[str], None],
+        on_connect: Callable[[], None],
+        reconnect_delay_seconds: float,
     ) -> None:
         self._dsn = dsn
-        self._on_wakeup = on_wakeup
+        self._channel = channel
+        self._name = name
+        self._on_notify = on_notify
+        self._on_connect = on_connect
         self._reconnect_delay_seconds = reconnect_delay_seconds
         self.connected = False
         self.connections = 0
@@ -59,7 +79,7 @@ class JobListener:
             try:
                 await self._listen_once()
             except CONNECTION_ERRORS as error:
-                log.warning("job_listener_lost", error=repr(error))
+                log.warning(f"{self._name}_lost", error=repr(error))
             finally:
                 self.connected = False
             await asyncio.sleep(self._reconnect_delay_seconds)
@@ -69,16 +89,16 @@ class JobListener:
             self._dsn,
             timeout=CONNECT_TIMEOUT_SECONDS,
             command_timeout=CHECK_TIMEOUT_SECONDS,
-            server_settings={"application_name": LISTENER_APPLICATION_NAME},
+            server_settings={"application_name": application_name(self._name)},
         )
         closed = asyncio.Event()
         try:
             connection.add_termination_listener(lambda _: closed.set())
-            await connection.add_listener(JOB_CHANNEL, self._notified)
+            await connection.add_listener(self._channel, self._notified)
             self.connected = True
             self.connections += 1
-            log.info("job_listener_connected", reconnect=self.connections > 1)
-            self._on_wakeup()  # anything sent while we were not listening
+            log.info(f"{self._name}_connected", reconnect=self.connections > 1)
+            self._on_connect()  # anything sent while we were not listening
             await self._watch(connection, closed)
         finally:
             connection.terminate()
@@ -90,8 +110,24 @@ class JobListener:
                 await asyncio.wait_for(closed.wait(), CHECK_INTERVAL_SECONDS)
             except TimeoutError:
                 await connection.fetchval("SELECT 1", timeout=CHECK_TIMEOUT_SECONDS)
-        log.warning("job_listener_lost", error="connection closed")
+        log.warning(f"{self._name}_lost", error="connection closed")
 
-    def _notified(self, *_: object) -> None:
+    def _notified(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
         self.notifications += 1
-        self._on_wakeup()
+        self._on_notify(str(payload))
+
+
+class JobListener(ChannelListener):
+    """Wakes the worker (`on_wakeup`) on every job notification and after each connect."""
+
+    def __init__(
+        self, dsn: str, on_wakeup: Callable[[], None], *, reconnect_delay_seconds: float
+    ) -> None:
+        super().__init__(
+            dsn,
+            JOB_CHANNEL,
+            name=JOB_LISTENER_NAME,
+            on_notify=lambda _payload: on_wakeup(),
+            on_connect=on_wakeup,
+            reconnect_delay_seconds=reconnect_delay_seconds,
+        )
