@@ -27,19 +27,16 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from bench.e2e_common import (
+from bench.e2e_common import Say, Server, Tally, database_pids, tally_of
+from bench.e2e_load import Request
+from bench.e2e_processes import (
     HOST,
-    Say,
-    Server,
-    Tally,
     free_port,
     run_command,
     start_process,
     stop_process,
-    tally_of,
     wait_until_ready,
 )
-from bench.e2e_load import Request
 from bench.e2e_switchyard import HOOK_PATH, lead
 from bench.queue_common import fresh_database
 
@@ -83,6 +80,12 @@ SELECT count(*) FILTER (WHERE status = 'success') AS succeeded,
          AS unfinished,
        max("stoppedAt") AS last_finished_at
 FROM execution_entity WHERE "workflowId" = $1 AND "createdAt" >= $2
+"""
+# Executions saved with their data, the Set node's run in it (names are strings in its JSON).
+UNRECORDED: Final = """
+SELECT count(*) FROM execution_entity e LEFT JOIN execution_data d ON d."executionId" = e.id
+WHERE e."workflowId" = $1 AND e."createdAt" >= $2 AND e.status = 'success'
+  AND (d."executionId" IS NULL OR position('"Set"' in d.data) = 0)
 """
 SUCCEEDED_BETWEEN: Final = """
 SELECT count(*) FROM execution_entity
@@ -228,8 +231,14 @@ class N8nServer(Server):
     def process_ids(self) -> list[int]:
         return [self._pid]
 
+    async def database_pids(self) -> list[int]:
+        return await database_pids(self._connection)
+
     async def tally(self, since: dt.datetime) -> Tally:
         return tally_of(await self._connection.fetchrow(TALLY, WORKFLOW_ID, since))
+
+    async def unrecorded(self, since: dt.datetime) -> int:
+        return int(await self._connection.fetchval(UNRECORDED, WORKFLOW_ID, since))
 
     async def succeeded_between(self, start: dt.datetime, end: dt.datetime) -> int:
         return int(await self._connection.fetchval(SUCCEEDED_BETWEEN, WORKFLOW_ID, start, end))

@@ -21,7 +21,7 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,27 +29,23 @@ import asyncpg
 import httpx
 import msgspec
 
-from bench.e2e_common import (
-    HOST,
-    Server,
-    Tally,
-    free_port,
-    start_process,
-    stop_process,
-    tally_of,
-    wait_until_ready,
-)
+from bench.e2e_common import Server, Tally, database_pids, tally_of
 from bench.e2e_load import Request
+from bench.e2e_processes import HOST, free_port, start_process, stop_process, wait_until_ready
 from bench.queue_common import fresh_database
 from config.settings import Settings
 
 DATABASE: Final = "bench_switchyard"
 TRIGGER_KEY: Final = "bench"
 HOOK_PATH: Final = "bench"
-# Best of those tried on 2 cores (see README, Benchmarks): the worker's slots and the one pool
-# that the API and the worker share.
-DEFAULT_WORKER_CONCURRENCY: Final = 16
-DEFAULT_POOL_SIZE: Final = 20
+# Best of those tried on 2 cores (20 s per level, executions/s at concurrency 8 / 32):
+# worker slots 8 / pool 10: 36 / 3 (the intake starves the worker; the backlog drains later);
+# 32 / 10: 139-169 / 29-41; 64 / 10: 114-164 / 77-91; 128 / 12: 165 / 144; 128 / 16:
+# 161-168 / 145-149; 256 / 16: 166 / 149; 128 / 24: 175 / 156. One event loop runs the API and
+# the worker: many slots give the worker its share of the loop against `concurrency` pending
+# webhooks; most of them wait for a pooled connection, which bounds the database's load.
+DEFAULT_WORKER_CONCURRENCY: Final = 128
+DEFAULT_POOL_SIZE: Final = 24
 
 WORKFLOW: Final[dict[str, Any]] = {
     "name": "Benchmark: webhook lead routing",
@@ -83,6 +79,13 @@ SELECT count(*) FILTER (WHERE status = 'SUCCESS') AS succeeded,
        max(finished_at) AS last_finished_at
 FROM workflow_execution WHERE created_at >= $1
 """
+# Every step recorded: three successful step rows and the task the workflow created.
+UNRECORDED: Final = """
+SELECT count(*) FROM workflow_execution e
+WHERE e.created_at >= $1 AND e.status = 'SUCCESS'
+  AND ((SELECT count(*) FROM step_execution s WHERE s.execution_id = e.id AND s.status = 'SUCCESS')
+       <> 3 OR NOT EXISTS (SELECT 1 FROM tasks t WHERE t.execution_id = e.id))
+"""
 SUCCEEDED_BETWEEN: Final = """
 SELECT count(*) FROM workflow_execution
 WHERE status = 'SUCCESS' AND finished_at >= $1 AND finished_at <= $2
@@ -106,13 +109,14 @@ class SwitchyardServer(Server):
     name = "switchyard"
     accepted_statuses = frozenset({202})  # 200 would be a replayed delivery
 
-    def __init__(self, *, worker_concurrency: int, pool_size: int) -> None:
+    def __init__(self, *, worker_concurrency: int, pool_size: int, worker_processes: int) -> None:
         self.worker_concurrency = worker_concurrency
         self.pool_size = pool_size
+        self.worker_processes = worker_processes
         self.port = free_port()
         self._secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         self._run_id = secrets.token_hex(4)
-        self._pid = 0
+        self._pids: list[int] = []
 
     @asynccontextmanager
     async def running(self, admin_dsn: str, run_dir: Path) -> AsyncIterator[None]:
@@ -136,18 +140,22 @@ class SwitchyardServer(Server):
             "LOG_LEVEL": "WARNING",
             "SHUTDOWN_GRACE_SECONDS": "5",
         }
-        log_path = run_dir / "switchyard.log"
-        process = await start_process(switchyard_command(), env, log_path)
-        self._pid = process.pid
-        self._connection: asyncpg.Connection = await asyncpg.connect(dsn)
-        try:
-            base = f"http://{HOST}:{self.port}"
-            await wait_until_ready(process, f"{base}/ready", log_path, self.name)
-            await self._set_up(base, token)
+        async with AsyncExitStack() as stack:
+            await self._start(stack, env, run_dir / "switchyard.log")
+            # Extra worker-only replicas (--worker-processes): the migrations are done by now.
+            for number in range(self.worker_processes):
+                replica = env | {"ROLES": "worker", "PORT": str(free_port())}
+                await self._start(stack, replica, run_dir / f"switchyard-worker-{number + 1}.log")
+            self._connection: asyncpg.Connection = await asyncpg.connect(dsn)
+            stack.push_async_callback(self._connection.close)
+            await self._set_up(f"http://{HOST}:{self.port}", token)
             yield
-        finally:
-            await self._connection.close()
-            await stop_process(process, self.name)
+
+    async def _start(self, stack: AsyncExitStack, env: dict[str, str], log_path: Path) -> None:
+        process = await start_process(switchyard_command(), env, log_path)
+        stack.push_async_callback(stop_process, process, self.name)
+        self._pids.append(process.pid)
+        await wait_until_ready(process, f"http://{HOST}:{env['PORT']}/ready", log_path, self.name)
 
     async def _set_up(self, base: str, token: str) -> None:
         headers = {"Authorization": f"Bearer {token}"}
@@ -181,10 +189,16 @@ class SwitchyardServer(Server):
         )
 
     def process_ids(self) -> list[int]:
-        return [self._pid]
+        return list(self._pids)
+
+    async def database_pids(self) -> list[int]:
+        return await database_pids(self._connection)
 
     async def tally(self, since: dt.datetime) -> Tally:
         return tally_of(await self._connection.fetchrow(TALLY, since))
+
+    async def unrecorded(self, since: dt.datetime) -> int:
+        return int(await self._connection.fetchval(UNRECORDED, since))
 
     async def succeeded_between(self, start: dt.datetime, end: dt.datetime) -> int:
         return int(await self._connection.fetchval(SUCCEEDED_BETWEEN, start, end))
