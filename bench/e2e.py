@@ -69,8 +69,8 @@ RATIO_NAMES: Final = {
 MIN_EXECUTIONS_RATIO: Final = 2.0
 MAX_RESPONSE_P50_MS: Final = 10.0
 MAX_RSS_RATIO: Final = 1 / 3
-# Cores of other work (load average before, other_cpu_cores during) worth a warning.
-BUSY_LOAD_AVERAGE: Final = 0.5
+# Cores kept busy by other work (before the run, and `other_cpu_cores` during it) worth a note.
+BUSY_CORES: Final = 0.5
 
 Results = dict[str, dict[int, LevelFigures]]
 
@@ -119,10 +119,11 @@ async def run(arguments: argparse.Namespace) -> Results:
     say(f"logs in {run_dir}")
     servers = make_servers(arguments, say)
     results: Results = {}
-    load = busy_cores()
-    if load > BUSY_LOAD_AVERAGE:
+    other = await busy_cores()
+    if other > BUSY_CORES:
         print(
-            f"warning: load average {load:.2f} before the run: figures will be low", file=sys.stderr
+            f"warning: other work keeps {other:.2f} cores busy: figures will be low",
+            file=sys.stderr,
         )
     with cancelled_on_signals():
         async with exclusive_run(arguments.dsn):
@@ -242,7 +243,7 @@ def render_table(results: Results, found: dict[str, float]) -> str:
         f"{name} c{level}"
         for name, levels in results.items()
         for level, figures in levels.items()
-        if figures.other_cpu_cores > BUSY_LOAD_AVERAGE
+        if figures.other_cpu_cores > BUSY_CORES
     ]
     if busy:
         lines.append(f"note: other processes competed for the CPU during {', '.join(busy)}")

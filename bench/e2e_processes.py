@@ -201,9 +201,13 @@ def cancelled_on_signals() -> Iterator[None]:
             loop.remove_signal_handler(signum)
 
 
-def busy_cores() -> float:
-    """The one-minute load average: above ~0.5 other work shares the CPU with the run."""
-    return os.getloadavg()[0]
+async def busy_cores(seconds: float = 1.0) -> float:
+    """Cores the rest of the machine keeps busy now (sampled for `seconds`, this process
+    excluded): above ~0.5, other work will compete with the run."""
+    own = psutil.Process()
+    busy, mine = machine_busy_seconds(), cpu_seconds([own])
+    await asyncio.sleep(seconds)
+    return max(0.0, (machine_busy_seconds() - busy) - (cpu_seconds([own]) - mine)) / seconds
 
 
 async def wait_until_ready(
