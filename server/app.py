@@ -9,6 +9,7 @@ imports every role.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -36,10 +37,11 @@ from server.db.engine import engine_pool, open_engine
 from server.db.migrations import migrate
 from server.db.registry import seed_registries
 from server.db.runs import STEP_JOB_KIND
+from server.db.trigger_health import IntakeRecorder
 from server.keyring import load_keyring
 from server.scheduler import role as scheduler_role
 from server.storage.object_store import open_object_store
-from server.supervision import CrashHandler
+from server.supervision import CrashHandler, start_supervised
 from server.worker import role as worker_role
 from server.worker.events import EVENT_JOB_KIND, EventFanOut
 from server.worker.handlers import JobHandler
@@ -106,6 +108,9 @@ async def lifespan(
         await prepare_database(engine)
         app.state.engine = engine
         app.state.keyring = load_keyring(settings)
+        recorder = IntakeRecorder(engine_pool(engine))
+        app.state.intake_recorder = recorder
+        await stack.enter_async_context(flushing(recorder, on_crash))
         app.state.api_token_hashes = frozenset(hash_token(t) for t in settings.api_tokens)
         if Role.API in settings.roles:
             app.state.object_store = await stack.enter_async_context(open_object_store(settings))
@@ -118,18 +123,35 @@ async def lifespan(
         if Role.WORKER in settings.roles:
             handlers: dict[str, JobHandler] = {
                 STEP_JOB_KIND: StepRunner(settings, app.state.keyring, BUILTIN_ACTIONS),
-                EVENT_JOB_KIND: EventFanOut(engine_pool(engine)),
+                EVENT_JOB_KIND: EventFanOut(recorder),
             }
             await stack.enter_async_context(
                 worker_role.running(engine_pool(engine), dsn, settings, handlers, on_crash=on_crash)
             )
         if Role.SCHEDULER in settings.roles:
             await stack.enter_async_context(
-                scheduler_role.running(engine_pool(engine), dsn, settings, on_crash=on_crash)
+                scheduler_role.running(
+                    engine_pool(engine), dsn, settings, recorder, on_crash=on_crash
+                )
             )
         log.info("switchyard_started", roles=sorted(settings.roles))
         yield
         log.info("switchyard_stopping")
+
+
+@asynccontextmanager
+async def flushing(recorder: IntakeRecorder, on_crash: CrashHandler) -> AsyncIterator[None]:
+    """Flush trigger-health counts while the app runs; the last flush happens on exit, after
+    the roles entered later (worker, scheduler) have stopped recording."""
+    stop = asyncio.Event()
+    task = start_supervised(
+        "trigger-health-flush", recorder.run(stop), on_crash=on_crash, stopping=stop.is_set
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 async def prepare_database(engine: PostgresEngine) -> None:

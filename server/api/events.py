@@ -18,10 +18,10 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from server.api.problems import problem
-from server.db.engine import engine_pool, transaction
+from server.db.engine import transaction
 from server.db.intake import accept_event
 from server.db.registry import trigger_type_of
-from server.db.trigger_health import IntakeOutcome, record_intake
+from server.db.trigger_health import IntakeOutcome, IntakeRecorder
 from server.engine.document import TriggerKey
 
 UNKNOWN_EVENT_SOURCE = "(unknown event source)"
@@ -47,11 +47,11 @@ class EventController(Controller):
     @post("/", status_code=HTTP_202_ACCEPTED)
     async def send_event(self, data: JSONBody[EventIn], state: State) -> EventAccepted:
         """Record an event and start every subscribed workflow whose filter passes."""
-        pool = engine_pool(state.engine)
+        recorder: IntakeRecorder = state.intake_recorder
         if await trigger_type_of(data.trigger_key) != "event":
             # Counted under one fixed key: unknown keys must not grow metrics or health rows.
-            await record_intake(
-                pool, UNKNOWN_EVENT_SOURCE, IntakeOutcome.REFUSED,
+            recorder.record(
+                UNKNOWN_EVENT_SOURCE, IntakeOutcome.REFUSED,
                 error=f"not an event source: {data.trigger_key[:100]!r}",
             )  # fmt: skip
             raise problem(
@@ -72,7 +72,7 @@ class EventController(Controller):
         outcome = (
             IntakeOutcome.DEDUPLICATED if accepted.duplicate else IntakeOutcome(accepted.outcome)
         )
-        await record_intake(pool, data.trigger_key, outcome)
+        recorder.record(data.trigger_key, outcome)
         return EventAccepted(
             event_id=accepted.event_id,
             execution_ids=accepted.execution_ids,

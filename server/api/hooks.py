@@ -52,7 +52,7 @@ from server.crypto.aead import Keyring, SecretDecryptionError
 from server.db.engine import engine_pool, transaction
 from server.db.execution_outcomes import wait_for_outcome
 from server.db.intake import AcceptedEvent, accept_event
-from server.db.trigger_health import IntakeOutcome, record_intake
+from server.db.trigger_health import IntakeOutcome, IntakeRecorder
 from server.db.webhook_auth import DEFAULT_TOKEN_HEADER, AuthType
 from server.db.webhooks import IntakeEndpoint, ResponseMode, find_endpoint
 from server.triggers.bodies import BodyError, payload_of
@@ -131,24 +131,25 @@ class HookController(Controller):
     ) -> Response[HookAccepted | HookResult]:
         """Record the delivery as an event of the endpoint's trigger and start its workflows."""
         pool = engine_pool(state.engine)
-        endpoint = await _endpoint(pool, path.strip("/"), keyring)
+        recorder: IntakeRecorder = state.intake_recorder
+        endpoint = await _endpoint(recorder, path.strip("/"), keyring)
         try:
             body = await request.body()
         except RequestEntityTooLarge:
-            await _refuse(pool, endpoint, "body larger than MAX_PAYLOAD_BYTES")
+            _refuse(recorder, endpoint, "body larger than MAX_PAYLOAD_BYTES")
             raise
         try:
             _authenticate(endpoint, request.headers, body, dt.datetime.now(dt.UTC))
         except SignatureError as error:
-            await _refuse(pool, endpoint, str(error))
+            _refuse(recorder, endpoint, str(error))
             raise problem(HTTPStatus.UNAUTHORIZED, UNAUTHORIZED_DETAIL) from None
         try:
             payload = payload_of(body, request.headers.get("content-type"))
             delivery_id = _delivery_id(endpoint.auth.type, request.headers)
         except BodyError as error:
-            await _refuse(pool, endpoint, str(error)[:200])
+            _refuse(recorder, endpoint, str(error)[:200])
             raise problem(HTTPStatus.BAD_REQUEST, str(error)) from None
-        accepted = await _accept(pool, endpoint, payload, delivery_id, request.headers)
+        accepted = await _accept(recorder, endpoint, payload, delivery_id, request.headers)
         if endpoint.response_mode is ResponseMode.SYNC and accepted.execution_ids:
             return await _sync_answer(pool, endpoint, accepted)
         return Response(
@@ -157,7 +158,7 @@ class HookController(Controller):
         )
 
 
-async def _endpoint(pool: asyncpg.Pool, path: str, keyring: Keyring) -> IntakeEndpoint:
+async def _endpoint(recorder: IntakeRecorder, path: str, keyring: Keyring) -> IntakeEndpoint:
     """The enabled endpoint at `path`; a 404 problem (the same for unknown and disabled)."""
     try:
         endpoint = await find_endpoint(path, keyring)
@@ -169,24 +170,21 @@ async def _endpoint(pool: asyncpg.Pool, path: str, keyring: Keyring) -> IntakeEn
             headers={"Retry-After": "60"},
         ) from None
     if endpoint is None:
-        await record_intake(
-            pool, UNKNOWN_PATH_KEY, IntakeOutcome.REFUSED, error=f"no endpoint at {path[:100]!r}"
+        recorder.record(
+            UNKNOWN_PATH_KEY, IntakeOutcome.REFUSED, error=f"no endpoint at {path[:100]!r}"
         )
         raise problem(HTTPStatus.NOT_FOUND, NOT_FOUND_DETAIL)
     if not endpoint.enabled:
-        await _refuse(pool, endpoint, "endpoint disabled")
+        _refuse(recorder, endpoint, "endpoint disabled")
         raise problem(HTTPStatus.NOT_FOUND, NOT_FOUND_DETAIL)
     return endpoint
 
 
-async def _refuse(pool: asyncpg.Pool, endpoint: IntakeEndpoint, reason: str) -> None:
+def _refuse(recorder: IntakeRecorder, endpoint: IntakeEndpoint, reason: str) -> None:
     """Count a refused delivery with its reason (never a secret or a presented signature)."""
     log.info("webhook_refused", path=endpoint.path, trigger_key=endpoint.trigger_key, reason=reason)
-    await record_intake(
-        pool,
-        endpoint.trigger_key,
-        IntakeOutcome.REFUSED,
-        error=f"webhook {endpoint.path}: {reason}",
+    recorder.record(
+        endpoint.trigger_key, IntakeOutcome.REFUSED, error=f"webhook {endpoint.path}: {reason}"
     )
 
 
@@ -228,7 +226,7 @@ def _first(headers: Headers, *names: str) -> str | None:
 
 
 async def _accept(
-    pool: asyncpg.Pool,
+    recorder: IntakeRecorder,
     endpoint: IntakeEndpoint,
     payload: Any,
     delivery_id: str | None,
@@ -255,10 +253,10 @@ async def _accept(
                 source=source,
             )
     except asyncpg.DataError as error:  # e.g. a NUL character, which PostgreSQL refuses
-        await _refuse(pool, endpoint, f"payload refused by the database: {type(error).__name__}")
+        _refuse(recorder, endpoint, f"payload refused by the database: {type(error).__name__}")
         raise
     outcome = IntakeOutcome.DEDUPLICATED if accepted.duplicate else IntakeOutcome(accepted.outcome)
-    await record_intake(pool, endpoint.trigger_key, outcome)
+    recorder.record(endpoint.trigger_key, outcome)
     return accepted
 
 

@@ -20,7 +20,7 @@ from server.api.problems import problem
 from server.db import registry
 from server.db.engine import engine_pool
 from server.db.registry import ActionEntry, CredentialTypeEntry, TriggerEntry
-from server.db.trigger_health import TriggerHealth, trigger_health
+from server.db.trigger_health import IntakeRecorder, TriggerHealth, trigger_health
 from server.engine.document import TriggerKey
 
 
@@ -47,6 +47,9 @@ class RegistryController(Controller):
     @get("/triggers")
     async def triggers(self, state: State) -> Page[TriggerView]:
         """Trigger sources subscriptions can name, each with its intake health."""
+        # This process's counts not yet flushed are written first: a client reads its writes.
+        recorder: IntakeRecorder = state.intake_recorder
+        await recorder.flush()
         entries = await registry.list_triggers()
         async with engine_pool(state.engine).acquire() as connection:
             health = await trigger_health(connection, [e.trigger_key for e in entries])

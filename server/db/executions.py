@@ -198,12 +198,16 @@ async def step_states(
 
 
 async def mark_step_running(
-    connection: Connection, execution_id: uuid.UUID, step_key: str, attempt: int
+    connection: Connection, execution: ExecutionRow, step_key: str, attempt: int
 ) -> bool:
-    """False when the step is no longer active (finished, or cancelled with its execution)."""
-    marked = await connection.fetchval(MARK_STEP_RUNNING, execution_id, step_key, attempt)
-    if marked is not None:
-        await connection.execute(MARK_EXECUTION_RUNNING, execution_id)
+    """False when the step is no longer active (finished, or cancelled with its execution).
+
+    The execution turns RUNNING too when it was PENDING or WAITING (as just read); a running
+    one is left alone, saving a write per step.
+    """
+    marked = await connection.fetchval(MARK_STEP_RUNNING, execution.id, step_key, attempt)
+    if marked is not None and execution.status in {"PENDING", "WAITING"}:
+        await connection.execute(MARK_EXECUTION_RUNNING, execution.id)
     return marked is not None
 
 

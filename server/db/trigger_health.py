@@ -9,7 +9,9 @@ to the sender, whose event is already safe.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from contextlib import suppress
 from enum import StrEnum
 from typing import Final
 
@@ -46,22 +48,6 @@ class TriggerHealth(msgspec.Struct, frozen=True, kw_only=True):
     last_error_at: dt.datetime | None = None
 
 
-# The outcome names a counter column; the statement per outcome is fixed text (no formatting
-# of values into SQL), one per enum member.
-RECORD: Final = {
-    outcome: f"""
-INSERT INTO trigger_health (trigger_key, last_event_at, {outcome.value}, last_error, last_error_at)
-VALUES ($1, CASE WHEN $3::bool THEN NULL ELSE now() END, 1, $2::text,
-        CASE WHEN $2::text IS NULL THEN NULL ELSE now() END)
-ON CONFLICT (trigger_key) DO UPDATE SET
-  {outcome.value} = trigger_health.{outcome.value} + 1,
-  last_event_at = CASE WHEN $3 THEN trigger_health.last_event_at ELSE now() END,
-  last_error = coalesce($2, trigger_health.last_error),
-  last_error_at = CASE WHEN $2 IS NULL THEN trigger_health.last_error_at ELSE now() END,
-  updated_at = now()
-"""  # noqa: S608 - the column name comes from the enum above, never from input
-    for outcome in IntakeOutcome
-}
 HEALTH: Final = """
 SELECT trigger_key, last_event_at, accepted, deduplicated, filtered, no_match, refused,
        last_error, last_error_at
@@ -69,17 +55,79 @@ FROM trigger_health WHERE trigger_key = ANY($1::text[])
 """
 
 
-async def record_intake(
-    pool: asyncpg.Pool, trigger_key: str, outcome: IntakeOutcome, *, error: str | None = None
-) -> None:
-    """Count one intake outcome for `trigger_key` (and its error, for refusals)."""
-    TRIGGER_EVENTS.labels(trigger_key, outcome.value).inc()
-    refused = outcome is IntakeOutcome.REFUSED
-    try:
-        async with pool.acquire(timeout=5) as connection:
-            await connection.execute(RECORD[outcome], trigger_key, error, refused)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as failure:
-        log.warning("trigger_health_not_recorded", trigger_key=trigger_key, error=repr(failure))
+class IntakeRecorder:
+    """Counts intake outcomes in memory and writes them to `trigger_health` once a second.
+
+    Every webhook or event of one trigger updates the same health row; written per request,
+    those updates queue behind each other and cost a commit each. Buffered, a busy trigger
+    costs one upsert per flush. `record` is synchronous and never fails; `run` flushes until
+    stopped and once more on the way out. Counts not yet flushed when a process dies are lost:
+    health is an indicator, the events themselves are durable.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._pending: dict[str, _Delta] = {}
+
+    def record(self, trigger_key: str, outcome: IntakeOutcome, *, error: str | None = None) -> None:
+        TRIGGER_EVENTS.labels(trigger_key, outcome.value).inc()
+        delta = self._pending.setdefault(trigger_key, _Delta())
+        delta.counts[outcome] = delta.counts.get(outcome, 0) + 1
+        if outcome is not IntakeOutcome.REFUSED:
+            delta.last_event_at = dt.datetime.now(dt.UTC)
+        if error is not None:
+            delta.last_error = error[:2000]
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for trigger_key, delta in pending.items():
+            try:
+                async with self._pool.acquire(timeout=5) as connection:
+                    await connection.execute(
+                        ADD_COUNTS, trigger_key, delta.last_event_at,
+                        *(delta.counts.get(outcome, 0) for outcome in IntakeOutcome),
+                        delta.last_error,
+                    )  # fmt: skip
+            except (OSError, asyncpg.PostgresError, TimeoutError) as failure:
+                log.warning(
+                    "trigger_health_not_recorded", trigger_key=trigger_key, error=repr(failure)
+                )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush every FLUSH_INTERVAL until `stop` is set, then a last time."""
+        while not stop.is_set():
+            with suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_INTERVAL_SECONDS):
+                    await stop.wait()
+            await self.flush()
+
+
+class _Delta:
+    def __init__(self) -> None:
+        self.counts: dict[IntakeOutcome, int] = {}
+        self.last_event_at: dt.datetime | None = None
+        self.last_error: str | None = None
+
+
+FLUSH_INTERVAL_SECONDS: Final = 1.0
+# $3..$7 are the counts in IntakeOutcome's order: accepted, deduplicated, filtered, no_match,
+# refused.
+ADD_COUNTS: Final = """
+INSERT INTO trigger_health AS h (trigger_key, last_event_at, accepted, deduplicated, filtered,
+                                 no_match, refused, last_error, last_error_at)
+VALUES ($1, $2::timestamptz, $3, $4, $5, $6, $7, $8::text,
+        CASE WHEN $8::text IS NULL THEN NULL ELSE now() END)
+ON CONFLICT (trigger_key) DO UPDATE SET
+  last_event_at = greatest(h.last_event_at, excluded.last_event_at),
+  accepted = h.accepted + excluded.accepted,
+  deduplicated = h.deduplicated + excluded.deduplicated,
+  filtered = h.filtered + excluded.filtered,
+  no_match = h.no_match + excluded.no_match,
+  refused = h.refused + excluded.refused,
+  last_error = coalesce(excluded.last_error, h.last_error),
+  last_error_at = coalesce(excluded.last_error_at, h.last_error_at),
+  updated_at = now()
+"""
 
 
 async def trigger_health(

@@ -17,15 +17,17 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Final, Protocol
 
 import msgspec
 from piccolo.columns import Column
 from piccolo.query.methods.select import Select
 
 from server.crypto.aead import Keyring, Sealed, row_binding, seal, unseal
+from server.db.engine import engine_pool, piccolo_engine
 from server.db.tables import WorkflowDefinition, WorkflowVariable
 from server.errors import NotFoundError, ValidationError
+from server.queue.client import Connection
 
 TABLE = "workflow_variable"
 KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
@@ -174,31 +176,50 @@ async def delete_variable(workflow_id: uuid.UUID, key: str) -> None:
 
 
 async def resolve_variables(
-    workflow_id: uuid.UUID, keyring: Keyring
+    workflow_id: uuid.UUID, keyring: Keyring, *, connection: Connection | None = None
 ) -> tuple[dict[str, object], frozenset[str]]:
     """Every variable's value, secrets decrypted (in memory only), and the secret keys.
 
     A secret with no stored value resolves to None. The engine redacts the values of the
-    returned keys from step inputs, outputs, errors and logs.
+    returned keys from step inputs, outputs, errors and logs. The worker passes the job's own
+    `connection` (one round trip, no second pool checkout); others use the pool.
 
     Raises:
         SecretDecryptionError: a secret cannot be decrypted with this keyring.
     """
+    if connection is None:
+        async with engine_pool(piccolo_engine()).acquire() as pooled:
+            rows = await pooled.fetch(RESOLVE_VARIABLES, workflow_id)
+    else:
+        rows = await connection.fetch(RESOLVE_VARIABLES, workflow_id)
     values: dict[str, object] = {}
     secret_keys: set[str] = set()
-    for row in await _stored(workflow_id, None):
-        values[row.key] = row.value
-        if row.secret:
-            secret_keys.add(row.key)
-            values[row.key] = _unseal_value(row, keyring)
+    for row in rows:
+        if row["secret"]:
+            secret_keys.add(row["key"])
+            values[row["key"]] = _unseal(keyring, row["id"], row["key_id"], row["ciphertext"])
+        else:
+            values[row["key"]] = None if row["value"] is None else msgspec.json.decode(row["value"])
     return values, frozenset(secret_keys)
 
 
-def _unseal_value(row: _StoredVariable, keyring: Keyring) -> object:
-    if row.key_id is None or row.ciphertext is None:
+RESOLVE_VARIABLES: Final = """
+SELECT id, key, value::text AS value, secret, key_id, ciphertext
+FROM workflow_variable WHERE workflow_id = $1
+"""
+
+
+def _unseal(
+    keyring: Keyring, row_id: uuid.UUID, key_id: str | None, ciphertext: bytes | None
+) -> object:
+    if key_id is None or ciphertext is None:
         return None
-    sealed = Sealed(key_id=row.key_id, ciphertext=row.ciphertext)
-    return msgspec.json.decode(unseal(keyring, sealed, row_binding(TABLE, row.id)))
+    sealed = Sealed(key_id=key_id, ciphertext=ciphertext)
+    return msgspec.json.decode(unseal(keyring, sealed, row_binding(TABLE, row_id)))
+
+
+def _unseal_value(row: _StoredVariable, keyring: Keyring) -> object:
+    return _unseal(keyring, row.id, row.key_id, row.ciphertext)
 
 
 async def _write(

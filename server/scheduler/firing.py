@@ -21,7 +21,7 @@ import structlog
 from prometheus_client import Counter, Histogram
 
 from server.db.schedule_fires import fire_schedule, record_schedule_error
-from server.db.trigger_health import IntakeOutcome, record_intake
+from server.db.trigger_health import IntakeOutcome, IntakeRecorder
 from server.triggers.cron import CronSchedule
 from server.triggers.schedule import PlannedFire
 
@@ -53,8 +53,9 @@ class FireResult(StrEnum):
 class Firing:
     """Fires ticks for one scheduler replica, named `scheduler_id` in each event's source."""
 
-    def __init__(self, pool: asyncpg.Pool, scheduler_id: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, scheduler_id: str, recorder: IntakeRecorder) -> None:
         self._pool = pool
+        self._recorder = recorder
         self.scheduler_id = scheduler_id
         self.fired = 0
         self.failed = 0
@@ -134,6 +135,6 @@ class Firing:
         self, trigger_key: str, outcome: IntakeOutcome, *, error: str | None = None
     ) -> None:
         try:
-            await record_intake(self._pool, trigger_key, outcome, error=error)
+            self._recorder.record(trigger_key, outcome, error=error)
         except Exception as failure:  # noqa: BLE001 - health is best effort, the tick is done
             log.warning("trigger_health_not_recorded", trigger_key=trigger_key, error=repr(failure))

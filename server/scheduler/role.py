@@ -40,6 +40,7 @@ from apscheduler.events import EVENT_JOB_ERROR
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from config.settings import Settings
+from server.db.trigger_health import IntakeRecorder
 from server.scheduler.firing import Firing
 from server.scheduler.listener import ScheduleListener
 from server.scheduler.maintenance import maintenance_loop
@@ -59,11 +60,17 @@ class SchedulerRole:
     """A started scheduler; `running()` yields it. Counters are for health checks and tests."""
 
     def __init__(
-        self, pool: asyncpg.Pool, dsn: str, settings: Settings, *, resync_seconds: float
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        settings: Settings,
+        recorder: IntakeRecorder,
+        *,
+        resync_seconds: float,
     ) -> None:
         self.scheduler_id = f"{socket.gethostname()[:150]}:{os.getpid()}:{secrets.token_hex(3)}"
         self.scheduler = AsyncIOScheduler(timezone="UTC", job_defaults=JOB_DEFAULTS)
-        self.firing = Firing(pool, self.scheduler_id)
+        self.firing = Firing(pool, self.scheduler_id, recorder)
         self.schedules = ScheduleSet(self.scheduler, self.firing, self.request_reload)
         self.listener = ScheduleListener(
             dsn,
@@ -158,6 +165,7 @@ async def running(
     pool: asyncpg.Pool,
     dsn: str,
     settings: Settings,
+    recorder: IntakeRecorder,
     *,
     on_crash: CrashHandler,
     resync_seconds: float = RESYNC_SECONDS,
@@ -165,7 +173,7 @@ async def running(
     """Start the scheduler role; leaving the context stops it (see the module docstring)."""
     # APScheduler logs every run at INFO; our `schedule_fired` events say more.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    role = SchedulerRole(pool, dsn, settings, resync_seconds=resync_seconds)
+    role = SchedulerRole(pool, dsn, settings, recorder, resync_seconds=resync_seconds)
     role.start(on_crash)
     try:
         yield role

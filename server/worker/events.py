@@ -10,10 +10,8 @@ from __future__ import annotations
 import uuid
 from typing import Final
 
-import asyncpg
-
 from server.db.intake import fan_out_recorded_event
-from server.db.trigger_health import IntakeOutcome, record_intake
+from server.db.trigger_health import IntakeOutcome, IntakeRecorder
 from server.worker.handlers import JobContext
 
 EVENT_JOB_KIND: Final = "trigger_event"
@@ -22,11 +20,11 @@ EVENT_JOB_KIND: Final = "trigger_event"
 class EventFanOut:
     """Callable job handler for `trigger_event` jobs."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    def __init__(self, recorder: IntakeRecorder) -> None:
+        self._recorder = recorder
 
     async def __call__(self, job: JobContext) -> None:
         async with job.transaction() as connection:
             accepted = await fan_out_recorded_event(connection, uuid.UUID(job.payload["event_id"]))
         if accepted is not None:
-            await record_intake(self._pool, accepted.trigger_key, IntakeOutcome(accepted.outcome))
+            self._recorder.record(accepted.trigger_key, IntakeOutcome(accepted.outcome))

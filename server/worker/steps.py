@@ -106,12 +106,12 @@ class StepRunner:
             if execution is None or execution.status in runs_sql.FINISHED_EXECUTION:
                 return  # deleted or already over: nothing left to do for this job
             graph = await self._graph(connection, execution.version_id)
-            if not await runs_sql.mark_step_running(
-                connection, execution_id, step_key, job.attempt
-            ):
+            if not await runs_sql.mark_step_running(connection, execution, step_key, job.attempt):
                 return  # the step was cancelled or decided meanwhile
             _, outputs = await runs_sql.step_states(connection, execution_id)
-        variables, secret_keys = await resolve_variables(execution.workflow_id, self._keyring)
+            variables, secret_keys = await resolve_variables(
+                execution.workflow_id, self._keyring, connection=connection
+            )
         secrets = secret_strings(variables[key] for key in secret_keys)
         template_context = {
             "trigger": execution.context_data.get("trigger", {}),

@@ -69,3 +69,20 @@ def steps_by_key(execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 from tests.peers import _http_peer, http_peer  # noqa: E402, F401 - fixtures, found by name
+
+
+async def health_when(
+    client: httpx.AsyncClient, trigger_key: str, ready: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """A trigger's health once `ready(health)` holds (counts are flushed about once a second)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        items = (await client.get("/api/v1/registry/triggers")).json()["items"]
+        health: dict[str, Any] = next(
+            (t["health"] for t in items if t["trigger_key"] == trigger_key), {}
+        )
+        if health and ready(health):
+            return health
+        if time.monotonic() > deadline:
+            raise AssertionError(f"trigger {trigger_key} health stayed {health}")
+        await asyncio.sleep(0.1)
