@@ -5,7 +5,8 @@ rare and the job table small, while every index on it slows each enqueue.
 """
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine import engine_finder
+
+from server.db.raw_migration import raw_migration
 
 ID = "2026-11-26T22:35:30:000000"
 VERSION = "1.38.0"
@@ -18,13 +19,4 @@ STATEMENTS = [
 
 
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="switchyard", description=DESCRIPTION)
-
-    async def run() -> None:
-        engine = engine_finder()
-        assert engine is not None
-        for statement in STATEMENTS:
-            await engine.run_ddl(statement)
-
-    manager.add_raw(run)
-    return manager
+    return raw_migration(ID, DESCRIPTION, STATEMENTS)

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from server.db.keyset import before_position
 from server.db.tables import StepExecution, WorkflowExecution
 from server.errors import NotFoundError
 
@@ -68,11 +69,7 @@ async def list_executions(
     """Newest first, strictly before the `(created_at, id)` keyset position."""
     query = _EXECUTION.select(*_COLUMNS)
     if before is not None:
-        created_at, last_id = before
-        query = query.where(
-            (_EXECUTION.created_at < created_at)
-            | ((_EXECUTION.created_at == created_at) & (_EXECUTION.id < last_id))
-        )
+        query = query.where(before_position(_EXECUTION, before))
     if workflow_id is not None:
         query = query.where(_EXECUTION.workflow_id == workflow_id)
     if status is not None:

@@ -20,6 +20,7 @@ import msgspec
 import structlog
 
 from server.db.engine import transaction
+from server.db.keyset import after_position
 from server.db.registry import register_trigger, trigger_type_of
 from server.db.tables import ScheduleTrigger
 from server.errors import ConflictError, NotFoundError
@@ -168,11 +169,7 @@ async def list_schedules(
     table = ScheduleTrigger
     query = table.select(*_COLUMNS)
     if after is not None:
-        created_at, last_id = after
-        query = query.where(
-            (table.created_at > created_at)
-            | ((table.created_at == created_at) & (table.id > last_id))
-        )
+        query = query.where(after_position(table, after))
     if trigger_key is not None:
         query = query.where(table.trigger_key == trigger_key)
     if enabled is not None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
+from server.db.keyset import before_position
 from server.db.tables import Tasks
 from server.errors import NotFoundError
 
@@ -78,11 +79,7 @@ async def list_tasks(
     """Tasks newest first, `limit` of them, strictly before the `(created_at, id)` key."""
     query = Tasks.select(*_COLUMNS)
     if before is not None:
-        created_at, last_id = before
-        query = query.where(
-            (Tasks.created_at < created_at)
-            | ((Tasks.created_at == created_at) & (Tasks.id < last_id))
-        )
+        query = query.where(before_position(Tasks, before))
     if execution_id is not None:
         query = query.where(Tasks.execution_id == execution_id)
     if status is not None:

@@ -23,6 +23,7 @@ from piccolo.columns import Column
 
 from server.crypto.aead import Keyring, SecretDecryptionError
 from server.db.engine import transaction
+from server.db.keyset import after_position
 from server.db.tables import WebhookEndpoint, WorkflowTriggerRegistry
 from server.db.webhook_auth import (
     AuthInput,
@@ -108,10 +109,7 @@ async def list_webhooks(
     """Oldest first, strictly after the `(created_at, id)` keyset position."""
     query = _E.select(*_COLUMNS)
     if after is not None:
-        created_at, last_id = after
-        query = query.where(
-            (_E.created_at > created_at) | ((_E.created_at == created_at) & (_E.id > last_id))
-        )
+        query = query.where(after_position(_E, after))
     if trigger_key is not None:
         query = query.where(_E.trigger_key == trigger_key)
     rows = await query.order_by(_E.created_at, _E.id).limit(limit).output(load_json=True).run()

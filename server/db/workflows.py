@@ -11,6 +11,7 @@ import msgspec
 from piccolo.columns.combination import WhereRaw
 
 from server.db.engine import transaction
+from server.db.keyset import after_position
 from server.db.tables import WorkflowDefinition
 from server.errors import NotFoundError, PreconditionFailedError
 
@@ -139,11 +140,7 @@ async def list_workflows(
     table = WorkflowDefinition
     query = table.select(*_COLUMNS)
     if after is not None:
-        created_at, last_id = after
-        query = query.where(
-            (table.created_at > created_at)
-            | ((table.created_at == created_at) & (table.id > last_id))
-        )
+        query = query.where(after_position(table, after))
     if category is not None:
         query = query.where(table.category == category)
     if is_active is not None:
