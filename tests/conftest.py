@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -57,6 +58,16 @@ async def empty_database_dsn(admin_dsn: str) -> AsyncIterator[str]:
     name = await create_database(admin_dsn)
     yield dsn_for_database(admin_dsn, name)
     await drop_database(admin_dsn, name)
+
+
+@pytest.fixture
+async def connection(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A dedicated asyncpg connection to this test's database (outside any pool)."""
+    opened = await asyncpg.connect(database_dsn)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -12,15 +11,6 @@ import pytest
 
 from server.actions import task_management
 from tests.action_contexts import RunningStep, action_context, insert_running_step
-
-
-@pytest.fixture
-async def connection(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(database_dsn)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def parse(timestamp: str) -> dt.datetime:

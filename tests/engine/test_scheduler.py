@@ -50,13 +50,6 @@ async def full_client(settings_for: Callable[..., Settings]) -> AsyncIterator[ht
         yield client
 
 
-@pytest.fixture
-async def connection(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(database_dsn)
-    yield opened
-    await opened.close()
-
-
 async def events_of(connection: asyncpg.Connection, schedule_id: str) -> list[dict[str, Any]]:
     rows = await connection.fetch(EVENTS_OF, schedule_id)
     return [

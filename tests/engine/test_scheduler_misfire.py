@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 import asyncpg
@@ -33,13 +33,6 @@ CREATE TRIGGER refuse_broken BEFORE INSERT ON trigger_event
 FOR EACH ROW EXECUTE FUNCTION refuse_broken();
 """
 REPAIR_INTAKE = "DROP TRIGGER refuse_broken ON trigger_event"
-
-
-@pytest.fixture
-async def connection(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(database_dsn)
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -13,15 +12,6 @@ import pytest
 from server.actions import task_management
 from server.queue.jobs import PermanentError
 from tests.action_contexts import RunningStep, action_context, insert_running_step
-
-
-@pytest.fixture
-async def connection(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(database_dsn)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture

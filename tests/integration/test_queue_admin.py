@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 
@@ -16,13 +14,6 @@ from server.queue.jobs import (
     NewJob,
 )
 from tests.queue_support import claim
-
-
-@pytest.fixture
-async def connection(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(database_dsn)
-    yield opened
-    await opened.close()
 
 
 async def test_dead_jobs_are_listed_newest_first_and_can_be_requeued(

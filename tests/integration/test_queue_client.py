@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -15,13 +14,6 @@ from server.queue.jobs import (
 )
 from server.queue.sql import JOB_CHANNEL
 from tests.queue_support import claim, eventually
-
-
-@pytest.fixture
-async def connection(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(database_dsn)
-    yield opened
-    await opened.close()
 
 
 async def test_claim_returns_the_job_with_a_lease_and_counts_the_attempt(

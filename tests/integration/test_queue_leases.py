@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -15,13 +14,6 @@ from server.queue.jobs import (
     NewJob,
 )
 from tests.queue_support import claim, expire_leases
-
-
-@pytest.fixture
-async def connection(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(database_dsn)
-    yield opened
-    await opened.close()
 
 
 async def test_complete_deletes_the_job_and_a_stale_completion_is_refused(

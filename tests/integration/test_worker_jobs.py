@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 from prometheus_client import REGISTRY
 
 from server.queue import admin, client
 from server.queue.jobs import JobState, NewJob, PermanentError, RetryableError
 from server.worker.handlers import JobContext
 from tests.queue_support import eventually, fast_settings, worker_on
-
-
-@pytest.fixture
-async def connection(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(database_dsn)
-    yield opened
-    await opened.close()
 
 
 async def job_count(connection: asyncpg.Connection) -> int:

@@ -7,11 +7,9 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import pytest
 from structlog.testing import capture_logs
 
 from server.queue import client
@@ -20,13 +18,6 @@ from server.worker.handlers import JobContext
 from tests.queue_support import eventually, fast_settings, worker_on
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def connection(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(database_dsn)
-    yield opened
-    await opened.close()
 
 
 async def _gone(connection: asyncpg.Connection) -> bool:
