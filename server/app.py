@@ -29,6 +29,7 @@ from server.actions.catalog import ACTIONS, CREDENTIAL_TYPES, TRIGGERS
 from server.actions.registry import BUILTIN_ACTIONS
 from server.api import problems
 from server.api.hooks import HookController
+from server.api.openapi import declare_problem_responses
 from server.api.routes import api_router
 from server.crypto.tokens import hash_token
 from server.db import tokens
@@ -72,7 +73,7 @@ def create_app(
     route_handlers: list[object] = [*health.ROUTES]
     if Role.API in settings.roles:
         route_handlers.extend((api_router(), HookController))
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]
         lifespan=[partial(lifespan, settings=settings, on_crash=on_crash, announce=announce)],
         plugins=[problems.PLUGIN],
@@ -90,6 +91,8 @@ def create_app(
         logging_config=None,  # server.log configures logging once for the whole process
         debug=False,
     )
+    declare_problem_responses(app.openapi_schema)
+    return app
 
 
 @asynccontextmanager

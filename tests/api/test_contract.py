@@ -191,3 +191,11 @@ async def test_out_of_range_path_numbers_are_client_errors(api_client: httpx.Asy
     response = await api_client.get(f"/api/v1/workflows/{workflow['id']}/versions/99999999999999")
     assert response.status_code in (400, 404)
     assert "database" not in response.json()["detail"]
+
+
+async def test_the_openapi_document_declares_problem_answers(api_client: httpx.AsyncClient) -> None:
+    schema = (await api_client.get("/schema/openapi.json")).json()
+    responses = schema["paths"]["/api/v1/workflows"]["post"]["responses"]
+    for status in ("400", "401", "409", "422"):
+        assert "application/problem+json" in responses[status]["content"]
+    assert "ProblemDetails" in schema["components"]["schemas"]
