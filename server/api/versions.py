@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 
 import msgspec
@@ -25,14 +24,7 @@ class DraftCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Start from a copy of the latest version's steps and edges (else empty)."""
 
 
-class VersionView(msgspec.Struct, frozen=True, kw_only=True):
-    id: uuid.UUID
-    workflow_id: uuid.UUID
-    version_num: int
-    status: str
-    s3_key: str | None
-    created_at: dt.datetime
-    published_at: dt.datetime | None
+class VersionView(VersionSummary, frozen=True, kw_only=True):
     steps: list[StepRecord]
     edges: list[EdgeRecord]
 

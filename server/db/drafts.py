@@ -17,7 +17,14 @@ import msgspec
 
 from server.db.engine import transaction
 from server.db.tables import WorkflowEdge, WorkflowStep
-from server.db.versions import EdgeRecord, StepRecord, get_version, lock_draft, version_detail
+from server.db.versions import (
+    EdgeRecord,
+    StepRecord,
+    get_version,
+    lock_draft,
+    step_record,
+    version_detail,
+)
 from server.engine.document import Edge, Step
 from server.engine.graph import Problem, allowed_branches, steps_in_cycles
 from server.errors import ConflictError, NotFoundError, ValidationError
@@ -41,7 +48,7 @@ async def add_step(workflow_id: uuid.UUID, version_num: int, step: Step) -> Step
             position=max((s.position for s in detail.steps), default=-1) + 1,
         )
         await row.save()
-        return await _step(version.id, row.id)
+        return await step_record(version.id, row.id)
 
 
 async def update_step(
@@ -66,12 +73,12 @@ async def update_step(
             WorkflowStep.cfg: json.dumps(step.cfg),
         }
         await WorkflowStep.update(values).where(WorkflowStep.id == step_id).run()
-        return await _step(version.id, step_id)
+        return await step_record(version.id, step_id)
 
 
 async def get_step(workflow_id: uuid.UUID, version_num: int, step_id: uuid.UUID) -> StepRecord:
     version = await get_version(workflow_id, version_num)
-    return await _step(version.id, step_id)
+    return await step_record(version.id, step_id)
 
 
 async def delete_step(workflow_id: uuid.UUID, version_num: int, step_id: uuid.UUID) -> None:
@@ -151,23 +158,3 @@ def _check_edge(edge: Edge, steps: dict[str, StepRecord], existing: list[Edge]) 
         raise ValidationError(
             "the edge is not valid", [msgspec.structs.asdict(p) for p in problems]
         )
-
-
-async def _step(version_id: uuid.UUID, step_id: uuid.UUID) -> StepRecord:
-    rows = await (
-        WorkflowStep.select(
-            WorkflowStep.id,
-            WorkflowStep.step_key.as_alias("key"),
-            WorkflowStep.name,
-            WorkflowStep.kind,
-            WorkflowStep.action_key,
-            WorkflowStep.cfg,
-            WorkflowStep.position,
-        )
-        .where((WorkflowStep.id == step_id) & (WorkflowStep.version_id == version_id))
-        .output(load_json=True)
-        .run()
-    )
-    if not rows:
-        raise NotFoundError(f"step {step_id} not found")
-    return msgspec.convert(rows[0], StepRecord)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
+from piccolo.table import Table
 
 from server.actions.catalog import ActionSpec, CredentialTypeSpec, TriggerSpec
 from server.db.database_triggers import DatabaseTriggerConfig, install_trigger, remove_trigger
@@ -88,49 +89,26 @@ async def seed_registries(
 
 
 async def list_actions() -> list[ActionEntry]:
-    rows = await (
-        WorkflowActionRegistry.select(
-            WorkflowActionRegistry.action_key,
-            WorkflowActionRegistry.name,
-            WorkflowActionRegistry.description,
-            WorkflowActionRegistry.cfg_schema,
-            WorkflowActionRegistry.credential_type,
-        )
-        .order_by(WorkflowActionRegistry.action_key)
-        .output(load_json=True)
-        .run()
-    )
-    return [msgspec.convert(row, ActionEntry) for row in rows]
+    return await _entries(WorkflowActionRegistry, ActionEntry)
 
 
 async def list_triggers() -> list[TriggerEntry]:
-    rows = await (
-        WorkflowTriggerRegistry.select(
-            WorkflowTriggerRegistry.trigger_key,
-            WorkflowTriggerRegistry.type,
-            WorkflowTriggerRegistry.description,
-            WorkflowTriggerRegistry.config,
-        )
-        .order_by(WorkflowTriggerRegistry.trigger_key)
-        .output(load_json=True)
-        .run()
-    )
-    return [msgspec.convert(row, TriggerEntry) for row in rows]
+    return await _entries(WorkflowTriggerRegistry, TriggerEntry)
 
 
 async def list_credential_types() -> list[CredentialTypeEntry]:
-    rows = await (
-        CredentialType.select(
-            CredentialType.type_key,
-            CredentialType.name,
-            CredentialType.description,
-            CredentialType.fields_schema,
-        )
-        .order_by(CredentialType.type_key)
-        .output(load_json=True)
-        .run()
-    )
-    return [msgspec.convert(row, CredentialTypeEntry) for row in rows]
+    return await _entries(CredentialType, CredentialTypeEntry)
+
+
+EntryT = TypeVar("EntryT", bound=msgspec.Struct)
+
+
+async def _entries(table: type[Table], entry: type[EntryT]) -> list[EntryT]:
+    """Every row of a registry table as `entry` structs (whose field names are the columns,
+    the first being the key), ordered by key."""
+    columns = [getattr(table, name) for name in entry.__struct_fields__]
+    rows = await table.select(*columns).order_by(columns[0]).output(load_json=True).run()
+    return [msgspec.convert(row, entry) for row in rows]
 
 
 async def action_schemas() -> dict[str, dict[str, Any]]:

@@ -119,17 +119,32 @@ async def latest_version(workflow_id: uuid.UUID, *, published_only: bool = False
     return msgspec.convert(row, VersionSummary)
 
 
+def _step_columns() -> tuple[Any, ...]:
+    """The columns of a StepRecord (built per query: Piccolo aliases are per-query objects)."""
+    step = WorkflowStep
+    return (
+        step.id, step.step_key.as_alias("key"), step.name, step.kind, step.action_key,
+        step.cfg, step.position,
+    )  # fmt: skip
+
+
+async def step_record(version_id: uuid.UUID, step_id: uuid.UUID) -> StepRecord:
+    """One step of a version; NotFoundError when the version has no such step."""
+    row = await (
+        WorkflowStep.select(*_step_columns())
+        .where((WorkflowStep.id == step_id) & (WorkflowStep.version_id == version_id))
+        .output(load_json=True)
+        .first()
+        .run()
+    )
+    if row is None:
+        raise NotFoundError(f"step {step_id} not found")
+    return msgspec.convert(row, StepRecord)
+
+
 async def version_detail(version: VersionSummary) -> VersionDetail:
     steps = await (
-        WorkflowStep.select(
-            WorkflowStep.id,
-            WorkflowStep.step_key.as_alias("key"),
-            WorkflowStep.name,
-            WorkflowStep.kind,
-            WorkflowStep.action_key,
-            WorkflowStep.cfg,
-            WorkflowStep.position,
-        )
+        WorkflowStep.select(*_step_columns())
         .where(WorkflowStep.version_id == version.id)
         .order_by(WorkflowStep.position)
         .order_by(WorkflowStep.step_key)
