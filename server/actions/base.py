@@ -10,7 +10,8 @@ for one step of one execution across attempts and workers.
 Most actions run outside any database transaction (no network call holds locks). An action
 marked `transactional` instead runs inside the step's completion transaction and gets its
 `connection`, so its writes commit together with the step result or not at all
-(`task_management`).
+(`task_management`). If it fails (raises), the engine rolls that whole transaction back,
+undoing whatever the action wrote, and records the failure in a transaction of its own.
 """
 
 from __future__ import annotations

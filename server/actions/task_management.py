@@ -4,9 +4,9 @@ It runs inside the step's completion transaction, on the connection the worker p
 task and the step result commit together or not at all. A created task carries the step's
 idempotency key (unique in `tasks`): a retried or rescued step finds the row an earlier attempt
 committed and returns it, never a second one. `update` and `complete` (status `done`) change
-only the fields the cfg gives; an empty `assignee` or `due_date` clears it. The statements run
-in a savepoint, so a value PostgreSQL refuses fails this step (permanently: the same value will
-be refused again) without poisoning the surrounding transaction. The output is the task.
+only the fields the cfg gives; an empty `assignee` or `due_date` clears it. A value PostgreSQL
+refuses fails this step permanently (the same value will be refused again); the engine then
+rolls the step's transaction back (see `server.actions.base`). The output is the task.
 """
 
 from __future__ import annotations
@@ -73,11 +73,10 @@ async def run(context: ActionContext) -> Output:
     if context.connection is None:
         raise PermanentError("task_management runs inside the step transaction; no connection")
     try:
-        async with context.connection.transaction():  # a savepoint in the step's transaction
-            if config.operation == "create":
-                task = await create_task(context.connection, context, config)
-            else:
-                task = await change_task(context.connection, config)
+        if config.operation == "create":
+            task = await create_task(context.connection, context, config)
+        else:
+            task = await change_task(context.connection, config)
     except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as error:
         raise PermanentError(f"task_management: the database refused the task: {error}") from None
     output: Output = msgspec.to_builtins(task)

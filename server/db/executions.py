@@ -1,21 +1,32 @@
 """The execution engine's runtime SQL: executions and step executions, on a given connection.
 
-These statements run on the worker's hot path inside the step's completion transaction (see
-`server.worker.steps`), so they are raw asyncpg with `$n` parameters, in one place. Every
+These statements run on the worker's hot path (see `server.worker.steps`), so they are raw
+asyncpg with `$n` parameters, in one place, each doing as much as one round trip can. Every
 function takes the connection first and never acquires one: the caller's transaction decides
-what commits together. `lock_execution` is the serialization point of one execution: every
-completion takes it first (`FOR UPDATE`), so two steps finishing at the same moment plan their
-successors one after the other and a join is planned exactly once.
+what commits together.
+
+A step's life in statements: `start_step` (marks it running and reads everything it needs:
+the execution, the outputs of earlier steps, the variables), then, in the completion
+transaction, `lock_and_record` (the execution's row lock, then the step's result),
+`step_states` (read after the lock, so it sees every completion that committed before it) and
+`advance` (the steps planned next and the execution's status). The execution's row lock is
+the serialization point of one execution: every completion takes it first (`FOR UPDATE`), so
+two steps finishing at the same moment plan their successors one after the other and a join
+is planned exactly once. Locks are always taken execution first, then step rows, so no two of
+these transactions wait for each other in a cycle.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection, Sequence
 from typing import Any, Final
 
 import msgspec
 
+from server.crypto.aead import Keyring
+from server.db.variables import VARIABLES_JSON, variables_from_json
 from server.engine.document import Edge, Step, StepKind
 from server.engine.planning import Graph, StepState, StepStatus
 from server.queue.client import Connection
@@ -82,23 +93,48 @@ ON CONFLICT (execution_id, step_id) DO NOTHING
 RETURNING id
 """
 
+# Outputs are returned only for succeeded steps whose key is not in $2 (already known).
 STEP_STATES: Final = """
-SELECT step_key, status, branches, result_data::text AS result_data
+SELECT step_key, status, branches,
+       CASE WHEN status = 'SUCCESS' AND NOT step_key = ANY($2::text[])
+            THEN result_data::text END AS result_data
 FROM step_execution WHERE execution_id = $1
 """
 
-MARK_STEP_RUNNING: Final = """
-UPDATE step_execution
-SET status = 'RUNNING', attempts = $3, started_at = coalesce(started_at, now())
-WHERE execution_id = $1 AND step_key = $2 AND status IN ('PENDING', 'RUNNING', 'WAITING')
-RETURNING id
-"""
-
-MARK_EXECUTION_RUNNING: Final = """
-UPDATE workflow_execution
-SET status = 'RUNNING', started_at = coalesce(started_at, now()), updated_at = now()
-WHERE id = $1 AND status IN ('PENDING', 'WAITING')
-"""
+# A step's start in one round trip. `execution_marked` turns a PENDING or WAITING execution
+# RUNNING (row lock on the execution); `step_marked` turns the step RUNNING, counting the
+# attempt, unless it was decided meanwhile or its execution is over. Its condition reads
+# `execution_marked` so that the execution's lock comes first (lock order: execution, then
+# steps). The SELECT reads the execution, the outputs of the steps that succeeded (committed
+# before this statement: the step was planned after its predecessors committed) and the
+# workflow's variables.
+START_STEP: Final = f"""
+WITH execution_marked AS (
+    UPDATE workflow_execution
+    SET status = 'RUNNING', started_at = coalesce(started_at, now()), updated_at = now()
+    WHERE id = $1 AND status IN ('PENDING', 'WAITING')
+    RETURNING id
+),
+step_marked AS (
+    UPDATE step_execution
+    SET status = 'RUNNING', attempts = $3, started_at = coalesce(started_at, now())
+    WHERE execution_id = $1 AND step_key = $2 AND status IN ('PENDING', 'RUNNING', 'WAITING')
+      AND (SELECT count(*) FROM execution_marked) >= 0
+      AND EXISTS (SELECT 1 FROM workflow_execution
+                  WHERE id = $1 AND status NOT IN ('SUCCESS', 'FAILED', 'CANCELLED'))
+    RETURNING id
+)
+SELECT e.id, e.workflow_id, e.version_id, v.version_num, e.status, e.context_data::text,
+       e.steps_run, e.created_at, e.started_at,
+       EXISTS (SELECT 1 FROM step_marked) AS marked,
+       (SELECT coalesce(json_object_agg(s.step_key, s.result_data), '{{}}')::text
+        FROM step_execution s
+        WHERE s.execution_id = $1 AND s.status = 'SUCCESS' AND s.result_data IS NOT NULL)
+           AS outputs,
+       {VARIABLES_JSON.format(workflow_id="e.workflow_id")} AS variables
+FROM workflow_execution e JOIN workflow_version v ON v.id = e.version_id
+WHERE e.id = $1
+"""  # noqa: S608 - only a constant subquery is interpolated
 
 RECORD_STEP_RESULT: Final = """
 UPDATE step_execution
@@ -106,6 +142,46 @@ SET status = $3::text, input_data = $4::jsonb, result_data = $5::jsonb, error = 
     execution_time = $8, branches = $9,
     finished_at = CASE WHEN $3::text IN ('WAITING', 'RUNNING') THEN NULL ELSE now() END
 WHERE execution_id = $1 AND step_key = $2
+"""
+
+# The first statement of a completion: the execution's row lock, then the step's result (its
+# condition reads `locked`, so the lock comes first). No row: the execution is gone.
+LOCK_AND_RECORD: Final = """
+WITH locked AS (
+    SELECT id, status, steps_run FROM workflow_execution WHERE id = $1 FOR UPDATE
+),
+recorded AS (
+    UPDATE step_execution
+    SET status = $3::text, input_data = $4::jsonb, result_data = $5::jsonb, error = $6,
+        attempts = $7, execution_time = $8, branches = $9,
+        finished_at = CASE WHEN $3::text IN ('WAITING', 'RUNNING') THEN NULL ELSE now() END
+    WHERE execution_id = $1 AND step_key = $2 AND EXISTS (SELECT 1 FROM locked)
+    RETURNING id
+)
+SELECT status, steps_run, (SELECT count(*) FROM recorded) AS recorded FROM locked
+"""
+
+# The completion's writes once planned, in one statement: the steps planned next (SKIPPED,
+# PENDING for their own jobs, or RUNNING when this job runs it next; a step planned already
+# is left alone) and the execution's status. Returns the keys of the steps it inserted.
+ADVANCE: Final = """
+WITH planned AS (
+    INSERT INTO step_execution
+        (id, execution_id, step_id, step_key, status, attempts, created_at, started_at, branches)
+    SELECT gen_random_uuid(), $1, new.step_id, new.step_key, new.status,
+           CASE WHEN new.status = 'RUNNING' THEN 1 ELSE 0 END, clock_timestamp(),
+           CASE WHEN new.status = 'RUNNING' THEN clock_timestamp() END, '{}'
+    FROM unnest($2::uuid[], $3::text[], $4::text[]) AS new (step_id, step_key, status)
+    ON CONFLICT (execution_id, step_id) DO NOTHING
+    RETURNING step_key
+),
+execution AS (
+    UPDATE workflow_execution
+    SET status = $5::text, steps_run = steps_run + 1, updated_at = now(),
+        finished_at = CASE WHEN $5::text IN ('SUCCESS', 'FAILED', 'CANCELLED') THEN now() END
+    WHERE id = $1
+)
+SELECT step_key FROM planned
 """
 
 RECORD_ATTEMPT_ERROR: Final = """
@@ -184,31 +260,90 @@ async def insert_step(
 
 
 async def step_states(
-    connection: Connection, execution_id: uuid.UUID
+    connection: Connection, execution_id: uuid.UUID, known: Collection[str] = ()
 ) -> tuple[dict[str, StepState], dict[str, Any]]:
-    """Each recorded step's state, and the outputs of the steps that succeeded."""
+    """Each recorded step's state, and the outputs of the steps that succeeded (but for those
+    in `known`, which the caller has)."""
     states: dict[str, StepState] = {}
     outputs: dict[str, Any] = {}
-    for row in await connection.fetch(STEP_STATES, execution_id):
+    for row in await connection.fetch(STEP_STATES, execution_id, list(known)):
         status = StepStatus(row["status"])
         states[row["step_key"]] = StepState(status=status, branches=frozenset(row["branches"]))
-        if status is StepStatus.SUCCESS and row["result_data"] is not None:
+        if row["result_data"] is not None:
             outputs[row["step_key"]] = msgspec.json.decode(row["result_data"])
     return states, outputs
 
 
-async def mark_step_running(
-    connection: Connection, execution: ExecutionRow, step_key: str, attempt: int
-) -> bool:
-    """False when the step is no longer active (finished, or cancelled with its execution).
+class StepStart(msgspec.Struct, frozen=True, kw_only=True):
+    """What `start_step` read: the step's execution and inputs, and whether it may run."""
 
-    The execution turns RUNNING too when it was PENDING or WAITING (as just read); a running
-    one is left alone, saving a write per step.
+    execution: ExecutionRow
+    marked: bool  # False: the step was decided meanwhile, or its execution is over
+    outputs: dict[str, Any]
+    variables: dict[str, object]
+    secret_keys: frozenset[str]
+
+
+async def start_step(
+    connection: Connection, execution_id: uuid.UUID, step_key: str, attempt: int, keyring: Keyring
+) -> StepStart | None:
+    """Mark the step running (and its execution) and read its inputs; None: no execution.
+
+    Raises:
+        SecretDecryptionError: a secret variable cannot be decrypted with this keyring.
     """
-    marked = await connection.fetchval(MARK_STEP_RUNNING, execution.id, step_key, attempt)
-    if marked is not None and execution.status in {"PENDING", "WAITING"}:
-        await connection.execute(MARK_EXECUTION_RUNNING, execution.id)
-    return marked is not None
+    row = await connection.fetchrow(START_STEP, execution_id, step_key, attempt)
+    execution = _execution(row)
+    if row is None or execution is None:
+        return None
+    variables, secret_keys = variables_from_json(row["variables"], keyring)
+    return StepStart(
+        execution=execution,
+        marked=row["marked"],
+        outputs=msgspec.json.decode(row["outputs"]),
+        variables=variables,
+        secret_keys=secret_keys,
+    )
+
+
+class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+    """The execution as `lock_and_record` found it, under its lock."""
+
+    status: str
+    steps_run: int
+
+
+async def lock_and_record(
+    connection: Connection, execution_id: uuid.UUID, step_key: str, result: StepResult
+) -> Recorded | None:
+    """Take the execution's row lock, then record the step's result; None: no execution."""
+    row = await connection.fetchrow(
+        LOCK_AND_RECORD, execution_id, step_key, result.status.value,
+        _json(result.input_data), _json(result.result_data), result.error, result.attempts,
+        result.execution_time_ms, sorted(result.branches),
+    )  # fmt: skip
+    if row is None:
+        return None
+    return Recorded(status=row["status"], steps_run=row["steps_run"])
+
+
+async def advance(
+    connection: Connection,
+    execution_id: uuid.UUID,
+    planned: Sequence[tuple[uuid.UUID, str, StepStatus]],
+    status: str,
+) -> set[str]:
+    """Insert the planned steps (step id, key, status) and set the execution's status (one
+    more step run); returns the keys inserted (a step planned already is skipped)."""
+    rows = await connection.fetch(
+        ADVANCE,
+        execution_id,
+        [step_id for step_id, _, _ in planned],
+        [key for _, key, _ in planned],
+        [step_status.value for _, _, step_status in planned],
+        status,
+    )
+    return {row["step_key"] for row in rows}
 
 
 async def record_step_result(

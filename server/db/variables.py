@@ -13,6 +13,7 @@ back to the plaintext, for the engine, in memory only.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 import uuid
@@ -27,7 +28,6 @@ from server.crypto.aead import Keyring, Sealed, row_binding, seal, unseal
 from server.db.engine import engine_pool, piccolo_engine
 from server.db.tables import WorkflowDefinition, WorkflowVariable
 from server.errors import NotFoundError, ValidationError
-from server.queue.client import Connection
 
 TABLE = "workflow_variable"
 KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
@@ -176,37 +176,53 @@ async def delete_variable(workflow_id: uuid.UUID, key: str) -> None:
 
 
 async def resolve_variables(
-    workflow_id: uuid.UUID, keyring: Keyring, *, connection: Connection | None = None
+    workflow_id: uuid.UUID, keyring: Keyring
 ) -> tuple[dict[str, object], frozenset[str]]:
     """Every variable's value, secrets decrypted (in memory only), and the secret keys.
 
     A secret with no stored value resolves to None. The engine redacts the values of the
-    returned keys from step inputs, outputs, errors and logs. The worker passes the job's own
-    `connection` (one round trip, no second pool checkout); others use the pool.
+    returned keys from step inputs, outputs, errors and logs; it reads the rows together with
+    the rest of a step's inputs (`VARIABLES_JSON`, decoded by `variables_from_json`).
 
     Raises:
         SecretDecryptionError: a secret cannot be decrypted with this keyring.
     """
-    if connection is None:
-        async with engine_pool(piccolo_engine()).acquire() as pooled:
-            rows = await pooled.fetch(RESOLVE_VARIABLES, workflow_id)
-    else:
-        rows = await connection.fetch(RESOLVE_VARIABLES, workflow_id)
+    async with engine_pool(piccolo_engine()).acquire() as pooled:
+        text = await pooled.fetchval(
+            f"SELECT {VARIABLES_JSON.format(workflow_id='$1::uuid')}",
+            workflow_id,
+        )
+    return variables_from_json(text, keyring)
+
+
+# A workflow's variables as one JSON array of [id, key, value, secret, key_id, ciphertext
+# (base64)], for a scalar subquery in the engine's read of a step's inputs; `{workflow_id}` is
+# the SQL expression naming the workflow.
+VARIABLES_JSON: Final = """(
+    SELECT coalesce(json_agg(json_build_array(
+               v.id, v.key, v.value, v.secret, v.key_id, encode(v.ciphertext, 'base64'))), '[]')::text
+    FROM workflow_variable v WHERE v.workflow_id = {workflow_id}
+)"""
+
+
+def variables_from_json(
+    text: str | None, keyring: Keyring
+) -> tuple[dict[str, object], frozenset[str]]:
+    """Decode `VARIABLES_JSON`: values (secrets unsealed) and the secret keys."""
     values: dict[str, object] = {}
     secret_keys: set[str] = set()
-    for row in rows:
-        if row["secret"]:
-            secret_keys.add(row["key"])
-            values[row["key"]] = _unseal(keyring, row["id"], row["key_id"], row["ciphertext"])
+    for row_id, key, value, secret, key_id, ciphertext in msgspec.json.decode(text or "[]"):
+        if secret:
+            secret_keys.add(key)
+            values[key] = _unseal(
+                keyring,
+                uuid.UUID(row_id),
+                key_id,
+                None if ciphertext is None else base64.b64decode(ciphertext),
+            )
         else:
-            values[row["key"]] = None if row["value"] is None else msgspec.json.decode(row["value"])
+            values[key] = value
     return values, frozenset(secret_keys)
-
-
-RESOLVE_VARIABLES: Final = """
-SELECT id, key, value::text AS value, secret, key_id, ciphertext
-FROM workflow_variable WHERE workflow_id = $1
-"""
 
 
 def _unseal(

@@ -148,6 +148,26 @@ async def complete_job(connection: Connection, lease: Lease) -> None:
         raise LeaseLostError(lease.job_id)
 
 
+async def continue_job(connection: Connection, lease: Lease, job: NewJob) -> None:
+    """Hand a running job on to the work `job` describes, in the caller's transaction, instead
+    of completing it: same row and lease, `job`'s payload, unique key and max attempts, and
+    attempt 1. Only `payload`, `max_attempts` and `unique_key` of `job` are used.
+
+    Raises:
+        LeaseLostError: the lease is no longer ours; roll the transaction back.
+    """
+    continued = await connection.fetchval(
+        sql.CONTINUE_JOB,
+        lease.job_id,
+        lease.lease_token,
+        payload_text(job.payload),
+        job.max_attempts,
+        job.unique_key,
+    )
+    if continued is None:
+        raise LeaseLostError(lease.job_id)
+
+
 async def retry_job(
     connection: Connection, lease: Lease, *, delay_seconds: float, error: str
 ) -> JobState:

@@ -146,6 +146,20 @@ WHERE id = $1 AND lease_token = $2 AND state = 'running'
 RETURNING id
 """
 
+# Hands a running job on to its next piece of work in the caller's transaction, instead of
+# completing it: the engine runs an execution's next step in the job of the step before it.
+# Same row and lease (the heartbeat goes on); the new payload and unique_key; attempts start
+# again at 1 (this run is the new work's first attempt) with the new work's max_attempts.
+# Fenced and row-locking like COMPLETE_JOB. The partial unique index refuses a unique_key a
+# live job already holds (the caller only hands on work it has just planned, under its lock).
+CONTINUE_JOB: Final = """
+UPDATE job
+SET payload = $3::text::jsonb, attempts = 1, max_attempts = $4, unique_key = $5,
+    updated_at = now()
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING id
+"""
+
 # Puts a failed attempt back in the queue $3 seconds from now, recording the error. Fenced.
 # The attempt was counted at claim time; a job that has used its last attempt becomes dead
 # instead, so no path runs a job more than max_attempts times. The notification lets idle

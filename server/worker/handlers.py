@@ -5,20 +5,25 @@ means success; the worker then completes the job (batched with its next claim). 
 `RetryableError(delay=...)` or `PermanentError` (from `server.queue.jobs`) chooses a retry or a
 dead job; any other exception counts as retryable. A handler that writes results and enqueues
 successors does it in `context.transaction()`: those writes, the successors and the job's
-completion commit together, fenced by the lease, or not at all.
+completion commit together, fenced by the lease, or not at all. A handler that goes on with
+more work of the same kind (the engine's next step) calls `context.continue_with(job)` inside
+that transaction: the job is handed on instead of completed, and after the commit the context
+describes the new work (its payload, attempt 1) while the handler keeps running it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from enum import StrEnum
 from typing import Final
 
 import asyncpg
+import msgspec
 
-from server.queue.client import Connection, complete_job
-from server.queue.jobs import ClaimedJob, Lease, LeaseLostError, Payload
+from server.queue.client import Connection, complete_job, continue_job
+from server.queue.jobs import ClaimedJob, Lease, LeaseLostError, NewJob, Payload
 
 ACQUIRE_TIMEOUT_SECONDS: Final = 10.0
 
@@ -44,6 +49,8 @@ class JobContext:
         self.phase = JobPhase.RUNNING
         self.completed = False
         self.lease_lost = False
+        self.started_at = time.monotonic()  # when the worker started running this claim
+        self._continuation: NewJob | None = None
 
     @property
     def job_id(self) -> int:
@@ -84,10 +91,12 @@ class JobContext:
         Write the step's result and `enqueue_job(connection, ...)` its successors inside it.
         If the block raises, everything rolls back and the job stays ours to retry; if the
         lease was lost meanwhile, `LeaseLostError` is raised and everything rolls back too, so
-        a worker that lost its job never commits a result for it. Use it once per attempt.
+        a worker that lost its job never commits a result for it. Use it once per attempt
+        (once per piece of work, when the block calls `continue_with`).
         """
         if self.completed:
             raise RuntimeError(f"job {self.job.id} is already completed; use one transaction")
+        self._continuation = None
         async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
             try:
                 async with connection.transaction():
@@ -95,16 +104,37 @@ class JobContext:
                     # From here until the commit the heartbeat must not take the row's
                     # disappearance for a lost lease.
                     self.phase = JobPhase.SETTLING
-                    await complete_job(connection, self.job.lease)
+                    if self._continuation is None:
+                        await complete_job(connection, self.job.lease)
+                    else:
+                        await continue_job(connection, self.job.lease, self._continuation)
             except LeaseLostError:
                 self.lease_lost = True
                 raise
             except BaseException:
                 self.phase = JobPhase.RUNNING
+                self._continuation = None
                 raise
         # Only here has the transaction committed.
-        self.completed = True
-        self.phase = JobPhase.DONE
+        continuation, self._continuation = self._continuation, None
+        if continuation is None:
+            self.completed = True
+            self.phase = JobPhase.DONE
+        else:
+            self.job = msgspec.structs.replace(
+                self.job,
+                payload=continuation.payload,
+                attempts=1,
+                max_attempts=continuation.max_attempts,
+            )
+            self.phase = JobPhase.RUNNING
+
+    def continue_with(self, job: NewJob) -> None:
+        """Inside `transaction()`: hand this job on to `job`'s work (same kind, same lease)
+        instead of completing it, when the transaction commits."""
+        if job.kind != self.job.kind:
+            raise ValueError(f"a {self.job.kind!r} job cannot continue as a {job.kind!r} job")
+        self._continuation = job
 
 
 JobHandler = Callable[[JobContext], Awaitable[None]]

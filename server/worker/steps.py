@@ -1,13 +1,19 @@
-"""The `workflow_step` job handler: one step of one execution, run durably.
+"""The `workflow_step` job handler: the steps of one execution, run durably, one after another.
 
-Each attempt reads the execution and the step's inputs, runs the step (outside any
-transaction, except transactional actions), then in ONE transaction — which also completes
-the job, fenced by its lease — locks the execution row, records the step's result (redacted),
-plans what comes next (`server.engine.planning`), enqueues those steps' jobs and updates the
-execution's status. A committed step therefore always has its successors, and a rolled-back
+A job starts at one step: one statement marks it running and reads its inputs (the execution,
+earlier outputs, the variables). The step runs outside any transaction (transactional actions
+excepted), then ONE transaction, fenced by the job's lease, locks the execution row, records
+the step's result (redacted), plans what comes next (`server.engine.planning`) and updates the
+execution's status. Of the steps it makes runnable, the first is handed to this same job
+(`JobContext.continue_with`: the step is recorded RUNNING and the job row points at it in that
+transaction), so a chain of steps runs without a queue round trip per step; the others get
+jobs of their own. When nothing is left for this job, the same transaction completes it. A
+committed step therefore always has its successors (in this job or queued), and a rolled-back
 one (crash, lost lease) has none and runs again. A retryable failure with attempts left
 records the error and hands the job back to the queue with the step's backoff.
 
+A job goes on only while the next step's timeout still fits in the worker's job timeout, and
+for at most MAX_STEPS_PER_JOB steps, so one long execution cannot hold a worker slot forever.
 A version's graph is read once per process and cached: published versions never change.
 """
 
@@ -27,13 +33,12 @@ from server.actions.base import Action
 from server.crypto.aead import Keyring
 from server.db import executions as runs_sql
 from server.db.executions import ExecutionRow, ExecutionStatus, StepResult
-from server.db.runs import fail_execution, schedule_step, step_job
-from server.db.variables import resolve_variables
+from server.db.runs import fail_execution, step_job
 from server.engine.document import Step, StepKind
 from server.engine.planning import ACTIVE, Graph, StepStatus, plan
 from server.engine.rendering import redact, secret_strings
-from server.engine.step_policy import StepPolicy, step_policy
-from server.queue.client import Connection, enqueue_job
+from server.engine.step_policy import JOB_TIMEOUT_MARGIN_SECONDS, StepPolicy, step_policy
+from server.queue.client import Connection, enqueue_job, enqueue_jobs
 from server.queue.jobs import RetryableError
 from server.worker.action_contexts import ActionContexts
 from server.worker.handlers import JobContext
@@ -50,6 +55,31 @@ from server.worker.step_metrics import EXECUTIONS_FINISHED, STEP_DURATION
 log = structlog.get_logger(__name__)
 
 MAX_STEPS_PER_EXECUTION: Final = 1000
+MAX_STEPS_PER_JOB: Final = 100
+
+
+class _Run(msgspec.Struct, kw_only=True):
+    """What a job knows about its execution while it runs the execution's steps."""
+
+    execution: ExecutionRow
+    graph: Graph
+    outputs: dict[str, Any]  # succeeded steps' outputs (redacted, as stored)
+    variables: dict[str, object]
+    secrets: set[str]  # plaintext secret values: never stored, logged or shown
+    steps_here: int = 0  # steps this job has run
+
+    def template_context(self) -> dict[str, Any]:
+        execution = self.execution
+        return {
+            "trigger": execution.context_data.get("trigger", {}),
+            "steps": {key: {"output": value} for key, value in self.outputs.items()},
+            "vars": self.variables,
+            "execution": {
+                "id": str(execution.id),
+                "workflow_id": str(execution.workflow_id),
+                "version_num": execution.version_num,
+            },
+        }
 
 
 class StepRunner:
@@ -63,16 +93,41 @@ class StepRunner:
 
     async def __call__(self, job: JobContext) -> None:
         execution_id = uuid.UUID(job.payload["execution_id"])
-        step_key = str(job.payload["step_key"])
-        structlog.contextvars.bind_contextvars(execution_id=str(execution_id), step_key=step_key)
+        first_step = str(job.payload["step_key"])
+        step_key: str | None = first_step
+        resume = bool(job.payload.get("resume"))
+        structlog.contextvars.bind_contextvars(execution_id=str(execution_id))
         try:
-            await self._run(job, execution_id, step_key, resume=bool(job.payload.get("resume")))
+            run = await self._start(job, execution_id, first_step)
+            while run is not None and step_key is not None:
+                structlog.contextvars.bind_contextvars(step_key=step_key)
+                step_key = await self._run_step(job, run, step_key, resume=resume)
+                resume = False
         except Exception as error:
-            if not job.is_last_attempt or job.completed:
+            if not job.is_last_attempt or job.completed or step_key is None:
                 raise  # the queue retries the attempt with backoff
             await self._give_up(job, execution_id, step_key, error)
         finally:
             structlog.contextvars.unbind_contextvars("execution_id", "step_key")
+
+    async def _start(self, job: JobContext, execution_id: uuid.UUID, step_key: str) -> _Run | None:
+        """Mark the job's step running and read its inputs; None: nothing to do any more."""
+        async with job.connection() as connection:
+            start = await runs_sql.start_step(
+                connection, execution_id, step_key, job.attempt, self._keyring
+            )
+            if start is None or start.execution.status in runs_sql.FINISHED_EXECUTION:
+                return None  # deleted or already over: nothing left to do for this job
+            if not start.marked:
+                return None  # the step was cancelled or decided meanwhile
+            graph = await self._graph(connection, start.execution.version_id)
+        return _Run(
+            execution=start.execution,
+            graph=graph,
+            outputs=start.outputs,
+            variables=start.variables,
+            secrets=secret_strings(start.variables[key] for key in start.secret_keys),
+        )
 
     async def _give_up(
         self, job: JobContext, execution_id: uuid.UUID, step_key: str, error: Exception
@@ -86,57 +141,27 @@ class StepRunner:
         async with job.transaction() as connection:
             if execution is None or graph is None:
                 return
+            run = _Run(execution=execution, graph=graph, outputs={}, variables={}, secrets=set())
             outcome = failed(f"gave up after {job.attempt} attempts: {type(error).__name__}")
-            await self._record(
-                connection,
-                execution,
-                graph,
-                step_key,
-                outcome,
-                set(),
-                time.monotonic(),
-                job.attempt,
-            )
+            await self._record(connection, job, run, step_key, outcome, time.monotonic())
 
-    async def _run(
-        self, job: JobContext, execution_id: uuid.UUID, step_key: str, *, resume: bool
-    ) -> None:
-        async with job.connection() as connection:
-            execution = await runs_sql.get_execution(connection, execution_id)
-            if execution is None or execution.status in runs_sql.FINISHED_EXECUTION:
-                return  # deleted or already over: nothing left to do for this job
-            graph = await self._graph(connection, execution.version_id)
-            if not await runs_sql.mark_step_running(connection, execution, step_key, job.attempt):
-                return  # the step was cancelled or decided meanwhile
-            _, outputs = await runs_sql.step_states(connection, execution_id)
-            variables, secret_keys = await resolve_variables(
-                execution.workflow_id, self._keyring, connection=connection
-            )
-        secrets = secret_strings(variables[key] for key in secret_keys)
-        template_context = {
-            "trigger": execution.context_data.get("trigger", {}),
-            "steps": {key: {"output": value} for key, value in outputs.items()},
-            "vars": variables,
-            "execution": {
-                "id": str(execution.id),
-                "workflow_id": str(execution.workflow_id),
-                "version_num": execution.version_num,
-            },
-        }
-        step = graph.steps[step_key]
+    async def _run_step(
+        self, job: JobContext, run: _Run, step_key: str, *, resume: bool
+    ) -> str | None:
+        """Run one step and settle it; returns the step this job runs next, if any."""
+        run.steps_here += 1
+        template_context = run.template_context()
+        step = run.graph.steps[step_key]
         started = time.monotonic()
         if step.kind is StepKind.ACTION:
             action = self._actions.get(step.action_key or "")
             if action is not None and action.transactional:
-                await self._run_in_transaction(
-                    job, execution, graph, step_key, template_context, secrets, started
-                )
-                return
+                return await self._run_in_transaction(job, run, step_key, template_context, started)
             policy = self._policy(step)
             outcome = await run_action(
                 action, step, template_context,
-                self._contexts(execution, graph, step_key, job.attempt, secrets, None, policy),
-                policy, attempt=job.attempt, secrets=secrets,
+                self._contexts(run, step_key, job.attempt, None, policy),
+                policy, attempt=job.attempt, secrets=run.secrets,
             )  # fmt: skip
         elif step.kind is StepKind.CONDITION:
             outcome = run_condition(step, template_context)
@@ -144,129 +169,110 @@ class StepRunner:
             outcome = delay_over(step, dt.datetime.now(dt.UTC))
         else:
             outcome = run_delay(step, template_context, dt.datetime.now(dt.UTC))
-        await self._settle(job, execution, graph, step_key, outcome, secrets, started)
+        return await self._settle(job, run, step_key, outcome, started)
 
     async def _run_in_transaction(
         self,
         job: JobContext,
-        execution: ExecutionRow,
-        graph: Graph,
+        run: _Run,
         step_key: str,
         template_context: dict[str, Any],
-        secrets: set[str],
         started: float,
-    ) -> None:
-        """Transactional actions write inside the completion transaction (a savepoint each)."""
-        step = graph.steps[step_key]
+    ) -> str | None:
+        """A transactional action writes inside the completion transaction, first; if it
+        fails, that whole transaction rolls back (undoing the action's writes) and the failure
+        is settled in a transaction of its own."""
+        step = run.graph.steps[step_key]
         policy = self._policy(step)
         try:
             async with job.transaction() as connection:
-                try:
-                    async with connection.transaction():  # a savepoint: undoes only the action
-                        outcome = await run_action(
-                            self._actions.get(step.action_key or ""), step, template_context,
-                            self._contexts(execution, graph, step_key, job.attempt, secrets, connection, policy),
-                            policy, attempt=job.attempt, secrets=secrets,
-                        )  # fmt: skip
-                        if outcome.status is not StepStatus.SUCCESS:
-                            raise _UndoAction(outcome)
-                except _UndoAction as undo:
-                    outcome = undo.outcome
-                    if outcome.retry_delay is not None:
-                        raise  # leave the whole transaction: this attempt will be retried
-                await self._record(
-                    connection, execution, graph, step_key, outcome, secrets, started, job.attempt
-                )
+                outcome = await run_action(
+                    self._actions.get(step.action_key or ""), step, template_context,
+                    self._contexts(run, step_key, job.attempt, connection, policy),
+                    policy, attempt=job.attempt, secrets=run.secrets,
+                )  # fmt: skip
+                if outcome.status is not StepStatus.SUCCESS:
+                    raise _UndoAction(outcome)
+                return await self._record(connection, job, run, step_key, outcome, started)
         except _UndoAction as undo:
-            await self._settle(job, execution, graph, step_key, undo.outcome, secrets, started)
+            return await self._settle(job, run, step_key, undo.outcome, started)
 
     async def _settle(
-        self,
-        job: JobContext,
-        execution: ExecutionRow,
-        graph: Graph,
-        step_key: str,
-        outcome: Outcome,
-        secrets: set[str],
-        started: float,
-    ) -> None:
+        self, job: JobContext, run: _Run, step_key: str, outcome: Outcome, started: float
+    ) -> str | None:
         if outcome.retry_delay is not None:
-            outcome = redacted(outcome, secrets)
+            outcome = redacted(outcome, run.secrets)
             async with job.connection() as connection:
                 await runs_sql.record_attempt_error(
-                    connection, execution.id, step_key, error=outcome.error or "failed",
+                    connection, run.execution.id, step_key, error=outcome.error or "failed",
                     attempts=job.attempt, input_data=outcome.input_data,
                 )  # fmt: skip
             raise RetryableError(outcome.error or "step attempt failed", delay=outcome.retry_delay)
         async with job.transaction() as connection:
-            await self._record(
-                connection, execution, graph, step_key, outcome, secrets, started, job.attempt
-            )
+            return await self._record(connection, job, run, step_key, outcome, started)
 
     async def _record(
         self,
         connection: Connection,
-        execution: ExecutionRow,
-        graph: Graph,
+        job: JobContext,
+        run: _Run,
         step_key: str,
         outcome: Outcome,
-        secrets: set[str],
         started: float,
-        attempt: int,
-    ) -> None:
-        """Inside the completion transaction: result, successors, execution status."""
-        locked = await runs_sql.lock_execution(connection, execution.id)
-        outcome = redacted(outcome, secrets)
+    ) -> str | None:
+        """Inside the completion transaction: result, successors, execution status. Returns
+        the step this job runs next (after the commit), if any."""
+        outcome = redacted(outcome, run.secrets)
         result = StepResult(
             status=outcome.status,
             input_data=outcome.input_data,
             result_data=outcome.output,
             error=outcome.error,
-            attempts=attempt,
+            attempts=job.attempt,
             execution_time_ms=round((time.monotonic() - started) * 1000, 3),
             branches=outcome.branches if outcome.status is not StepStatus.WAITING else frozenset(),
         )
-        await runs_sql.record_step_result(connection, execution.id, step_key, result)
-        STEP_DURATION.labels(graph.steps[step_key].kind.value, outcome.status.value).observe(
+        execution_id = run.execution.id
+        locked = await runs_sql.lock_and_record(connection, execution_id, step_key, result)
+        STEP_DURATION.labels(run.graph.steps[step_key].kind.value, outcome.status.value).observe(
             time.monotonic() - started
         )
-        log.info("step_finished", status=outcome.status.value, attempts=attempt)
+        log.info("step_finished", status=outcome.status.value, attempts=job.attempt)
         if locked is None or locked.status in runs_sql.FINISHED_EXECUTION:
-            return  # cancelled meanwhile: keep the result, start nothing new
+            return None  # cancelled meanwhile: keep the result, start nothing new
+        if outcome.status is StepStatus.SUCCESS and outcome.output is not None:
+            run.outputs[step_key] = outcome.output
         if outcome.status is StepStatus.WAITING and outcome.wait_until is not None:
             delay = (outcome.wait_until - dt.datetime.now(dt.UTC)).total_seconds()
-            step_id = uuid.UUID(graph.step_ids[step_key])
+            step_id = uuid.UUID(run.graph.step_ids[step_key])
             await enqueue_job(
                 connection,
                 step_job(
-                    execution.id,
+                    execution_id,
                     step_id,
-                    graph.steps[step_key],
+                    run.graph.steps[step_key],
                     resume=True,
                     delay_seconds=max(delay, 0.0),
                 ),
             )
-        elif outcome.status is StepStatus.FAILED and not graph.has_error_edge(step_key):
-            await _fail(connection, execution.id, f"step {step_key!r} failed: {outcome.error}")
-            return
-        await self._advance(connection, locked, graph)
-
-    async def _advance(self, connection: Connection, execution: ExecutionRow, graph: Graph) -> None:
-        states, _ = await runs_sql.step_states(connection, execution.id)
-        decided = plan(graph, states)
-        for key in decided.skip:
-            step_id = uuid.UUID(graph.step_ids[key])
-            await runs_sql.insert_step(connection, execution.id, step_id, key, StepStatus.SKIPPED)
-        for key in decided.run:
-            await schedule_step(
-                connection, execution.id, uuid.UUID(graph.step_ids[key]), graph.steps[key]
-            )
-        if execution.steps_run + 1 > MAX_STEPS_PER_EXECUTION:
+        elif outcome.status is StepStatus.FAILED and not run.graph.has_error_edge(step_key):
+            await _fail(connection, execution_id, f"step {step_key!r} failed: {outcome.error}")
+            return None
+        if locked.steps_run + 1 > MAX_STEPS_PER_EXECUTION:
             await _fail(
-                connection, execution.id,
+                connection, execution_id,
                 f"execution ran more than {MAX_STEPS_PER_EXECUTION} steps; it was stopped",
             )  # fmt: skip
-            return
+            return None
+        return await self._advance(connection, job, run)
+
+    async def _advance(self, connection: Connection, job: JobContext, run: _Run) -> str | None:
+        """Plan and record what follows; hand the first runnable step to this job if it fits."""
+        graph, execution_id = run.graph, run.execution.id
+        states, outputs = await runs_sql.step_states(connection, execution_id, known=run.outputs)
+        run.outputs.update(outputs)
+        decided = plan(graph, states)
+        next_here = next((key for key in decided.run if self._fits(job, run, key)), None)
         active = [state.status for state in states.values() if state.status in ACTIVE]
         if decided.done:
             status = ExecutionStatus.SUCCESS
@@ -274,27 +280,59 @@ class StepRunner:
             status = ExecutionStatus.WAITING
         else:
             status = ExecutionStatus.RUNNING
-        await runs_sql.set_execution_status(connection, execution.id, status, steps_run=1)
+        planned = [
+            (uuid.UUID(graph.step_ids[key]), key, StepStatus.SKIPPED) for key in decided.skip
+        ] + [
+            (
+                uuid.UUID(graph.step_ids[key]),
+                key,
+                StepStatus.RUNNING if key == next_here else StepStatus.PENDING,
+            )
+            for key in decided.run
+        ]
+        inserted = await runs_sql.advance(connection, execution_id, planned, status)
+        await enqueue_jobs(
+            connection,
+            [
+                step_job(execution_id, uuid.UUID(graph.step_ids[key]), graph.steps[key])
+                for key in decided.run
+                if key in inserted and key != next_here
+            ],
+        )
         if status == ExecutionStatus.SUCCESS:
             EXECUTIONS_FINISHED.labels(status).inc()
             log.info("execution_finished", status=status)
+        if next_here is None or next_here not in inserted:
+            return None
+        job.continue_with(
+            step_job(execution_id, uuid.UUID(graph.step_ids[next_here]), graph.steps[next_here])
+        )
+        return next_here
+
+    def _fits(self, job: JobContext, run: _Run, step_key: str) -> bool:
+        """Whether this job may run `step_key` next: within its step budget, and with the
+        step's whole timeout (and the margin to record it) left in the worker's job timeout."""
+        if run.steps_here >= MAX_STEPS_PER_JOB:
+            return False
+        elapsed = time.monotonic() - job.started_at
+        step_timeout = self._policy(run.graph.steps[step_key]).timeout_seconds
+        limit = self._settings.job_timeout_seconds - JOB_TIMEOUT_MARGIN_SECONDS
+        return elapsed + step_timeout <= limit
 
     def _policy(self, step: Step) -> StepPolicy:
         return step_policy(step, job_timeout_seconds=self._settings.job_timeout_seconds)
 
     def _contexts(
         self,
-        execution: ExecutionRow,
-        graph: Graph,
+        run: _Run,
         step_key: str,
         attempt: int,
-        secrets: set[str],
         connection: Connection | None,
         policy: StepPolicy,
     ) -> ActionContexts:
         return ActionContexts(
-            self._settings, self._keyring, execution, graph, step_key, attempt, secrets,
-            connection, timeout_seconds=policy.timeout_seconds,
+            self._settings, self._keyring, run.execution, run.graph, step_key, attempt,
+            run.secrets, connection, timeout_seconds=policy.timeout_seconds,
         )  # fmt: skip
 
     async def _graph(self, connection: Connection, version_id: uuid.UUID) -> Graph:
