@@ -211,7 +211,29 @@ FORGET_ALL_STEPS: Final = "DELETE FROM step_execution WHERE execution_id = $1"
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else msgspec.json.encode(value).decode()
+    """`value` as JSON text PostgreSQL's jsonb accepts: a NUL character (which a template can
+    produce and jsonb refuses) is stored as U+FFFD, so a step's record is never refused."""
+    if value is None:
+        return None
+    text = msgspec.json.encode(value)
+    if b"\\u0000" in text:
+        text = msgspec.json.encode(_without_nul(value))
+    return text.decode()
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(item) for item in value]
+    return value
+
+
+def _text(value: str | None) -> str | None:
+    """A text column's value without NUL characters (PostgreSQL refuses them)."""
+    return None if value is None else value.replace("\x00", "\ufffd")
 
 
 async def insert_execution(
@@ -319,7 +341,7 @@ async def lock_and_record(
     """Take the execution's row lock, then record the step's result; None: no execution."""
     row = await connection.fetchrow(
         LOCK_AND_RECORD, execution_id, step_key, result.status.value,
-        _json(result.input_data), _json(result.result_data), result.error, result.attempts,
+        _json(result.input_data), _json(result.result_data), _text(result.error), result.attempts,
         result.execution_time_ms, sorted(result.branches),
     )  # fmt: skip
     if row is None:
@@ -351,7 +373,7 @@ async def record_step_result(
 ) -> None:
     await connection.execute(
         RECORD_STEP_RESULT, execution_id, step_key, result.status.value,
-        _json(result.input_data), _json(result.result_data), result.error, result.attempts,
+        _json(result.input_data), _json(result.result_data), _text(result.error), result.attempts,
         result.execution_time_ms, sorted(result.branches),
     )  # fmt: skip
 
@@ -366,7 +388,7 @@ async def record_attempt_error(
     input_data: Any,
 ) -> None:
     await connection.execute(
-        RECORD_ATTEMPT_ERROR, execution_id, step_key, error, attempts, _json(input_data)
+        RECORD_ATTEMPT_ERROR, execution_id, step_key, _text(error), attempts, _json(input_data)
     )
 
 
@@ -378,7 +400,7 @@ async def set_execution_status(
     error: str | None = None,
     steps_run: int = 0,
 ) -> None:
-    await connection.execute(SET_EXECUTION_STATUS, execution_id, status, error, steps_run)
+    await connection.execute(SET_EXECUTION_STATUS, execution_id, status, _text(error), steps_run)
 
 
 async def cancel_active_steps(connection: Connection, execution_id: uuid.UUID) -> None:

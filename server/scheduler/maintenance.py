@@ -19,6 +19,7 @@ import msgspec
 import structlog
 
 from config.settings import Settings
+from server.db.engine import changed_session
 from server.db.maintenance import (
     PRUNE_BATCH,
     PRUNE_STATEMENTS,
@@ -48,18 +49,16 @@ async def maintenance_pass(
     pool: asyncpg.Pool, settings: Settings, now: dt.datetime
 ) -> MaintenanceReport | None:
     """One pass; None when another replica holds the lock."""
-    async with pool.acquire(timeout=10) as connection:
+    # The session-level lock is released by changed_session's reset, whatever happens.
+    async with pool.acquire(timeout=10) as connection, changed_session(connection):
         if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", MAINTENANCE_LOCK_ID):
             return None
-        try:
-            dead_steps = await fail_dead_steps(connection)
-            repaired, problems = await repair_database_triggers(
-                connection, settings.database_trigger_tables
-            )
-            cutoff = now - dt.timedelta(days=settings.retention_days)
-            pruned = {what: await _prune(connection, what, cutoff) for what in PRUNE_STATEMENTS}
-        finally:
-            await connection.fetchval("SELECT pg_advisory_unlock($1)", MAINTENANCE_LOCK_ID)
+        dead_steps = await fail_dead_steps(connection)
+        repaired, problems = await repair_database_triggers(
+            connection, settings.database_trigger_tables
+        )
+        cutoff = now - dt.timedelta(days=settings.retention_days)
+        pruned = {what: await _prune(connection, what, cutoff) for what in PRUNE_STATEMENTS}
     for key, problem in problems.items():
         log.warning("database_trigger_unrepaired", trigger_key=key, error=problem)
         await record_trigger_error(pool, key, problem)

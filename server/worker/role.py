@@ -46,6 +46,7 @@ import asyncpg
 import structlog
 
 from config.settings import Settings
+from server.db.engine import changed_session
 from server.engine.retry import RetryPolicy
 from server.queue.client import (
     Connection,
@@ -148,8 +149,11 @@ class Worker:
     async def _claim_loop(self) -> None:
         while not self.stopping:
             try:
-                async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
-                    await connection.execute(PREPARE_CLAIM_CONNECTION)  # reset on release
+                async with (
+                    self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection,
+                    changed_session(connection),
+                ):
+                    await connection.execute(PREPARE_CLAIM_CONNECTION)
                     while not self.stopping:
                         await self._wait_for_turn()
                         if not self.stopping:

@@ -161,6 +161,45 @@ async def test_a_failing_step_takes_its_error_edge(engine_client: httpx.AsyncCli
     assert (steps["handled"]["status"], steps["normal"]["status"]) == ("SUCCESS", "SKIPPED")
 
 
+async def test_a_refused_task_fails_its_step_writes_nothing_and_takes_the_error_edge(
+    engine_client: httpx.AsyncClient,
+) -> None:
+    document = {
+        "name": "Refused task",
+        "steps": [
+            {"key": "check", "kind": "condition", "cfg": {"expression": "true"}},
+            {
+                "key": "task",
+                "kind": "action",
+                "action_key": "task_management",
+                # Jinja decodes the escape: the title holds a NUL, which PostgreSQL refuses.
+                "cfg": {"operation": "create", "title": "{{ 'NUL \\x00 inside' }}"},
+            },
+            {
+                "key": "handled",
+                "kind": "action",
+                "action_key": "set_variables",
+                "cfg": {"values": {"handled": True}},
+            },
+        ],
+        "edges": [
+            {"from": "check", "to": "task", "branch_key": "true"},
+            {"from": "task", "to": "handled", "branch_key": "error"},
+        ],
+    }
+    workflow_id = await import_published(engine_client, document)
+    execution_id = await run(engine_client, workflow_id)
+    execution = await wait_for(engine_client, execution_id)
+    assert execution["status"] == "SUCCESS", execution
+    steps = steps_by_key(execution)
+    assert steps["task"]["status"] == "FAILED"
+    assert "database refused" in steps["task"]["error"]
+    assert steps["task"]["attempts"] == 1  # permanent: not retried
+    assert steps["handled"]["status"] == "SUCCESS"
+    tasks = await engine_client.get("/api/v1/tasks", params={"execution_id": execution_id})
+    assert tasks.json()["items"] == []
+
+
 async def test_an_unhandled_failure_fails_the_execution_and_retry_resumes_it(
     engine_client: httpx.AsyncClient,
 ) -> None:

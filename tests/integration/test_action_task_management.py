@@ -168,7 +168,7 @@ async def test_an_unknown_task_fails_permanently(
         )
 
 
-async def test_a_refused_value_fails_the_step_but_not_the_transaction(
+async def test_a_refused_value_fails_the_step_permanently_and_leaves_no_task(
     connection: asyncpg.Connection, running_step: RunningStep
 ) -> None:
     context = action_context(
@@ -177,11 +177,14 @@ async def test_a_refused_value_fails_the_step_but_not_the_transaction(
         step_id=running_step.step_id,
         connection=connection,
     )
-    async with connection.transaction():
-        with pytest.raises(PermanentError, match="database refused"):
+    # The engine rolls back the step's transaction when a transactional action fails.
+    with pytest.raises(PermanentError, match="database refused"):
+        async with connection.transaction():
             await task_management.run(context)
-        # The savepoint kept the step's transaction usable for recording the failure.
-        assert await connection.fetchval("SELECT 1") == 1
+    count = await connection.fetchval(
+        "SELECT count(*) FROM tasks WHERE execution_id = $1", running_step.execution_id
+    )
+    assert count == 0
 
 
 async def test_without_a_connection_it_refuses_to_run() -> None:
