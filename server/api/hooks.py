@@ -49,7 +49,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from server.api.deps_secrets import provide_keyring
 from server.api.problems import problem
 from server.crypto.aead import Keyring, SecretDecryptionError
-from server.db.engine import engine_pool, transaction
+from server.db.engine import engine_pool
 from server.db.execution_outcomes import wait_for_outcome
 from server.db.intake import AcceptedEvent, accept_event
 from server.db.trigger_health import IntakeOutcome, IntakeRecorder
@@ -149,7 +149,7 @@ class HookController(Controller):
         except BodyError as error:
             _refuse(recorder, endpoint, str(error)[:200])
             raise problem(HTTPStatus.BAD_REQUEST, str(error)) from None
-        accepted = await _accept(recorder, endpoint, payload, delivery_id, request.headers)
+        accepted = await _accept(pool, recorder, endpoint, payload, delivery_id, request.headers)
         if endpoint.response_mode is ResponseMode.SYNC and accepted.execution_ids:
             return await _sync_answer(pool, endpoint, accepted)
         return Response(
@@ -226,6 +226,7 @@ def _first(headers: Headers, *names: str) -> str | None:
 
 
 async def _accept(
+    pool: asyncpg.Pool,
     recorder: IntakeRecorder,
     endpoint: IntakeEndpoint,
     payload: Any,
@@ -241,9 +242,10 @@ async def _accept(
     if github_event := headers.get("x-github-event"):
         source["github_event"] = github_event[:100]
     try:
-        async with transaction() as tx:
+        # One statement writes the event and its executions: no transaction block needed.
+        async with pool.acquire() as connection:
             accepted: AcceptedEvent = await accept_event(
-                tx.connection,
+                connection,
                 trigger_key=endpoint.trigger_key,
                 trigger_type="webhook",
                 payload=payload,

@@ -1,13 +1,18 @@
-"""The one intake path of every trigger: record the event, fan it out, in the caller's transaction.
+"""The one intake path of every trigger: record the event, fan it out, in one write.
 
 Events API calls, webhooks, schedule fires and manual runs all come through `accept_event`. The
-`trigger_event` row and the jobs of the executions it starts commit together before the caller
-answers 2xx, so an acknowledged event is never lost (even with no worker running: the jobs
-wait in the queue). A repeated idempotency key for the same trigger finds the first event and
-starts nothing: the unique index on (trigger_key, idempotency_key) makes a racing duplicate
-wait for the first insert and then see it. Each active subscription of the trigger key whose
-filter passes starts one execution on its workflow's latest published version; events that
-match nothing, or that every filter refuses, are kept with the reason.
+`trigger_event` row and the executions it starts (each with its entry step and that step's
+job) are written by ONE statement, so they commit together before the caller answers 2xx: an
+acknowledged event is never lost (even with no worker running: the jobs wait in the queue).
+Called outside a transaction, that statement is its own transaction; inside one, it commits
+with the caller's other writes. A repeated idempotency key for the same trigger finds the
+first event and starts nothing: the unique index on (trigger_key, idempotency_key) makes a
+racing duplicate wait for the first insert and then see it (ON CONFLICT DO NOTHING inserts no
+event, and every other insert of the statement depends on the event's). Each active
+subscription of the trigger key whose filter passes starts one execution on its workflow's
+latest published version (`ROUTES`, read just before: one statement for subscriptions,
+versions and entry steps); events that match nothing, or that every filter refuses, are kept
+with the reason.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from typing import Any, Final
 import msgspec
 import structlog
 
-from server.db.runs import start_execution
+from server.db.runs import step_job
+from server.engine.document import Step
 from server.engine.rendering import RenderError, evaluate
-from server.queue.client import Connection
+from server.queue.client import Connection, job_arrays
+from server.queue.sql import enqueue_jobs_ctes
 
 log = structlog.get_logger(__name__)
 
@@ -33,13 +40,6 @@ class AcceptedEvent(msgspec.Struct, frozen=True, kw_only=True):
     outcome: str = "accepted"
 
 
-# DO NOTHING on a repeated (trigger_key, idempotency_key): NULL keys never conflict.
-INSERT_EVENT: Final = """
-INSERT INTO trigger_event (id, trigger_key, trigger_type, payload, idempotency_key, source, outcome)
-VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, 'accepted')
-ON CONFLICT (trigger_key, idempotency_key) DO NOTHING
-RETURNING id
-"""
 FIRST_EVENT: Final = """
 SELECT ev.id, coalesce(array_agg(ex.id ORDER BY ex.created_at, ex.id) FILTER (WHERE ex.id IS NOT NULL),
                        '{}') AS execution_ids
@@ -47,15 +47,95 @@ FROM trigger_event ev LEFT JOIN workflow_execution ex ON ex.trigger_event_id = e
 WHERE ev.trigger_key = $1 AND ev.idempotency_key = $2
 GROUP BY ev.id
 """
-# Subscriptions that can start a run: active, on an active workflow with a published version.
-MATCHING_SUBSCRIPTIONS: Final = """
-SELECT s.workflow_id, s.filter_conditions::text AS filter_conditions
-FROM workflow_subscription s JOIN workflow_definition d ON d.id = s.workflow_id
-WHERE s.trigger_key = $1 AND s.is_active AND d.is_active
-  AND EXISTS (SELECT 1 FROM workflow_version v WHERE v.workflow_id = d.id AND v.status = 'published')
+
+# Where an event of trigger key $1 goes: each active subscription on an active workflow, with
+# the workflow's latest published version and that version's entry step (the one step without
+# incoming edges; a published graph has exactly one). No locks.
+ROUTES: Final = """
+SELECT s.workflow_id, s.filter_conditions::text AS filter_conditions, v.id AS version_id,
+       st.id AS step_id, st.step_key, st.kind, st.action_key, st.cfg::text AS cfg
+FROM workflow_subscription s
+JOIN workflow_definition d ON d.id = s.workflow_id AND d.is_active
+JOIN LATERAL (
+    SELECT id FROM workflow_version
+    WHERE workflow_id = d.id AND status = 'published'
+    ORDER BY version_num DESC LIMIT 1
+) v ON true
+JOIN workflow_step st ON st.version_id = v.id
+     AND NOT EXISTS (SELECT 1 FROM workflow_edge e WHERE e.to_step_id = st.id)
+WHERE s.trigger_key = $1 AND s.is_active
 ORDER BY s.created_at, s.id
 """
-SET_OUTCOME: Final = "UPDATE trigger_event SET outcome = $2, outcome_detail = $3 WHERE id = $1"
+
+
+def _start_executions(event: str, first: int) -> str:
+    """The fan-out writes after the CTE `event` (one row: id, payload, trigger_type; or none,
+    and then nothing is written): the executions (ids, workflows, versions at `$first` ..
+    `$first+2`), their entry steps (step ids, keys at `$first+3`, `$first+4`) and those steps'
+    jobs (`enqueue_jobs_ctes` arrays from `$first+5`)."""
+    ids, workflows, versions, steps, keys = (f"${first + offset}" for offset in range(5))
+    return f"""
+WITH event AS ({event}),
+executions AS (
+    INSERT INTO workflow_execution
+        (id, workflow_id, version_id, status, context_data, trigger_event_id, trigger_type)
+    SELECT new.id, new.workflow_id, new.version_id, 'PENDING',
+           jsonb_build_object('trigger', event.payload), event.id, event.trigger_type
+    FROM event CROSS JOIN unnest({ids}::uuid[], {workflows}::uuid[], {versions}::uuid[])
+         AS new (id, workflow_id, version_id)
+),
+entry_steps AS (
+    INSERT INTO step_execution (id, execution_id, step_id, step_key, status, created_at, branches)
+    SELECT gen_random_uuid(), new.execution_id, new.step_id, new.step_key, 'PENDING',
+           clock_timestamp(), '{{}}'
+    FROM event CROSS JOIN unnest({ids}::uuid[], {steps}::uuid[], {keys}::text[])
+         AS new (execution_id, step_id, step_key)
+),
+{enqueue_jobs_ctes(first + 5, only_if="EXISTS (SELECT 1 FROM event)")}
+SELECT (SELECT id FROM event) AS event_id, (SELECT count(*) FROM enqueued_wake) AS woken
+"""  # noqa: S608 - built from constants
+
+
+# A new event ($1 id .. $6 source; $7 outcome, $8 its detail); nothing on a repeated
+# (trigger_key, idempotency_key): NULL keys never conflict.
+RECORD_EVENT: Final = _start_executions(
+    """
+    INSERT INTO trigger_event
+        (id, trigger_key, trigger_type, payload, idempotency_key, source, outcome, outcome_detail)
+    VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7, $8)
+    ON CONFLICT (trigger_key, idempotency_key) DO NOTHING
+    RETURNING id, payload, trigger_type
+""",
+    first=9,
+)
+
+# An event a database trigger recorded (outcome `pending`), fanned out once: $1 its id, $2 the
+# outcome, $3 its detail. The row lock makes a concurrent fan-out of the same event wait, then
+# find it no longer pending and write nothing.
+FAN_OUT_RECORDED_EVENT: Final = _start_executions(
+    """
+    UPDATE trigger_event SET outcome = $2, outcome_detail = $3
+    WHERE id = $1 AND outcome = 'pending'
+    RETURNING id, payload, trigger_type
+""",
+    first=4,
+)
+
+
+class _Route(msgspec.Struct, frozen=True, kw_only=True):
+    """A subscription that passed its filter: the execution it starts."""
+
+    execution_id: uuid.UUID
+    workflow_id: uuid.UUID
+    version_id: uuid.UUID
+    step_id: uuid.UUID
+    entry: Step
+
+
+class _FanOut(msgspec.Struct, frozen=True, kw_only=True):
+    routes: list[_Route]
+    outcome: str
+    detail: str | None
 
 
 async def accept_event(
@@ -67,14 +147,16 @@ async def accept_event(
     idempotency_key: str | None = None,
     source: dict[str, Any] | None = None,
 ) -> AcceptedEvent:
-    """Record one event and start the executions it triggers; call inside a transaction."""
+    """Record one event and start the executions it triggers (see the module docstring)."""
+    fan_out = await _fan_out(connection, trigger_key, payload)
     event_id = uuid.uuid4()
-    inserted = await connection.fetchval(
-        INSERT_EVENT, event_id, trigger_key, trigger_type,
+    row = await connection.fetchrow(
+        RECORD_EVENT, event_id, trigger_key, trigger_type,
         msgspec.json.encode(payload).decode(), idempotency_key,
-        msgspec.json.encode(source or {}).decode(),
+        msgspec.json.encode(source or {}).decode(), fan_out.outcome, fan_out.detail,
+        *_fan_out_arrays(fan_out.routes),
     )  # fmt: skip
-    if inserted is None:
+    if row is None or row["event_id"] is None:
         first = await connection.fetchrow(FIRST_EVENT, trigger_key, idempotency_key)
         if first is None:  # cannot happen: the conflicting row is committed and visible
             raise RuntimeError(f"event {idempotency_key!r} of {trigger_key!r} vanished")
@@ -85,43 +167,63 @@ async def accept_event(
             execution_ids=list(first["execution_ids"]),
             duplicate=True,
         )
-    execution_ids, refusals = await _fan_out(
-        connection, event_id, trigger_key, trigger_type, payload
-    )
-    outcome, detail = "accepted", None
-    if not execution_ids:
-        outcome = "filtered" if refusals else "no_match"
-        detail = "; ".join(refusals) if refusals else f"no active subscription to {trigger_key!r}"
-        await connection.execute(SET_OUTCOME, event_id, outcome, detail[:2000])
+    execution_ids = [route.execution_id for route in fan_out.routes]
     log.info(
         "event_accepted", trigger_key=trigger_key, event_id=str(event_id),
-        outcome=outcome, executions=len(execution_ids),
+        outcome=fan_out.outcome, executions=len(execution_ids),
     )  # fmt: skip
     return AcceptedEvent(
-        trigger_key=trigger_key, event_id=event_id, execution_ids=execution_ids, outcome=outcome
+        trigger_key=trigger_key,
+        event_id=event_id,
+        execution_ids=execution_ids,
+        outcome=fan_out.outcome,
     )
 
 
-async def _fan_out(
-    connection: Connection, event_id: uuid.UUID, trigger_key: str, trigger_type: str, payload: Any
-) -> tuple[list[uuid.UUID], list[str]]:
-    execution_ids: list[uuid.UUID] = []
+async def _fan_out(connection: Connection, trigger_key: str, payload: Any) -> _FanOut:
+    """The executions an event of `trigger_key` starts, and its outcome with the reason."""
+    routes: list[_Route] = []
     refusals: list[str] = []
-    for row in await connection.fetch(MATCHING_SUBSCRIPTIONS, trigger_key):
+    for row in await connection.fetch(ROUTES, trigger_key):
         reason = filter_refusal(msgspec.json.decode(row["filter_conditions"]), payload)
         if reason is not None:
             refusals.append(f"workflow {row['workflow_id']}: {reason}")
             continue
-        execution_ids.append(
-            await start_execution(
-                connection,
+        entry = Step(
+            key=row["step_key"],
+            kind=row["kind"],
+            action_key=row["action_key"],
+            cfg=msgspec.json.decode(row["cfg"]),
+        )
+        routes.append(
+            _Route(
+                execution_id=uuid.uuid4(),
                 workflow_id=row["workflow_id"],
-                trigger=payload,
-                trigger_event_id=event_id,
-                trigger_type=trigger_type,
+                version_id=row["version_id"],
+                step_id=row["step_id"],
+                entry=entry,
             )
         )
-    return execution_ids, refusals
+    if routes:
+        return _FanOut(routes=routes, outcome="accepted", detail=None)
+    if refusals:
+        return _FanOut(routes=[], outcome="filtered", detail="; ".join(refusals)[:2000])
+    return _FanOut(
+        routes=[], outcome="no_match", detail=f"no active subscription to {trigger_key!r}"[:2000]
+    )
+
+
+def _fan_out_arrays(routes: list[_Route]) -> list[list[Any]]:
+    """The array parameters of `_start_executions`, in order."""
+    jobs = [step_job(route.execution_id, route.step_id, route.entry) for route in routes]
+    return [
+        [route.execution_id for route in routes],
+        [route.workflow_id for route in routes],
+        [route.version_id for route in routes],
+        [route.step_id for route in routes],
+        [route.entry.key for route in routes],
+        *job_arrays(jobs),
+    ]
 
 
 def filter_refusal(filter_conditions: dict[str, Any], payload: Any) -> str | None:
@@ -137,9 +239,8 @@ def filter_refusal(filter_conditions: dict[str, Any], payload: Any) -> str | Non
 
 
 PENDING_EVENT: Final = """
-SELECT trigger_key, trigger_type, payload::text AS payload
+SELECT trigger_key, payload::text AS payload
 FROM trigger_event WHERE id = $1 AND outcome = 'pending'
-FOR UPDATE
 """
 
 
@@ -147,24 +248,21 @@ async def fan_out_recorded_event(
     connection: Connection, event_id: uuid.UUID
 ) -> AcceptedEvent | None:
     """Fan out an event recorded by a database trigger (outcome `pending`); call inside the
-    transaction that completes its job. None when it was fanned out already."""
+    transaction that completes its job. None when it was fanned out already (the write
+    matches only a pending event, so a concurrent fan-out of the same event starts nothing)."""
     row = await connection.fetchrow(PENDING_EVENT, event_id)
     if row is None:
         return None
-    payload = msgspec.json.decode(row["payload"])
-    execution_ids, refusals = await _fan_out(
-        connection, event_id, row["trigger_key"], row["trigger_type"], payload
-    )
-    outcome, detail = "accepted", None
-    if not execution_ids:
-        outcome = "filtered" if refusals else "no_match"
-        detail = (
-            "; ".join(refusals) if refusals else f"no active subscription to {row['trigger_key']!r}"
-        )
-    await connection.execute(SET_OUTCOME, event_id, outcome, detail[:2000] if detail else None)
+    fan_out = await _fan_out(connection, row["trigger_key"], msgspec.json.decode(row["payload"]))
+    written = await connection.fetchrow(
+        FAN_OUT_RECORDED_EVENT, event_id, fan_out.outcome, fan_out.detail,
+        *_fan_out_arrays(fan_out.routes),
+    )  # fmt: skip
+    if written is None or written["event_id"] is None:
+        return None
     return AcceptedEvent(
         trigger_key=row["trigger_key"],
         event_id=event_id,
-        execution_ids=execution_ids,
-        outcome=outcome,
+        execution_ids=[route.execution_id for route in fan_out.routes],
+        outcome=fan_out.outcome,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import asyncpg
 import msgspec
@@ -22,7 +22,7 @@ from msgspec import Meta
 from piccolo.columns import Column
 
 from server.crypto.aead import Keyring, SecretDecryptionError
-from server.db.engine import transaction
+from server.db.engine import engine_pool, piccolo_engine, transaction
 from server.db.keyset import after_position
 from server.db.tables import WebhookEndpoint, WorkflowTriggerRegistry
 from server.db.webhook_auth import (
@@ -36,6 +36,7 @@ from server.db.webhook_auth import (
     view_of,
 )
 from server.errors import ConflictError, NotFoundError, ValidationError
+from server.queue.client import Connection
 
 DEFAULT_SYNC_TIMEOUT_SECONDS = 10.0
 MAX_SYNC_TIMEOUT_SECONDS = 60.0
@@ -190,16 +191,32 @@ async def delete_webhook(webhook_id: uuid.UUID) -> None:
         raise NotFoundError(f"webhook {webhook_id} not found")
 
 
-async def find_endpoint(path: str, keyring: Keyring) -> IntakeEndpoint | None:
-    """The endpoint at `path` with its secrets, or None; read fresh on every call.
+# The intake's read of an endpoint (by its unique path), on every request. No locks.
+FIND_ENDPOINT: Final = """
+SELECT id, trigger_key, path, auth_type, auth_config::text AS auth_config, response_mode,
+       enabled, secret_key_id, secret_ciphertext
+FROM webhook_endpoint WHERE path = $1
+"""
+
+
+async def find_endpoint(
+    path: str, keyring: Keyring, *, connection: Connection | None = None
+) -> IntakeEndpoint | None:
+    """The endpoint at `path` with its secrets, or None; read fresh on every call (on
+    `connection`, else on a pooled one).
 
     Raises:
         SecretDecryptionError: its secrets cannot be decrypted with this keyring.
     """
-    query = _E.select(*_COLUMNS, _E.secret_key_id, _E.secret_ciphertext).where(_E.path == path)
-    row = await query.output(load_json=True).first().run()
-    if row is None:
+    if connection is None:
+        async with engine_pool(piccolo_engine()).acquire() as pooled:
+            record = await pooled.fetchrow(FIND_ENDPOINT, path)
+    else:
+        record = await connection.fetchrow(FIND_ENDPOINT, path)
+    if record is None:
         return None
+    row = dict(record)
+    row["auth_config"] = msgspec.json.decode(row["auth_config"])
     return IntakeEndpoint(
         **{name: row[name] for name in ("id", "trigger_key", "path", "enabled")},
         auth=stored_auth(row, keyring),

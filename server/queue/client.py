@@ -12,7 +12,7 @@ means the lease was no longer ours and nothing changed. Queries rely on the pool
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import asyncpg
 import msgspec
@@ -73,8 +73,13 @@ async def enqueue_jobs(connection: Connection, jobs: Sequence[NewJob]) -> list[i
     """
     if not jobs:
         return []
-    rows = await connection.fetch(
-        sql.ENQUEUE_JOBS,
+    rows = await connection.fetch(sql.ENQUEUE_JOBS, *job_arrays(jobs))
+    return [row[0] for row in rows]
+
+
+def job_arrays(jobs: Sequence[NewJob]) -> list[list[Any]]:
+    """The seven parallel arrays `sql.enqueue_jobs_ctes` takes, in its parameter order."""
+    return [
         [job.kind for job in jobs],
         [payload_text(job.payload) for job in jobs],
         [job.priority for job in jobs],
@@ -82,8 +87,7 @@ async def enqueue_jobs(connection: Connection, jobs: Sequence[NewJob]) -> list[i
         [job.delay_seconds for job in jobs],
         [job.max_attempts for job in jobs],
         [job.unique_key for job in jobs],
-    )
-    return [row[0] for row in rows]
+    ]
 
 
 async def claim_jobs(

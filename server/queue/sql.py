@@ -1,6 +1,6 @@
 """Every SQL statement the queue runs, in one place, with what it locks and why.
 
-Conventions: `$n` parameters only (nothing is ever formatted into a statement); time is always
+Conventions: `$n` parameters only (no value is ever formatted into a statement); time is always
 the database's `now()`, so replicas with skewed clocks agree on leases and delays; batches are
 passed as parallel arrays (expanded with `unnest` or matched with `= ANY`), one round trip per
 batch. Every statement that changes a running job is fenced: it matches `lease_token` as well
@@ -35,23 +35,38 @@ wake AS (SELECT pg_notify('switchyard_job', '') FROM inserted LIMIT 1)
 SELECT inserted.id FROM inserted LEFT JOIN wake ON true
 """
 
-# The batched form: one multi-row INSERT over parallel arrays (one round trip, one plan).
-# Same locking as ENQUEUE_JOB; duplicate unique keys, also within the batch, are skipped.
-ENQUEUE_JOBS: Final = """
-WITH inserted AS (
+
+def enqueue_jobs_ctes(first: int, *, only_if: str = "true") -> str:
+    """The batched enqueue as two CTEs, `enqueued` (the inserted ids) and `enqueued_wake`,
+    for a statement of its own or another module's (the engine's intake starts executions and
+    enqueues their first steps in one statement). The seven parallel arrays (kind, payload,
+    priority, run_at, delay, max_attempts, unique_key) are parameters `$first` to `$first+6`;
+    `only_if` is a SQL condition on the rest of the caller's statement. The caller's SELECT
+    must read `enqueued_wake` (a CTE that is not read does not run).
+
+    One multi-row INSERT over the arrays (one round trip, one plan); same locking as
+    ENQUEUE_JOB; duplicate unique keys, also within the batch, are skipped.
+    """
+    p = [f"${first + offset}" for offset in range(7)]
+    return f"""enqueued AS (
     INSERT INTO job (kind, payload, priority, run_at, max_attempts, unique_key)
     SELECT kind, payload::jsonb, priority, COALESCE(run_at, now()) + make_interval(secs => delay),
            max_attempts, unique_key
-    FROM unnest($1::text[], $2::text[], $3::smallint[], $4::timestamptz[], $5::float8[],
-                $6::integer[], $7::text[])
+    FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::smallint[], {p[3]}::timestamptz[],
+                {p[4]}::float8[], {p[5]}::integer[], {p[6]}::text[])
          AS new (kind, payload, priority, run_at, delay, max_attempts, unique_key)
+    WHERE {only_if}
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('queued', 'running')
     DO NOTHING
     RETURNING id
 ),
-wake AS (SELECT pg_notify('switchyard_job', '') FROM inserted LIMIT 1)
-SELECT inserted.id FROM inserted LEFT JOIN wake ON true
-"""
+enqueued_wake AS (SELECT pg_notify('switchyard_job', '') FROM enqueued LIMIT 1)"""  # noqa: S608 - parameter numbers and the caller's constant SQL only
+
+
+ENQUEUE_JOBS: Final = f"""
+WITH {enqueue_jobs_ctes(1)}
+SELECT enqueued.id FROM enqueued LEFT JOIN enqueued_wake ON true
+"""  # noqa: S608 - built from constants
 
 # A worker's whole cycle in one statement (one round trip, one commit): finish the jobs whose
 # leases are in $4/$5 (maybe none) and claim up to $1 due jobs, most urgent first, for worker
