@@ -29,7 +29,9 @@ from server.crypto.aead import Keyring
 from server.db.variables import VARIABLES_JSON, variables_from_json
 from server.engine.document import Edge, Step, StepKind
 from server.engine.planning import Graph, StepState, StepStatus
-from server.queue.client import Connection
+from server.queue.client import Connection, job_arrays, payload_text
+from server.queue.jobs import Lease, NewJob
+from server.queue.sql import enqueue_jobs_ctes, settle_job_ctes
 
 
 class ExecutionStatus:
@@ -101,19 +103,39 @@ SELECT step_key, status, branches,
 FROM step_execution WHERE execution_id = $1
 """
 
+_FINISHED_SQL: Final = "('SUCCESS', 'FAILED', 'CANCELLED')"
+
+# An execution's version is its row's `xmin`: every change that matters to planning (a step
+# finishing or being planned, a cancel, a retry) updates the execution row in the same
+# transaction, so an unchanged xmin means unchanged step states. A job that knows the states
+# as of a version can plan without reading them again (SETTLE_STEP).
+
+# Every step's state (key, status, branches, output when it succeeded), as one JSON array.
+_STEPS_JSON: Final = """(
+    SELECT coalesce(json_agg(json_build_array(s.step_key, s.status, s.branches,
+                        CASE WHEN s.status = 'SUCCESS' THEN s.result_data END)), '[]')::text
+    FROM step_execution s WHERE s.execution_id = $1
+)"""
+
 # A step's start in one round trip. `execution_marked` turns a PENDING or WAITING execution
-# RUNNING (row lock on the execution); `step_marked` turns the step RUNNING, counting the
-# attempt, unless it was decided meanwhile or its execution is over. Its condition reads
+# RUNNING (and touches it when a delay resumes, $4, since its step leaves WAITING): only the
+# version this statement read, so a change that commits meanwhile makes it match nothing and
+# `raced` tells the caller to start again. `step_marked` turns the step RUNNING, counting the
+# attempt, unless it was decided meanwhile or its execution is over; it reads
 # `execution_marked` so that the execution's lock comes first (lock order: execution, then
-# steps). The SELECT reads the execution, the outputs of the steps that succeeded (committed
-# before this statement: the step was planned after its predecessors committed) and the
-# workflow's variables.
+# steps). The SELECT reads the execution, its version, every step's state and output, and the
+# workflow's variables, all as of this statement's snapshot.
 START_STEP: Final = f"""
-WITH execution_marked AS (
+WITH seen AS (
+    SELECT xmin::text AS version FROM workflow_execution WHERE id = $1
+),
+execution_marked AS (
     UPDATE workflow_execution
-    SET status = 'RUNNING', started_at = coalesce(started_at, now()), updated_at = now()
-    WHERE id = $1 AND status IN ('PENDING', 'WAITING')
-    RETURNING id
+    SET status = CASE WHEN status IN ('PENDING', 'WAITING') THEN 'RUNNING' ELSE status END,
+        started_at = coalesce(started_at, now()), updated_at = now()
+    WHERE id = $1 AND xmin::text = (SELECT version FROM seen)
+      AND (status IN ('PENDING', 'WAITING') OR ($4 AND status NOT IN {_FINISHED_SQL}))
+    RETURNING xmin::text AS version
 ),
 step_marked AS (
     UPDATE step_execution
@@ -121,68 +143,112 @@ step_marked AS (
     WHERE execution_id = $1 AND step_key = $2 AND status IN ('PENDING', 'RUNNING', 'WAITING')
       AND (SELECT count(*) FROM execution_marked) >= 0
       AND EXISTS (SELECT 1 FROM workflow_execution
-                  WHERE id = $1 AND status NOT IN ('SUCCESS', 'FAILED', 'CANCELLED'))
+                  WHERE id = $1 AND status NOT IN {_FINISHED_SQL})
     RETURNING id
 )
 SELECT e.id, e.workflow_id, e.version_id, v.version_num, e.status, e.context_data::text,
        e.steps_run, e.created_at, e.started_at,
        EXISTS (SELECT 1 FROM step_marked) AS marked,
-       (SELECT coalesce(json_object_agg(s.step_key, s.result_data), '{{}}')::text
-        FROM step_execution s
-        WHERE s.execution_id = $1 AND s.status = 'SUCCESS' AND s.result_data IS NOT NULL)
-           AS outputs,
+       coalesce((SELECT version FROM execution_marked), e.xmin::text) AS version,
+       (e.status IN ('PENDING', 'WAITING') OR ($4 AND e.status NOT IN {_FINISHED_SQL}))
+           AND NOT EXISTS (SELECT 1 FROM execution_marked) AS raced,
+       {_STEPS_JSON} AS steps,
        {VARIABLES_JSON.format(workflow_id="e.workflow_id")} AS variables
 FROM workflow_execution e JOIN workflow_version v ON v.id = e.version_id
 WHERE e.id = $1
-"""  # noqa: S608 - only a constant subquery is interpolated
+"""  # noqa: S608 - only constant SQL is interpolated
 
-RECORD_STEP_RESULT: Final = """
-UPDATE step_execution
-SET status = $3::text, input_data = $4::jsonb, result_data = $5::jsonb, error = $6, attempts = $7,
-    execution_time = $8, branches = $9,
-    finished_at = CASE WHEN $3::text IN ('WAITING', 'RUNNING') THEN NULL ELSE now() END
-WHERE execution_id = $1 AND step_key = $2
-"""
 
-# The first statement of a completion: the execution's row lock, then the step's result (its
-# condition reads `locked`, so the lock comes first). No row: the execution is gone.
-LOCK_AND_RECORD: Final = """
-WITH locked AS (
-    SELECT id, status, steps_run FROM workflow_execution WHERE id = $1 FOR UPDATE
-),
-recorded AS (
+def _record_cte(first: int, only_if: str) -> str:
+    """CTE `recorded`: the step's result. Parameters from `$first`: step key, status, input,
+    output, error, attempts, execution time, branches (`StepResult`, `_result_arguments`)."""
+    key, status, input_data, output, error, attempts, duration, branches = (
+        f"${first + offset}" for offset in range(8)
+    )
+    return f"""recorded AS (
     UPDATE step_execution
-    SET status = $3::text, input_data = $4::jsonb, result_data = $5::jsonb, error = $6,
-        attempts = $7, execution_time = $8, branches = $9,
-        finished_at = CASE WHEN $3::text IN ('WAITING', 'RUNNING') THEN NULL ELSE now() END
-    WHERE execution_id = $1 AND step_key = $2 AND EXISTS (SELECT 1 FROM locked)
+    SET status = {status}::text, input_data = {input_data}::jsonb, result_data = {output}::jsonb,
+        error = {error}, attempts = {attempts}, execution_time = {duration}, branches = {branches},
+        finished_at = CASE WHEN {status}::text IN ('WAITING', 'RUNNING') THEN NULL ELSE now() END
+    WHERE execution_id = $1 AND step_key = {key} AND {only_if}
     RETURNING id
-)
-SELECT status, steps_run, (SELECT count(*) FROM recorded) AS recorded FROM locked
-"""
+)"""  # noqa: S608 - parameter numbers and constant SQL only
 
-# The completion's writes once planned, in one statement: the steps planned next (SKIPPED,
-# PENDING for their own jobs, or RUNNING when this job runs it next; a step planned already
-# is left alone) and the execution's status. Returns the keys of the steps it inserted.
-ADVANCE: Final = """
-WITH planned AS (
+
+def _advance_ctes(first: int, only_if: str) -> str:
+    """CTEs `planned` (the steps planned next: SKIPPED, PENDING for their own jobs, or RUNNING
+    when this job runs it next; one planned already is left alone) and `execution` (its status
+    and one more step run; returns the new version). Parameters from `$first`: step ids,
+    keys, statuses (arrays), the execution's status."""
+    ids, keys, statuses, status = (f"${first + offset}" for offset in range(4))
+    return f"""planned AS (
     INSERT INTO step_execution
         (id, execution_id, step_id, step_key, status, attempts, created_at, started_at, branches)
     SELECT gen_random_uuid(), $1, new.step_id, new.step_key, new.status,
            CASE WHEN new.status = 'RUNNING' THEN 1 ELSE 0 END, clock_timestamp(),
-           CASE WHEN new.status = 'RUNNING' THEN clock_timestamp() END, '{}'
-    FROM unnest($2::uuid[], $3::text[], $4::text[]) AS new (step_id, step_key, status)
+           CASE WHEN new.status = 'RUNNING' THEN clock_timestamp() END, '{{}}'
+    FROM unnest({ids}::uuid[], {keys}::text[], {statuses}::text[])
+         AS new (step_id, step_key, status)
+    WHERE {only_if}
     ON CONFLICT (execution_id, step_id) DO NOTHING
     RETURNING step_key
 ),
 execution AS (
     UPDATE workflow_execution
-    SET status = $5::text, steps_run = steps_run + 1, updated_at = now(),
-        finished_at = CASE WHEN $5::text IN ('SUCCESS', 'FAILED', 'CANCELLED') THEN now() END
-    WHERE id = $1
-)
-SELECT step_key FROM planned
-"""
+    SET status = {status}::text, steps_run = steps_run + 1, updated_at = now(),
+        finished_at = CASE WHEN {status}::text IN {_FINISHED_SQL} THEN now() END
+    WHERE id = $1 AND {only_if}
+    RETURNING xmin::text AS version
+)"""  # noqa: S608 - parameter numbers and constant SQL only
+
+
+# The first statement of a completion: the execution's row lock, then the step's result (its
+# condition reads `locked`, so the lock comes first). No row: the execution is gone.
+LOCK_AND_RECORD: Final = f"""
+WITH locked AS (
+    SELECT id, status, steps_run FROM workflow_execution WHERE id = $1 FOR UPDATE
+),
+{_record_cte(2, "EXISTS (SELECT 1 FROM locked)")}
+SELECT status, steps_run, (SELECT count(*) FROM recorded) AS recorded FROM locked
+"""  # noqa: S608 - built from constants
+
+# The completion's writes once planned (after LOCK_AND_RECORD and STEP_STATES): the steps
+# planned next and the execution's status. Returns the keys inserted and the new version.
+ADVANCE: Final = f"""
+WITH {_advance_ctes(2, "true")}
+SELECT (SELECT version FROM execution) AS version,
+       (SELECT coalesce(array_agg(step_key), '{{}}') FROM planned) AS inserted
+"""  # noqa: S608 - built from constants
+
+_HELD_JOB, _SETTLE_JOB = settle_job_ctes(15, after="locked", only_if="EXISTS (SELECT 1 FROM ok)")
+
+# A whole completion in one statement, when the job knows the step states as of version $2 and
+# planned from them: lock the execution (then the job, fenced by its lease), and only if the
+# version is still $2, the execution unfinished and the lease ours (`ok`), record the result
+# ($3..$10), insert the planned steps ($11..$13), set the status ($14), settle the job
+# ($15..$19: complete it, or hand it on to the step it runs next) and enqueue the other
+# planned steps' jobs (arrays from $20). Otherwise it writes nothing and the caller takes the
+# long way (LOCK_AND_RECORD, STEP_STATES, ADVANCE in one transaction). Run alone it is its own
+# transaction; a transactional action runs it in the action's transaction.
+SETTLE_STEP: Final = f"""
+WITH locked AS (
+    SELECT status, xmin::text AS version FROM workflow_execution WHERE id = $1 FOR UPDATE
+),
+{_HELD_JOB},
+ok AS MATERIALIZED (
+    SELECT 1 FROM locked
+    WHERE version = $2 AND status NOT IN {_FINISHED_SQL} AND EXISTS (SELECT 1 FROM held_job)
+),
+{_record_cte(3, "EXISTS (SELECT 1 FROM ok)")},
+{_advance_ctes(11, "EXISTS (SELECT 1 FROM ok)")},
+{_SETTLE_JOB},
+{enqueue_jobs_ctes(20, only_if="EXISTS (SELECT 1 FROM ok)")}
+SELECT (SELECT version FROM execution) AS version,
+       EXISTS (SELECT 1 FROM held_job) AS held,
+       (SELECT coalesce(array_agg(step_key), '{{}}') FROM planned) AS inserted,
+       (SELECT count(*) FROM completed_job) + (SELECT count(*) FROM continued_job) AS settled,
+       (SELECT count(*) FROM enqueued_wake) AS woken
+"""  # noqa: S608 - built from constants
 
 RECORD_ATTEMPT_ERROR: Final = """
 UPDATE step_execution SET error = $3, attempts = $4, input_data = coalesce($5::jsonb, input_data)
@@ -301,31 +367,80 @@ class StepStart(msgspec.Struct, frozen=True, kw_only=True):
 
     execution: ExecutionRow
     marked: bool  # False: the step was decided meanwhile, or its execution is over
+    raced: bool  # True: the execution changed meanwhile; start again
+    version: str  # the execution's version the states are as of (see SETTLE_STEP)
+    states: dict[str, StepState]  # this step RUNNING, as this statement made it
     outputs: dict[str, Any]
     variables: dict[str, object]
     secret_keys: frozenset[str]
 
 
 async def start_step(
-    connection: Connection, execution_id: uuid.UUID, step_key: str, attempt: int, keyring: Keyring
+    connection: Connection,
+    execution_id: uuid.UUID,
+    step_key: str,
+    attempt: int,
+    keyring: Keyring,
+    *,
+    resume: bool,
 ) -> StepStart | None:
     """Mark the step running (and its execution) and read its inputs; None: no execution.
 
     Raises:
         SecretDecryptionError: a secret variable cannot be decrypted with this keyring.
     """
-    row = await connection.fetchrow(START_STEP, execution_id, step_key, attempt)
+    row = await connection.fetchrow(START_STEP, execution_id, step_key, attempt, resume)
     execution = _execution(row)
     if row is None or execution is None:
         return None
+    states, outputs = _steps(row["steps"])
+    if row["marked"]:
+        states[step_key] = StepState(status=StepStatus.RUNNING)
     variables, secret_keys = variables_from_json(row["variables"], keyring)
     return StepStart(
         execution=execution,
         marked=row["marked"],
-        outputs=msgspec.json.decode(row["outputs"]),
+        raced=row["raced"],
+        version=row["version"],
+        states=states,
+        outputs=outputs,
         variables=variables,
         secret_keys=secret_keys,
     )
+
+
+def _steps(text: str) -> tuple[dict[str, StepState], dict[str, Any]]:
+    states: dict[str, StepState] = {}
+    outputs: dict[str, Any] = {}
+    for key, status, branches, output in msgspec.json.decode(text):
+        states[key] = StepState(status=StepStatus(status), branches=frozenset(branches))
+        if output is not None:
+            outputs[key] = output
+    return states, outputs
+
+
+def _result_arguments(step_key: str, result: StepResult) -> list[Any]:
+    """The parameters of `_record_cte`, in order."""
+    return [
+        step_key, result.status.value, _json(result.input_data), _json(result.result_data),
+        _text(result.error), result.attempts, result.execution_time_ms, sorted(result.branches),
+    ]  # fmt: skip
+
+
+def _planned_arguments(planned: Sequence[PlannedStep], status: str) -> list[Any]:
+    """The parameters of `_advance_ctes`, in order."""
+    return [
+        [step.step_id for step in planned],
+        [step.key for step in planned],
+        [step.status.value for step in planned],
+        status,
+    ]
+
+
+class PlannedStep(msgspec.Struct, frozen=True, kw_only=True):
+    step_id: uuid.UUID
+    key: str
+    status: StepStatus
 
 
 class Recorded(msgspec.Struct, frozen=True, kw_only=True):
@@ -340,42 +455,74 @@ async def lock_and_record(
 ) -> Recorded | None:
     """Take the execution's row lock, then record the step's result; None: no execution."""
     row = await connection.fetchrow(
-        LOCK_AND_RECORD, execution_id, step_key, result.status.value,
-        _json(result.input_data), _json(result.result_data), _text(result.error), result.attempts,
-        result.execution_time_ms, sorted(result.branches),
-    )  # fmt: skip
+        LOCK_AND_RECORD, execution_id, *_result_arguments(step_key, result)
+    )
     if row is None:
         return None
     return Recorded(status=row["status"], steps_run=row["steps_run"])
 
 
+class Advanced(msgspec.Struct, frozen=True, kw_only=True):
+    version: str | None  # the execution's version after this transaction's writes
+    inserted: frozenset[str]  # the planned steps inserted (one planned already is not)
+
+
 async def advance(
     connection: Connection,
     execution_id: uuid.UUID,
-    planned: Sequence[tuple[uuid.UUID, str, StepStatus]],
+    planned: Sequence[PlannedStep],
     status: str,
-) -> set[str]:
-    """Insert the planned steps (step id, key, status) and set the execution's status (one
-    more step run); returns the keys inserted (a step planned already is skipped)."""
-    rows = await connection.fetch(
-        ADVANCE,
+) -> Advanced:
+    """Insert the planned steps and set the execution's status (one more step run)."""
+    row = await connection.fetchrow(ADVANCE, execution_id, *_planned_arguments(planned, status))
+    if row is None:  # the statement always returns one row
+        raise RuntimeError("ADVANCE returned no row")
+    return Advanced(version=row["version"], inserted=frozenset(row["inserted"]))
+
+
+class Settled(msgspec.Struct, frozen=True, kw_only=True):
+    done: bool  # False: nothing was written (take the long way), or the lease is lost
+    lease_held: bool
+    version: str | None = None
+    inserted: frozenset[str] = frozenset()
+
+
+async def settle_step(
+    connection: Connection,
+    execution_id: uuid.UUID,
+    *,
+    version: str,
+    step_key: str,
+    result: StepResult,
+    planned: Sequence[PlannedStep],
+    status: str,
+    lease: Lease,
+    continue_as: NewJob | None,
+    enqueue: Sequence[NewJob],
+) -> Settled:
+    """SETTLE_STEP: the whole completion in one statement, if the execution is still at
+    `version` (see the statement's comment)."""
+    row = await connection.fetchrow(
+        SETTLE_STEP,
         execution_id,
-        [step_id for step_id, _, _ in planned],
-        [key for _, key, _ in planned],
-        [step_status.value for _, _, step_status in planned],
-        status,
+        version,
+        *_result_arguments(step_key, result),
+        *_planned_arguments(planned, status),
+        lease.job_id,
+        lease.lease_token,
+        None if continue_as is None else payload_text(continue_as.payload),
+        None if continue_as is None else continue_as.max_attempts,
+        None if continue_as is None else continue_as.unique_key,
+        *job_arrays(enqueue),
     )
-    return {row["step_key"] for row in rows}
-
-
-async def record_step_result(
-    connection: Connection, execution_id: uuid.UUID, step_key: str, result: StepResult
-) -> None:
-    await connection.execute(
-        RECORD_STEP_RESULT, execution_id, step_key, result.status.value,
-        _json(result.input_data), _json(result.result_data), _text(result.error), result.attempts,
-        result.execution_time_ms, sorted(result.branches),
-    )  # fmt: skip
+    if row is None or row["version"] is None:
+        return Settled(done=False, lease_held=row is not None and row["held"])
+    return Settled(
+        done=row["settled"] == 1,
+        lease_held=True,
+        version=row["version"],
+        inserted=frozenset(row["inserted"]),
+    )
 
 
 async def record_attempt_error(

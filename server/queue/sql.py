@@ -175,6 +175,40 @@ WHERE id = $1 AND lease_token = $2 AND state = 'running'
 RETURNING id
 """
 
+
+def settle_job_ctes(first: int, *, after: str, only_if: str) -> tuple[str, str]:
+    """Completing or handing on a running job inside another module's statement: the engine
+    records a step and settles its job in one statement. Parameters: `$first` the job id,
+    `$first+1` its lease token, `$first+2` the next payload (NULL: complete the job),
+    `$first+3` its max_attempts, `$first+4` its unique_key (as CONTINUE_JOB).
+
+    Returns two lists of CTEs for the caller's WITH. The first, `held_job`, row-locks the job
+    while the lease is ours (read it to fence the rest of the statement); it runs once `after`
+    (a CTE name) has run, so the caller's own locks come first. The second, `completed_job` and
+    `continued_job`, deletes or hands on the job if `only_if`, a condition on the caller's CTEs.
+    """
+    job, token, payload, attempts, key = (f"${first + offset}" for offset in range(5))
+    held = f"""held_job AS (
+    SELECT id FROM job
+    WHERE id = {job} AND lease_token = {token} AND state = 'running'
+      AND (SELECT count(*) FROM {after}) >= 0
+    FOR UPDATE
+)"""  # noqa: S608 - parameter numbers and the caller's constant SQL only
+    settle = f"""completed_job AS (
+    DELETE FROM job
+    WHERE id = {job} AND lease_token = {token} AND {payload}::text IS NULL AND {only_if}
+    RETURNING id
+),
+continued_job AS (
+    UPDATE job
+    SET payload = {payload}::text::jsonb, attempts = 1, max_attempts = {attempts},
+        unique_key = {key}, updated_at = now()
+    WHERE id = {job} AND lease_token = {token} AND {payload}::text IS NOT NULL AND {only_if}
+    RETURNING id
+)"""  # noqa: S608 - parameter numbers and the caller's constant SQL only
+    return held, settle
+
+
 # Puts a failed attempt back in the queue $3 seconds from now, recording the error. Fenced.
 # The attempt was counted at claim time; a job that has used its last attempt becomes dead
 # instead, so no path runs a job more than max_attempts times. The notification lets idle

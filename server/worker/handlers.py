@@ -51,6 +51,8 @@ class JobContext:
         self.lease_lost = False
         self.started_at = time.monotonic()  # when the worker started running this claim
         self._continuation: NewJob | None = None
+        self._settled_here = False  # the handler's own statement settled it (see `settled`)
+        self._in_transaction = False
 
     @property
     def job_id(self) -> int:
@@ -96,15 +98,18 @@ class JobContext:
         """
         if self.completed:
             raise RuntimeError(f"job {self.job.id} is already completed; use one transaction")
-        self._continuation = None
+        self._continuation, self._settled_here = None, False
         async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
+            self._in_transaction = True
             try:
                 async with connection.transaction():
                     yield connection
                     # From here until the commit the heartbeat must not take the row's
                     # disappearance for a lost lease.
                     self.phase = JobPhase.SETTLING
-                    if self._continuation is None:
+                    if self._settled_here:
+                        pass  # the block's own statement settled the job
+                    elif self._continuation is None:
                         await complete_job(connection, self.job.lease)
                     else:
                         await continue_job(connection, self.job.lease, self._continuation)
@@ -113,10 +118,46 @@ class JobContext:
                 raise
             except BaseException:
                 self.phase = JobPhase.RUNNING
-                self._continuation = None
+                self._continuation, self._settled_here = None, False
                 raise
+            finally:
+                self._in_transaction = False
         # Only here has the transaction committed.
-        continuation, self._continuation = self._continuation, None
+        continuation, self._continuation, self._settled_here = self._continuation, None, False
+        self._apply(continuation)
+
+    def continue_with(self, job: NewJob) -> None:
+        """Inside `transaction()`: hand this job on to `job`'s work (same kind, same lease)
+        instead of completing it, when the transaction commits."""
+        self._check_kind(job)
+        self._continuation = job
+
+    @asynccontextmanager
+    async def settling(self) -> AsyncIterator[None]:
+        """Around a handler's own statement that completes this job or hands it on (fenced
+        by the lease; `server.queue.sql.settle_job_ctes`), which calls `settled` if it did:
+        meanwhile the heartbeat must not take the row's disappearance for a lost lease."""
+        self.phase = JobPhase.SETTLING
+        settled = False
+        try:
+            yield
+            settled = self.completed or self._settled_here or self.phase is not JobPhase.SETTLING
+        finally:
+            if not settled and self.phase is JobPhase.SETTLING:
+                self.phase = JobPhase.RUNNING
+
+    def settled(self, continuation: NewJob | None) -> None:
+        """The handler's own statement completed this job (None) or handed it on to
+        `continuation`: inside `transaction()` that takes effect at the commit (and the
+        transaction does not complete the job again); outside one, at once."""
+        if continuation is not None:
+            self._check_kind(continuation)
+        if self._in_transaction:
+            self._continuation, self._settled_here = continuation, True
+        else:
+            self._apply(continuation)
+
+    def _apply(self, continuation: NewJob | None) -> None:
         if continuation is None:
             self.completed = True
             self.phase = JobPhase.DONE
@@ -129,12 +170,9 @@ class JobContext:
             )
             self.phase = JobPhase.RUNNING
 
-    def continue_with(self, job: NewJob) -> None:
-        """Inside `transaction()`: hand this job on to `job`'s work (same kind, same lease)
-        instead of completing it, when the transaction commits."""
+    def _check_kind(self, job: NewJob) -> None:
         if job.kind != self.job.kind:
             raise ValueError(f"a {self.job.kind!r} job cannot continue as a {job.kind!r} job")
-        self._continuation = job
 
 
 JobHandler = Callable[[JobContext], Awaitable[None]]

@@ -32,14 +32,14 @@ from config.settings import Settings
 from server.actions.base import Action
 from server.crypto.aead import Keyring
 from server.db import executions as runs_sql
-from server.db.executions import ExecutionRow, ExecutionStatus, StepResult
+from server.db.executions import ExecutionRow, ExecutionStatus, PlannedStep, StepResult
 from server.db.runs import fail_execution, step_job
 from server.engine.document import Step, StepKind
-from server.engine.planning import ACTIVE, Graph, StepStatus, plan
+from server.engine.planning import ACTIVE, Graph, StepState, StepStatus, plan
 from server.engine.rendering import redact, secret_strings
 from server.engine.step_policy import JOB_TIMEOUT_MARGIN_SECONDS, StepPolicy, step_policy
 from server.queue.client import Connection, enqueue_job, enqueue_jobs
-from server.queue.jobs import RetryableError
+from server.queue.jobs import LeaseLostError, NewJob, RetryableError
 from server.worker.action_contexts import ActionContexts
 from server.worker.handlers import JobContext
 from server.worker.step_kinds import (
@@ -66,6 +66,9 @@ class _Run(msgspec.Struct, kw_only=True):
     outputs: dict[str, Any]  # succeeded steps' outputs (redacted, as stored)
     variables: dict[str, object]
     secrets: set[str]  # plaintext secret values: never stored, logged or shown
+    states: dict[str, StepState] = msgspec.field(default_factory=dict)
+    version: str | None = None  # the execution's version `states` are as of; None: unknown
+    steps_run: int = 0  # the execution's steps_run at `version`
     steps_here: int = 0  # steps this job has run
 
     def template_context(self) -> dict[str, Any]:
@@ -98,7 +101,7 @@ class StepRunner:
         resume = bool(job.payload.get("resume"))
         structlog.contextvars.bind_contextvars(execution_id=str(execution_id))
         try:
-            run = await self._start(job, execution_id, first_step)
+            run = await self._start(job, execution_id, first_step, resume=resume)
             while run is not None and step_key is not None:
                 structlog.contextvars.bind_contextvars(step_key=step_key)
                 step_key = await self._run_step(job, run, step_key, resume=resume)
@@ -110,12 +113,18 @@ class StepRunner:
         finally:
             structlog.contextvars.unbind_contextvars("execution_id", "step_key")
 
-    async def _start(self, job: JobContext, execution_id: uuid.UUID, step_key: str) -> _Run | None:
+    async def _start(
+        self, job: JobContext, execution_id: uuid.UUID, step_key: str, *, resume: bool
+    ) -> _Run | None:
         """Mark the job's step running and read its inputs; None: nothing to do any more."""
         async with job.connection() as connection:
-            start = await runs_sql.start_step(
-                connection, execution_id, step_key, job.attempt, self._keyring
-            )
+            start = None
+            for _ in range(START_TRIES):  # again when the execution changed meanwhile
+                start = await runs_sql.start_step(
+                    connection, execution_id, step_key, job.attempt, self._keyring, resume=resume
+                )
+                if start is None or not start.raced:
+                    break
             if start is None or start.execution.status in runs_sql.FINISHED_EXECUTION:
                 return None  # deleted or already over: nothing left to do for this job
             if not start.marked:
@@ -127,6 +136,9 @@ class StepRunner:
             outputs=start.outputs,
             variables=start.variables,
             secrets=secret_strings(start.variables[key] for key in start.secret_keys),
+            states=start.states,
+            version=None if start.raced else start.version,
+            steps_run=start.execution.steps_run,
         )
 
     async def _give_up(
@@ -143,7 +155,7 @@ class StepRunner:
                 return
             run = _Run(execution=execution, graph=graph, outputs={}, variables={}, secrets=set())
             outcome = failed(f"gave up after {job.attempt} attempts: {type(error).__name__}")
-            await self._record(connection, job, run, step_key, outcome, time.monotonic())
+            await self._complete(job, run, step_key, outcome, time.monotonic(), connection)
 
     async def _run_step(
         self, job: JobContext, run: _Run, step_key: str, *, resume: bool
@@ -193,7 +205,7 @@ class StepRunner:
                 )  # fmt: skip
                 if outcome.status is not StepStatus.SUCCESS:
                     raise _UndoAction(outcome)
-                return await self._record(connection, job, run, step_key, outcome, started)
+                return await self._complete(job, run, step_key, outcome, started, connection)
         except _UndoAction as undo:
             return await self._settle(job, run, step_key, undo.outcome, started)
 
@@ -208,20 +220,25 @@ class StepRunner:
                     attempts=job.attempt, input_data=outcome.input_data,
                 )  # fmt: skip
             raise RetryableError(outcome.error or "step attempt failed", delay=outcome.retry_delay)
-        async with job.transaction() as connection:
-            return await self._record(connection, job, run, step_key, outcome, started)
+        return await self._complete(job, run, step_key, outcome, started, None)
 
-    async def _record(
+    async def _complete(
         self,
-        connection: Connection,
         job: JobContext,
         run: _Run,
         step_key: str,
         outcome: Outcome,
         started: float,
+        connection: Connection | None,
     ) -> str | None:
-        """Inside the completion transaction: result, successors, execution status. Returns
-        the step this job runs next (after the commit), if any."""
+        """Record the step's result, plan and record what follows, settle the job; in
+        `connection`'s transaction if given, else on its own. Returns the step this job runs
+        next (once that has committed), if any.
+
+        The short way, when this job knows the execution's step states (`run.version`): plan
+        from them and do everything in one statement (`settle_step`), which writes only if the
+        execution has not changed since. Otherwise, or if it had, the long way in one
+        transaction: lock the execution, record, read the states, plan, write."""
         outcome = redacted(outcome, run.secrets)
         result = StepResult(
             status=outcome.status,
@@ -232,29 +249,83 @@ class StepRunner:
             execution_time_ms=round((time.monotonic() - started) * 1000, 3),
             branches=outcome.branches if outcome.status is not StepStatus.WAITING else frozenset(),
         )
-        execution_id = run.execution.id
-        locked = await runs_sql.lock_and_record(connection, execution_id, step_key, result)
         STEP_DURATION.labels(run.graph.steps[step_key].kind.value, outcome.status.value).observe(
             time.monotonic() - started
         )
         log.info("step_finished", status=outcome.status.value, attempts=job.attempt)
+        if self._short_way(run, step_key, outcome):
+            if connection is not None:
+                settled = await self._settle_short(connection, job, run, step_key, outcome, result)
+            else:
+                async with job.connection() as alone:
+                    settled = await self._settle_short(alone, job, run, step_key, outcome, result)
+            if settled.done:
+                return settled.next_here
+        if connection is not None:
+            return await self._settle_long(connection, job, run, step_key, outcome, result)
+        async with job.transaction() as transaction:
+            return await self._settle_long(transaction, job, run, step_key, outcome, result)
+
+    def _short_way(self, run: _Run, step_key: str, outcome: Outcome) -> bool:
+        """Whether planning needs nothing but what the job knows (else: the long way)."""
+        failed_for_good = outcome.status is StepStatus.FAILED and not run.graph.has_error_edge(
+            step_key
+        )
+        return (
+            run.version is not None
+            and not failed_for_good
+            and run.steps_run + 1 <= MAX_STEPS_PER_EXECUTION
+        )
+
+    async def _settle_short(
+        self,
+        connection: Connection,
+        job: JobContext,
+        run: _Run,
+        step_key: str,
+        outcome: Outcome,
+        result: StepResult,
+    ) -> _ShortWay:
+        """The short way; not done when the execution changed since `run.version`."""
+        if run.version is None:
+            return _ShortWay(done=False)
+        states = dict(run.states)
+        states[step_key] = StepState(status=result.status, branches=result.branches)
+        step = self._plan(job, run, states)
+        enqueue = list(step.jobs)
+        if outcome.status is StepStatus.WAITING and outcome.wait_until is not None:
+            enqueue.append(self._wake_up(run, step_key, outcome.wait_until))
+        async with job.settling():
+            settled = await runs_sql.settle_step(
+                connection, run.execution.id, version=run.version, step_key=step_key,
+                result=result, planned=step.planned, status=step.status, lease=job.lease,
+                continue_as=step.continue_as, enqueue=enqueue,
+            )  # fmt: skip
+            if settled.done:
+                job.settled(step.continue_as)
+        if not settled.lease_held:
+            raise LeaseLostError(job.job_id)
+        if not settled.done:
+            return _ShortWay(done=False)
+        self._learn(run, step_key, outcome, states, step.planned, settled.version, step.status)
+        return _ShortWay(done=True, next_here=step.next_here)
+
+    async def _settle_long(
+        self,
+        connection: Connection,
+        job: JobContext,
+        run: _Run,
+        step_key: str,
+        outcome: Outcome,
+        result: StepResult,
+    ) -> str | None:
+        """The long way, inside `connection`'s transaction (which settles the job)."""
+        execution_id = run.execution.id
+        locked = await runs_sql.lock_and_record(connection, execution_id, step_key, result)
         if locked is None or locked.status in runs_sql.FINISHED_EXECUTION:
             return None  # cancelled meanwhile: keep the result, start nothing new
-        if outcome.status is StepStatus.SUCCESS and outcome.output is not None:
-            run.outputs[step_key] = outcome.output
         if outcome.status is StepStatus.WAITING and outcome.wait_until is not None:
-            delay = (outcome.wait_until - dt.datetime.now(dt.UTC)).total_seconds()
-            step_id = uuid.UUID(run.graph.step_ids[step_key])
-            await enqueue_job(
-                connection,
-                step_job(
-                    execution_id,
-                    step_id,
-                    run.graph.steps[step_key],
-                    resume=True,
-                    delay_seconds=max(delay, 0.0),
-                ),
-            )
+            await enqueue_job(connection, self._wake_up(run, step_key, outcome.wait_until))
         elif outcome.status is StepStatus.FAILED and not run.graph.has_error_edge(step_key):
             await _fail(connection, execution_id, f"step {step_key!r} failed: {outcome.error}")
             return None
@@ -264,13 +335,24 @@ class StepRunner:
                 f"execution ran more than {MAX_STEPS_PER_EXECUTION} steps; it was stopped",
             )  # fmt: skip
             return None
-        return await self._advance(connection, job, run)
-
-    async def _advance(self, connection: Connection, job: JobContext, run: _Run) -> str | None:
-        """Plan and record what follows; hand the first runnable step to this job if it fits."""
-        graph, execution_id = run.graph, run.execution.id
-        states, outputs = await runs_sql.step_states(connection, execution_id, known=run.outputs)
+        known = [key for key in run.outputs if key != step_key]
+        states, outputs = await runs_sql.step_states(connection, execution_id, known=known)
+        step = self._plan(job, run, states)
+        advanced = await runs_sql.advance(connection, execution_id, step.planned, step.status)
+        await enqueue_jobs(connection, [new for new in step.jobs if _key(new) in advanced.inserted])
         run.outputs.update(outputs)
+        run.steps_run = locked.steps_run
+        self._learn(run, step_key, outcome, states, step.planned, advanced.version, step.status)
+        if step.next_here is None or step.next_here not in advanced.inserted:
+            return None
+        if step.continue_as is not None:
+            job.continue_with(step.continue_as)
+        return step.next_here
+
+    def _plan(self, job: JobContext, run: _Run, states: dict[str, StepState]) -> _NextSteps:
+        """What follows, given every step's state: the steps to record (skipped, pending, or
+        running here next), their jobs, the job this one continues as, the execution's status."""
+        graph, execution_id = run.graph, run.execution.id
         decided = plan(graph, states)
         next_here = next((key for key in decided.run if self._fits(job, run, key)), None)
         active = [state.status for state in states.values() if state.status in ACTIVE]
@@ -280,34 +362,67 @@ class StepRunner:
             status = ExecutionStatus.WAITING
         else:
             status = ExecutionStatus.RUNNING
+
+        def step_id(key: str) -> uuid.UUID:
+            return uuid.UUID(graph.step_ids[key])
+
         planned = [
-            (uuid.UUID(graph.step_ids[key]), key, StepStatus.SKIPPED) for key in decided.skip
+            PlannedStep(step_id=step_id(key), key=key, status=StepStatus.SKIPPED)
+            for key in decided.skip
         ] + [
-            (
-                uuid.UUID(graph.step_ids[key]),
-                key,
-                StepStatus.RUNNING if key == next_here else StepStatus.PENDING,
+            PlannedStep(
+                step_id=step_id(key),
+                key=key,
+                status=StepStatus.RUNNING if key == next_here else StepStatus.PENDING,
             )
             for key in decided.run
         ]
-        inserted = await runs_sql.advance(connection, execution_id, planned, status)
-        await enqueue_jobs(
-            connection,
-            [
-                step_job(execution_id, uuid.UUID(graph.step_ids[key]), graph.steps[key])
+        return _NextSteps(
+            planned=planned,
+            status=status,
+            next_here=next_here,
+            continue_as=None
+            if next_here is None
+            else step_job(execution_id, step_id(next_here), graph.steps[next_here]),
+            jobs=[
+                step_job(execution_id, step_id(key), graph.steps[key])
                 for key in decided.run
-                if key in inserted and key != next_here
+                if key != next_here
             ],
         )
+
+    def _learn(
+        self,
+        run: _Run,
+        step_key: str,
+        outcome: Outcome,
+        states: dict[str, StepState],
+        planned: list[PlannedStep],
+        version: str | None,
+        status: str,
+    ) -> None:
+        """After a completion committed: what the job now knows of its execution."""
+        if outcome.status is StepStatus.SUCCESS and outcome.output is not None:
+            run.outputs[step_key] = outcome.output
+        run.states = dict(states)
+        run.states.update({step.key: StepState(status=step.status) for step in planned})
+        run.version = version
+        run.steps_run += 1
         if status == ExecutionStatus.SUCCESS:
             EXECUTIONS_FINISHED.labels(status).inc()
             log.info("execution_finished", status=status)
-        if next_here is None or next_here not in inserted:
-            return None
-        job.continue_with(
-            step_job(execution_id, uuid.UUID(graph.step_ids[next_here]), graph.steps[next_here])
+
+    def _wake_up(self, run: _Run, step_key: str, until: dt.datetime) -> NewJob:
+        """The job that ends a delay step's wait at `until`."""
+        delay = (until - dt.datetime.now(dt.UTC)).total_seconds()
+        step_id = uuid.UUID(run.graph.step_ids[step_key])
+        return step_job(
+            run.execution.id,
+            step_id,
+            run.graph.steps[step_key],
+            resume=True,
+            delay_seconds=max(delay, 0.0),
         )
-        return next_here
 
     def _fits(self, job: JobContext, run: _Run, step_key: str) -> bool:
         """Whether this job may run `step_key` next: within its step budget, and with the
@@ -341,6 +456,26 @@ class StepRunner:
             graph = await runs_sql.load_graph(connection, version_id)
             self._graphs[version_id] = graph
         return graph
+
+
+START_TRIES: Final = 3
+
+
+class _ShortWay(msgspec.Struct, frozen=True, kw_only=True):
+    done: bool  # False: take the long way
+    next_here: str | None = None
+
+
+class _NextSteps(msgspec.Struct, frozen=True, kw_only=True):
+    planned: list[PlannedStep]
+    status: str
+    next_here: str | None  # the step this job runs next
+    continue_as: NewJob | None  # the job this one is handed on to, for `next_here`
+    jobs: list[NewJob]  # the other runnable steps' own jobs
+
+
+def _key(job: NewJob) -> str:
+    return str(job.payload["step_key"])
 
 
 class _UndoAction(Exception):  # noqa: N818 - a control-flow signal, not an error
