@@ -253,6 +253,7 @@ async def _accept(
                 # never occupy the delivery ids of another endpoint on the same trigger.
                 idempotency_key=f"{endpoint.id}:{delivery_id}" if delivery_id else None,
                 source=source,
+                routes=endpoint.routes,
             )
     except asyncpg.DataError as error:  # e.g. a NUL character, which PostgreSQL refuses
         _refuse(recorder, endpoint, f"payload refused by the database: {type(error).__name__}")

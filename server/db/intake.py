@@ -10,9 +10,9 @@ first event and starts nothing: the unique index on (trigger_key, idempotency_ke
 racing duplicate wait for the first insert and then see it (ON CONFLICT DO NOTHING inserts no
 event, and every other insert of the statement depends on the event's). Each active
 subscription of the trigger key whose filter passes starts one execution on its workflow's
-latest published version (`ROUTES`, read just before: one statement for subscriptions,
-versions and entry steps); events that match nothing, or that every filter refuses, are kept
-with the reason.
+latest published version (`ROUTES_JSON`, read just before in one statement, or by the webhook
+intake together with its endpoint); events that match nothing, or that every filter refuses,
+are kept with the reason.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import msgspec
 import structlog
 
 from server.db.runs import step_job
-from server.engine.document import Step
+from server.engine.document import Step, StepKind
 from server.engine.rendering import RenderError, evaluate
 from server.queue.client import Connection, job_arrays
 from server.queue.sql import enqueue_jobs_ctes
@@ -48,24 +48,57 @@ WHERE ev.trigger_key = $1 AND ev.idempotency_key = $2
 GROUP BY ev.id
 """
 
-# Where an event of trigger key $1 goes: each active subscription on an active workflow, with
-# the workflow's latest published version and that version's entry step (the one step without
-# incoming edges; a published graph has exactly one). No locks.
-ROUTES: Final = """
-SELECT s.workflow_id, s.filter_conditions::text AS filter_conditions, v.id AS version_id,
-       st.id AS step_id, st.step_key, st.kind, st.action_key, st.cfg::text AS cfg
-FROM workflow_subscription s
-JOIN workflow_definition d ON d.id = s.workflow_id AND d.is_active
-JOIN LATERAL (
-    SELECT id FROM workflow_version
-    WHERE workflow_id = d.id AND status = 'published'
-    ORDER BY version_num DESC LIMIT 1
-) v ON true
-JOIN workflow_step st ON st.version_id = v.id
-     AND NOT EXISTS (SELECT 1 FROM workflow_edge e WHERE e.to_step_id = st.id)
-WHERE s.trigger_key = $1 AND s.is_active
-ORDER BY s.created_at, s.id
-"""
+# Where an event of a trigger key goes, as one JSON array for a scalar subquery (`{trigger_key}`
+# is the SQL expression naming the key; the webhook intake reads it with its endpoint): each
+# active subscription on an active workflow, oldest first, with the workflow's latest published
+# version and that version's entry step (the one step without incoming edges; a published graph
+# has exactly one). No locks.
+ROUTES_JSON: Final = """(
+    SELECT coalesce(json_agg(json_build_array(s.workflow_id, s.filter_conditions, v.id, st.id,
+                                              st.step_key, st.kind, st.action_key, st.cfg)
+                             ORDER BY s.created_at, s.id), '[]')::text
+    FROM workflow_subscription s
+    JOIN workflow_definition d ON d.id = s.workflow_id AND d.is_active
+    JOIN LATERAL (
+        SELECT id FROM workflow_version
+        WHERE workflow_id = d.id AND status = 'published'
+        ORDER BY version_num DESC LIMIT 1
+    ) v ON true
+    JOIN workflow_step st ON st.version_id = v.id
+         AND NOT EXISTS (SELECT 1 FROM workflow_edge e WHERE e.to_step_id = st.id)
+    WHERE s.trigger_key = {trigger_key} AND s.is_active
+)"""
+ROUTES: Final = f"SELECT {ROUTES_JSON.format(trigger_key='$1')}"
+
+
+class Route(msgspec.Struct, frozen=True, kw_only=True):
+    """An active subscription's workflow, version and entry step (see ROUTES_JSON)."""
+
+    workflow_id: uuid.UUID
+    filter_conditions: dict[str, Any]
+    version_id: uuid.UUID
+    step_id: uuid.UUID
+    entry: Step
+
+
+def routes_from_json(text: str) -> list[Route]:
+    """Decode ROUTES_JSON."""
+    return [
+        Route(
+            workflow_id=uuid.UUID(workflow_id),
+            filter_conditions=filter_conditions or {},
+            version_id=uuid.UUID(version_id),
+            step_id=uuid.UUID(step_id),
+            entry=Step(key=key, kind=StepKind(kind), action_key=action_key, cfg=cfg),
+        )
+        for workflow_id, filter_conditions, version_id, step_id, key, kind, action_key, cfg in (
+            msgspec.json.decode(text)
+        )
+    ]
+
+
+async def read_routes(connection: Connection, trigger_key: str) -> list[Route]:
+    return routes_from_json(await connection.fetchval(ROUTES, trigger_key))
 
 
 def _start_executions(event: str, first: int) -> str:
@@ -122,18 +155,15 @@ FAN_OUT_RECORDED_EVENT: Final = _start_executions(
 )
 
 
-class _Route(msgspec.Struct, frozen=True, kw_only=True):
-    """A subscription that passed its filter: the execution it starts."""
+class _Start(msgspec.Struct, frozen=True, kw_only=True):
+    """A route whose filter passed: the execution it starts."""
 
     execution_id: uuid.UUID
-    workflow_id: uuid.UUID
-    version_id: uuid.UUID
-    step_id: uuid.UUID
-    entry: Step
+    route: Route
 
 
 class _FanOut(msgspec.Struct, frozen=True, kw_only=True):
-    routes: list[_Route]
+    starts: list[_Start]
     outcome: str
     detail: str | None
 
@@ -146,15 +176,19 @@ async def accept_event(
     payload: Any,
     idempotency_key: str | None = None,
     source: dict[str, Any] | None = None,
+    routes: list[Route] | None = None,
 ) -> AcceptedEvent:
-    """Record one event and start the executions it triggers (see the module docstring)."""
-    fan_out = await _fan_out(connection, trigger_key, payload)
+    """Record one event and start the executions it triggers (see the module docstring).
+    `routes`: the trigger key's routes if the caller has read them (else they are read)."""
+    if routes is None:
+        routes = await read_routes(connection, trigger_key)
+    fan_out = _fan_out(routes, trigger_key, payload)
     event_id = uuid.uuid4()
     row = await connection.fetchrow(
         RECORD_EVENT, event_id, trigger_key, trigger_type,
         msgspec.json.encode(payload).decode(), idempotency_key,
         msgspec.json.encode(source or {}).decode(), fan_out.outcome, fan_out.detail,
-        *_fan_out_arrays(fan_out.routes),
+        *_fan_out_arrays(fan_out.starts),
     )  # fmt: skip
     if row is None or row["event_id"] is None:
         first = await connection.fetchrow(FIRST_EVENT, trigger_key, idempotency_key)
@@ -167,7 +201,7 @@ async def accept_event(
             execution_ids=list(first["execution_ids"]),
             duplicate=True,
         )
-    execution_ids = [route.execution_id for route in fan_out.routes]
+    execution_ids = [start.execution_id for start in fan_out.starts]
     log.info(
         "event_accepted", trigger_key=trigger_key, event_id=str(event_id),
         outcome=fan_out.outcome, executions=len(execution_ids),
@@ -180,48 +214,36 @@ async def accept_event(
     )
 
 
-async def _fan_out(connection: Connection, trigger_key: str, payload: Any) -> _FanOut:
+def _fan_out(routes: list[Route], trigger_key: str, payload: Any) -> _FanOut:
     """The executions an event of `trigger_key` starts, and its outcome with the reason."""
-    routes: list[_Route] = []
+    starts: list[_Start] = []
     refusals: list[str] = []
-    for row in await connection.fetch(ROUTES, trigger_key):
-        reason = filter_refusal(msgspec.json.decode(row["filter_conditions"]), payload)
+    for route in routes:
+        reason = filter_refusal(route.filter_conditions, payload)
         if reason is not None:
-            refusals.append(f"workflow {row['workflow_id']}: {reason}")
-            continue
-        entry = Step(
-            key=row["step_key"],
-            kind=row["kind"],
-            action_key=row["action_key"],
-            cfg=msgspec.json.decode(row["cfg"]),
-        )
-        routes.append(
-            _Route(
-                execution_id=uuid.uuid4(),
-                workflow_id=row["workflow_id"],
-                version_id=row["version_id"],
-                step_id=row["step_id"],
-                entry=entry,
-            )
-        )
-    if routes:
-        return _FanOut(routes=routes, outcome="accepted", detail=None)
+            refusals.append(f"workflow {route.workflow_id}: {reason}")
+        else:
+            starts.append(_Start(execution_id=uuid.uuid4(), route=route))
+    if starts:
+        return _FanOut(starts=starts, outcome="accepted", detail=None)
     if refusals:
-        return _FanOut(routes=[], outcome="filtered", detail="; ".join(refusals)[:2000])
+        return _FanOut(starts=[], outcome="filtered", detail="; ".join(refusals)[:2000])
     return _FanOut(
-        routes=[], outcome="no_match", detail=f"no active subscription to {trigger_key!r}"[:2000]
+        starts=[], outcome="no_match", detail=f"no active subscription to {trigger_key!r}"[:2000]
     )
 
 
-def _fan_out_arrays(routes: list[_Route]) -> list[list[Any]]:
+def _fan_out_arrays(starts: list[_Start]) -> list[list[Any]]:
     """The array parameters of `_start_executions`, in order."""
-    jobs = [step_job(route.execution_id, route.step_id, route.entry) for route in routes]
+    jobs = [
+        step_job(start.execution_id, start.route.step_id, start.route.entry) for start in starts
+    ]
     return [
-        [route.execution_id for route in routes],
-        [route.workflow_id for route in routes],
-        [route.version_id for route in routes],
-        [route.step_id for route in routes],
-        [route.entry.key for route in routes],
+        [start.execution_id for start in starts],
+        [start.route.workflow_id for start in starts],
+        [start.route.version_id for start in starts],
+        [start.route.step_id for start in starts],
+        [start.route.entry.key for start in starts],
         *job_arrays(jobs),
     ]
 
@@ -253,16 +275,17 @@ async def fan_out_recorded_event(
     row = await connection.fetchrow(PENDING_EVENT, event_id)
     if row is None:
         return None
-    fan_out = await _fan_out(connection, row["trigger_key"], msgspec.json.decode(row["payload"]))
+    routes = await read_routes(connection, row["trigger_key"])
+    fan_out = _fan_out(routes, row["trigger_key"], msgspec.json.decode(row["payload"]))
     written = await connection.fetchrow(
         FAN_OUT_RECORDED_EVENT, event_id, fan_out.outcome, fan_out.detail,
-        *_fan_out_arrays(fan_out.routes),
+        *_fan_out_arrays(fan_out.starts),
     )  # fmt: skip
     if written is None or written["event_id"] is None:
         return None
     return AcceptedEvent(
         trigger_key=row["trigger_key"],
         event_id=event_id,
-        execution_ids=[route.execution_id for route in fan_out.routes],
+        execution_ids=[start.execution_id for start in fan_out.starts],
         outcome=fan_out.outcome,
     )

@@ -19,7 +19,7 @@ from server.db.executions import (
     insert_step,
     set_execution_status,
 )
-from server.engine.document import Step
+from server.engine.document import Step, StepKind
 from server.engine.planning import StepStatus
 from server.engine.step_policy import step_policy
 from server.errors import ConflictError, NotFoundError
@@ -102,7 +102,7 @@ async def start_execution(
         raise ConflictError(f"workflow {workflow_id} is inactive; set is_active to run it")
     entry = Step(
         key=row["step_key"],
-        kind=row["kind"],
+        kind=StepKind(row["kind"]),
         action_key=row["action_key"],
         cfg=msgspec.json.decode(row["cfg"]),
     )

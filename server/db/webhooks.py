@@ -23,6 +23,7 @@ from piccolo.columns import Column
 
 from server.crypto.aead import Keyring, SecretDecryptionError
 from server.db.engine import engine_pool, piccolo_engine, transaction
+from server.db.intake import ROUTES_JSON, Route, routes_from_json
 from server.db.keyset import after_position
 from server.db.tables import WebhookEndpoint, WorkflowTriggerRegistry
 from server.db.webhook_auth import (
@@ -95,6 +96,7 @@ class IntakeEndpoint(msgspec.Struct, frozen=True, kw_only=True):
     response_mode: ResponseMode
     sync_timeout_seconds: float
     enabled: bool
+    routes: list[Route]  # where its events go, as read with it (`server.db.intake`)
 
 
 _E = WebhookEndpoint
@@ -191,12 +193,15 @@ async def delete_webhook(webhook_id: uuid.UUID) -> None:
         raise NotFoundError(f"webhook {webhook_id} not found")
 
 
-# The intake's read of an endpoint (by its unique path), on every request. No locks.
-FIND_ENDPOINT: Final = """
+# The intake's read of an endpoint (by its unique path), on every request, with the routes of
+# its trigger key (read now so that accepting the delivery takes one more statement, not two).
+# No locks.
+FIND_ENDPOINT: Final = f"""
 SELECT id, trigger_key, path, auth_type, auth_config::text AS auth_config, response_mode,
-       enabled, secret_key_id, secret_ciphertext
+       enabled, secret_key_id, secret_ciphertext,
+       {ROUTES_JSON.format(trigger_key="webhook_endpoint.trigger_key")} AS routes
 FROM webhook_endpoint WHERE path = $1
-"""
+"""  # noqa: S608 - only constant SQL is interpolated
 
 
 async def find_endpoint(
@@ -222,6 +227,7 @@ async def find_endpoint(
         auth=stored_auth(row, keyring),
         response_mode=ResponseMode(row["response_mode"]),
         sync_timeout_seconds=_sync_timeout(row["auth_config"]),
+        routes=routes_from_json(row["routes"]),
     )
 
 
