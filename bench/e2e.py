@@ -97,7 +97,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--worker-processes", type=int, default=0,
-        help="extra `switchyard run --roles worker` processes beside the api+worker one",
+        help="extra `switchyard run --roles worker` processes beside the main one",
+    )  # fmt: skip
+    parser.add_argument(
+        "--main-roles", default="api,worker",
+        help="ROLES of the main Switchyard process (with `api`; `api` alone needs "
+        "--worker-processes)",
     )  # fmt: skip
     parser.add_argument(
         "--n8n-pool-size", type=int, default=N8N_POOL_SIZE, help="n8n's DB_POSTGRESDB_POOL_SIZE"
@@ -144,6 +149,7 @@ def make_servers(arguments: argparse.Namespace, say: Callable[[str], None]) -> l
                     worker_concurrency=arguments.worker_concurrency,
                     pool_size=arguments.pool_size,
                     worker_processes=arguments.worker_processes,
+                    main_roles=arguments.main_roles,
                 )
             )
         elif name == PEER and not arguments.no_peer:

@@ -109,10 +109,18 @@ class SwitchyardServer(Server):
     name = "switchyard"
     accepted_statuses = frozenset({202})  # 200 would be a replayed delivery
 
-    def __init__(self, *, worker_concurrency: int, pool_size: int, worker_processes: int) -> None:
+    def __init__(
+        self,
+        *,
+        worker_concurrency: int,
+        pool_size: int,
+        worker_processes: int,
+        main_roles: str = "api,worker",
+    ) -> None:
         self.worker_concurrency = worker_concurrency
         self.pool_size = pool_size
         self.worker_processes = worker_processes
+        self.main_roles = main_roles
         self.port = free_port()
         self._secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         self._run_id = secrets.token_hex(4)
@@ -131,7 +139,7 @@ class SwitchyardServer(Server):
             "API_TOKENS": token,
             "ENCRYPTION_KEYS": "bench:" + base64.b64encode(secrets.token_bytes(32)).decode(),
             "DATA_DIR": str(data_dir),
-            "ROLES": "api,worker",
+            "ROLES": self.main_roles,
             "HOST": HOST,
             "PORT": str(self.port),
             "WORKER_CONCURRENCY": str(self.worker_concurrency),
