@@ -5,15 +5,21 @@ asyncpg with `$n` parameters, in one place, each doing as much as one round trip
 function takes the connection first and never acquires one: the caller's transaction decides
 what commits together.
 
-A step's life in statements: `start_step` (marks it running and reads everything it needs:
-the execution, the outputs of earlier steps, the variables), then, in the completion
-transaction, `lock_and_record` (the execution's row lock, then the step's result),
-`step_states` (read after the lock, so it sees every completion that committed before it) and
-`advance` (the steps planned next and the execution's status). The execution's row lock is
-the serialization point of one execution: every completion takes it first (`FOR UPDATE`), so
-two steps finishing at the same moment plan their successors one after the other and a join
-is planned exactly once. Locks are always taken execution first, then step rows, so no two of
-these transactions wait for each other in a cycle.
+A step's life in statements: `start_step` marks it running and reads everything it needs (the
+execution, every step's state and output, the variables) as of one version of the execution.
+Its completion is then, usually, one statement: `settle_step` records the result, the steps
+planned next and the execution's status, settles the job and enqueues the other successors,
+provided the execution is still at that version (nothing else finished or was planned
+meanwhile). Otherwise it takes the long way, in one transaction: `lock_and_record` (the
+execution's row lock, then the result), `step_states` (read after the lock, so it sees every
+completion that committed before it) and `advance`.
+
+The execution's row lock is the serialization point of one execution: every completion takes
+it first, so two steps finishing at the same moment plan their successors one after the other
+and a join is planned exactly once. It is `FOR NO KEY UPDATE`, the lock an UPDATE of the row
+takes, so the foreign-key checks of inserted step rows and tasks do not wait for it. Locks are
+always taken execution first, then step rows, then the job, so no two of these transactions
+wait for each other in a cycle.
 """
 
 from __future__ import annotations
@@ -82,10 +88,10 @@ SELECT e.id, e.workflow_id, e.version_id, v.version_num, e.status, e.context_dat
        e.steps_run, e.created_at, e.started_at
 FROM workflow_execution e JOIN workflow_version v ON v.id = e.version_id
 WHERE e.id = $1
-FOR UPDATE OF e
+FOR NO KEY UPDATE OF e
 """
 
-GET_EXECUTION: Final = LOCK_EXECUTION.replace("FOR UPDATE OF e", "")
+GET_EXECUTION: Final = LOCK_EXECUTION.replace("FOR NO KEY UPDATE OF e", "")
 
 # ON CONFLICT: a step is planned once per execution, whichever completion gets there first.
 INSERT_STEP: Final = """
@@ -206,7 +212,7 @@ execution AS (
 # condition reads `locked`, so the lock comes first). No row: the execution is gone.
 LOCK_AND_RECORD: Final = f"""
 WITH locked AS (
-    SELECT id, status, steps_run FROM workflow_execution WHERE id = $1 FOR UPDATE
+    SELECT id, status, steps_run FROM workflow_execution WHERE id = $1 FOR NO KEY UPDATE
 ),
 {_record_cte(2, "EXISTS (SELECT 1 FROM locked)")}
 SELECT status, steps_run, (SELECT count(*) FROM recorded) AS recorded FROM locked
@@ -232,7 +238,8 @@ _HELD_JOB, _SETTLE_JOB = settle_job_ctes(15, after="locked", only_if="EXISTS (SE
 # transaction; a transactional action runs it in the action's transaction.
 SETTLE_STEP: Final = f"""
 WITH locked AS (
-    SELECT status, xmin::text AS version FROM workflow_execution WHERE id = $1 FOR UPDATE
+    SELECT status, xmin::text AS version FROM workflow_execution WHERE id = $1
+    FOR NO KEY UPDATE
 ),
 {_HELD_JOB},
 ok AS MATERIALIZED (

@@ -43,3 +43,16 @@ async def test_claim_index_is_partial_on_queued_jobs(engine: PostgresEngine) -> 
         "SELECT indexdef FROM pg_indexes WHERE tablename = 'job' AND indexname = 'job_claim_idx'"
     )
     assert "WHERE ((state)::text = 'queued'::text)" in rows[0]["indexdef"]
+
+
+async def test_the_engines_hot_tables_leave_room_for_in_place_updates(
+    engine: PostgresEngine,
+) -> None:
+    rows = await engine.run_ddl(
+        "SELECT relname, reloptions FROM pg_class "
+        "WHERE relname IN ('step_execution', 'workflow_execution')"
+    )
+    assert {row["relname"]: row["reloptions"] for row in rows} == {
+        "step_execution": ["fillfactor=85"],
+        "workflow_execution": ["fillfactor=85"],
+    }
