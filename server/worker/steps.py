@@ -14,7 +14,8 @@ records the error and hands the job back to the queue with the step's backoff.
 
 A job goes on only while the next step's timeout still fits in the worker's job timeout, and
 for at most MAX_STEPS_PER_JOB steps, so one long execution cannot hold a worker slot forever.
-A version's graph is read once per process and cached: published versions never change.
+A version's graph is read once and cached (the GRAPH_CACHE_SIZE most recently used versions):
+published versions never change.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ log = structlog.get_logger(__name__)
 
 MAX_STEPS_PER_EXECUTION: Final = 1000
 MAX_STEPS_PER_JOB: Final = 100
+# Published versions whose graphs a worker keeps in memory (they never change; a miss costs
+# two reads).
+GRAPH_CACHE_SIZE: Final = 512
 
 
 class _Run(msgspec.Struct, kw_only=True):
@@ -451,10 +455,13 @@ class StepRunner:
         )  # fmt: skip
 
     async def _graph(self, connection: Connection, version_id: uuid.UUID) -> Graph:
-        graph = self._graphs.get(version_id)
+        """The version's graph, from the cache of the GRAPH_CACHE_SIZE most recently used."""
+        graph = self._graphs.pop(version_id, None)
         if graph is None:
             graph = await runs_sql.load_graph(connection, version_id)
-            self._graphs[version_id] = graph
+            while len(self._graphs) >= GRAPH_CACHE_SIZE:
+                del self._graphs[next(iter(self._graphs))]  # the least recently used
+        self._graphs[version_id] = graph  # (re)inserted last: the most recently used
         return graph
 
 
