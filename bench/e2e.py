@@ -1,8 +1,9 @@
 """End-to-end benchmark: signed webhooks into a three-step workflow, Switchyard against n8n.
 
     python -m bench.e2e [--dsn postgresql://postgres@127.0.0.1:5432] [--duration 30]
-                        [--warmup 10] [--concurrency 8,32] [--no-peer] [--json]
+                        [--warmup 10] [--concurrency 8,32] [--rates 50] [--no-peer] [--json]
                         [--worker-concurrency 128] [--pool-size 24] [--worker-processes 0]
+                        [--main-roles api,worker]
 
 On loopback, both systems on the PostgreSQL server of `--dsn`, each in a fresh database
 (`bench_switchyard`, `bench_n8n`). Switchyard (`switchyard run`, api and worker roles) gets a
@@ -10,18 +11,22 @@ webhook endpoint with Standard Webhooks auth answering asynchronously and a publ
 condition -> task_management create -> set_variables; n8n (installed from the npm registry into
 `~/.cache/switchyard-bench/n8n` on first use) gets Webhook -> IF -> Set answering on receipt.
 Both receive the same JSON bodies (n8n's unsigned) from `concurrency` closed-loop clients for
-`duration` seconds per level, after a warm-up. `bench/e2e_common.py` says what each figure
+`duration` seconds per level, after a warm-up, then from an open loop at each of `--rates`
+webhooks per second (the answer time at a load below both systems' capacity; a closed loop
+answers at p50 = clients / throughput, so its latency mostly restates the throughput).
+`bench/e2e_common.py` says what each figure
 means. Prints per system and level: executions/s (in the load window, and including the drain),
 accepted webhooks/s, answer p50/p99, drain lag, lost, failed and unrecorded executions, peak
 RSS, CPU per execution of the server and of its database backends, and the cores other work
 took meanwhile; then the ratios ours/n8n and the targets (met or MISSED). Progress and
 warnings go to standard error; the servers' logs stay in a temporary folder named at the start.
 
-`--json` prints one JSON object instead. Each system maps every figure to its value per
-concurrency level (keys are the levels as strings); `ratios` holds ours/n8n per figure and
-level (for latency and memory, lower is better):
+`--json` prints one JSON object instead. Each system maps every figure to its value per level
+(keys are the level labels: clients as "8", rates as "50/s"); `ratios` holds ours/n8n per
+figure and level (suffix `_c8` for clients, `_r50` for a rate; for latency and memory, lower
+is better):
 
-    {"systems": {"switchyard": {"executions_per_s": {"8": 412.3, "32": 420.1},
+    {"systems": {"switchyard": {"executions_per_s": {"8": 412.3, "32": 420.1, "50/s": 50.0},
                                 "executions_per_s_with_drain": {...},
                                 "response_p50_ms": {...}, "response_p99_ms": {...},
                                 "lost": {...}, "rss_mb": {...}, "failed": {...},
@@ -31,7 +36,8 @@ level (for latency and memory, lower is better):
                                 "db_cpu_ms_per_execution": {...}, "other_cpu_cores": {...}},
                  "n8n": {... the same keys ...}},
      "ratios": {"executions_vs_n8n_c8": 2.4, "response_p50_vs_n8n_c8": 0.1,
-                "response_p99_vs_n8n_c8": ..., "rss_vs_n8n_c8": 0.2, ... "_c32": ...}}
+                "response_p99_vs_n8n_c8": ..., "rss_vs_n8n_c8": 0.2, ... "_c32": ...,
+                "response_p50_vs_n8n_r50": ...}}
 
 With `--no-peer` only Switchyard runs and `ratios` is empty.
 """
@@ -72,7 +78,12 @@ MAX_RSS_RATIO: Final = 1 / 3
 # Cores kept busy by other work (before the run, and `other_cpu_cores` during it) worth a note.
 BUSY_CORES: Final = 0.5
 
-Results = dict[str, dict[int, LevelFigures]]
+Results = dict[str, dict[str, LevelFigures]]  # system -> level label ("8", "50/s") -> figures
+
+
+def suffix(label: str) -> str:
+    """A level's suffix in ratio keys and target lines: "c8" (clients), "r50" (rate)."""
+    return f"r{label.removesuffix('/s')}" if label.endswith("/s") else f"c{label}"
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,6 +94,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", default="8,32", help="comma-separated closed-loop client counts"
     )
+    parser.add_argument(
+        "--rates", default="50",
+        help="comma-separated open-loop rates (webhooks/s; '' for none): the answer time at a "
+        "load both systems sustain, counted from when each request was due",
+    )  # fmt: skip
     parser.add_argument("--no-peer", action="store_true", help="run Switchyard alone")
     parser.add_argument(
         "--systems", default=f"{OURS},{PEER}", help="comma-separated subset, in running order"
@@ -118,6 +134,7 @@ async def run(arguments: argparse.Namespace) -> Results:
         levels=tuple(int(level) for level in arguments.concurrency.split(",")),
         duration_s=arguments.duration,
         warmup_s=arguments.warmup,
+        rates=tuple(float(rate) for rate in arguments.rates.split(",") if rate),
     )
     run_dir = Path(tempfile.mkdtemp(prefix="switchyard-e2e-"))
     say = progress(arguments.json)
@@ -181,34 +198,36 @@ def ratios(results: Results) -> dict[str, float]:
         for field, short in RATIO_NAMES.items():
             theirs = getattr(peer, field)
             value = getattr(ours, field) / theirs if theirs else float("inf")
-            found[f"{short}_vs_{PEER}_c{level}"] = round(value, 3)
+            found[f"{short}_vs_{PEER}_{suffix(level)}"] = round(value, 3)
     return found
 
 
 def targets(results: Results) -> list[tuple[str, bool]]:
-    """Each target of the issue at each level, and whether this run met it."""
+    """Each target of the issue at each closed-loop level, and whether this run met it; at
+    open-loop levels (not the issue's), completeness and the answer p50 for information."""
     checks = []
     for level, ours in results.get(OURS, {}).items():
+        name = suffix(level)
         complete = ours.lost == 0 and ours.failed == 0 and ours.unrecorded == 0
-        checks.append((f"c{level}: 0 lost, failed or unrecorded", complete))
+        checks.append((f"{name}: 0 lost, failed or unrecorded", complete))
         checks.append(
             (
-                f"c{level}: response p50 {ours.response_p50_ms:.2f} ms <= {MAX_RESPONSE_P50_MS:.0f} ms",
+                f"{name}: response p50 {ours.response_p50_ms:.2f} ms <= {MAX_RESPONSE_P50_MS:.0f} ms",
                 ours.response_p50_ms <= MAX_RESPONSE_P50_MS,
             )
         )
         peer = results.get(PEER, {}).get(level)
-        if peer is None:
+        if peer is None or level.endswith("/s"):
             continue
         speedup = ours.executions_per_s / peer.executions_per_s if peer.executions_per_s else 0
         checks.append(
             (
-                f"c{level}: executions/s {speedup:.2f}x n8n >= {MIN_EXECUTIONS_RATIO:.0f}x",
+                f"{name}: executions/s {speedup:.2f}x n8n >= {MIN_EXECUTIONS_RATIO:.0f}x",
                 speedup >= MIN_EXECUTIONS_RATIO and peer.executions_per_s > 0,
             )
         )
         memory = ours.rss_mb / peer.rss_mb if peer.rss_mb else float("inf")
-        checks.append((f"c{level}: RSS {memory:.2f}x n8n <= 1/3", memory <= MAX_RSS_RATIO))
+        checks.append((f"{name}: RSS {memory:.2f}x n8n <= 1/3", memory <= MAX_RSS_RATIO))
     return checks
 
 
@@ -233,7 +252,7 @@ COLUMNS: Final = (
 
 def render_table(results: Results, found: dict[str, float]) -> str:
     headings = "".join(f"{title:>{len(fmt.format(0))}}" for title, _, fmt in COLUMNS)
-    lines = [f"{'system':<12}{'clients':>8}{headings}"]
+    lines = [f"{'system':<12}{'level':>8}{headings}"]
     for name, levels in results.items():
         for level, figures in levels.items():
             cells = "".join(fmt.format(getattr(figures, field)) for _, field, fmt in COLUMNS)
@@ -246,7 +265,7 @@ def render_table(results: Results, found: dict[str, float]) -> str:
         f"target {'met   ' if met else 'MISSED'}  {text}" for text, met in targets(results)
     )
     busy = [
-        f"{name} c{level}"
+        f"{name} {suffix(level)}"
         for name, levels in results.items()
         for level, figures in levels.items()
         if figures.other_cpu_cores > BUSY_CORES
@@ -263,7 +282,7 @@ def document(results: Results, found: dict[str, float]) -> dict[str, object]:
         per_field: dict[str, dict[str, object]] = {}
         for level, figures in levels.items():
             for field, value in msgspec.structs.asdict(figures).items():
-                per_field.setdefault(field, {})[str(level)] = value
+                per_field.setdefault(field, {})[level] = value
         systems[name] = per_field
     return {"systems": systems, "ratios": found}
 

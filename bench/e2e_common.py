@@ -4,7 +4,10 @@ A server (Switchyard or n8n) runs as a child process on loopback with a webhook-
 three-step workflow; it supplies the request that fires it and a tally of its executions read
 from its own database. The procedure is fixed: poll the webhook until it answers 2xx, a warm-up
 load, wait until the warm-up's executions finished, then for each concurrency level a closed
-loop of signed (or, for n8n, plain) webhooks for `duration_s`, followed by the drain. Per level:
+loop of signed (or, for n8n, plain) webhooks for `duration_s`, followed by the drain, then for
+each rate an open loop at that many webhooks per second (latency counted from when each request
+was due), followed by the drain. Levels are labelled by their clients ("8") or rate ("50/s").
+Per level:
 
 - `executions_per_s`: successful executions whose finish time falls in the load window (first
   request sent to last answer received), divided by the window;
@@ -43,7 +46,7 @@ from typing import Final
 import asyncpg
 import msgspec
 
-from bench.e2e_load import Request, post_once, run_load
+from bench.e2e_load import Request, post_once, run_load, run_paced_load
 from bench.e2e_processes import HOST, CpuAccount, MemorySampler
 
 WEBHOOK_LIVE_TIMEOUT_SECONDS: Final = 120.0
@@ -61,9 +64,18 @@ Say = Callable[[str], None]
 
 
 class Plan(msgspec.Struct, frozen=True, kw_only=True):
-    levels: tuple[int, ...]
+    levels: tuple[int, ...]  # closed loop: clients
     duration_s: float
     warmup_s: float
+    rates: tuple[float, ...] = ()  # open loop: webhooks per second
+
+
+# Open loop: requests in flight at most (a server this far behind is failing the rate anyway).
+MAX_IN_FLIGHT: Final = 512
+
+
+def rate_label(rate: float) -> str:
+    return f"{rate:g}/s"
 
 
 class Tally(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,8 +156,9 @@ class Server(ABC):
     async def succeeded_between(self, start: dt.datetime, end: dt.datetime) -> int: ...
 
 
-async def measure(server: Server, plan: Plan, say: Say) -> dict[int, LevelFigures]:
-    """Warm up, then one closed-loop load per concurrency level, each drained before the next."""
+async def measure(server: Server, plan: Plan, say: Say) -> dict[str, LevelFigures]:
+    """Warm up, then one load per level (closed loops, then open ones), each drained before
+    the next."""
     await wait_for_webhook(server)
     say(f"{server.name}: warm-up {plan.warmup_s:.0f} s")
     warmup_since = dt.datetime.now(dt.UTC)
@@ -159,23 +172,37 @@ async def measure(server: Server, plan: Plan, say: Say) -> dict[int, LevelFigure
     figures = {}
     for level in plan.levels:
         say(f"{server.name}: concurrency {level}, {plan.duration_s:.0f} s")
-        figures[level] = await measure_level(server, plan, level)
+        figures[str(level)] = await measure_level(server, plan, clients=level)
+    for rate in plan.rates:
+        say(f"{server.name}: {rate_label(rate)} open loop, {plan.duration_s:.0f} s")
+        figures[rate_label(rate)] = await measure_level(server, plan, rate=rate)
     return figures
 
 
-async def measure_level(server: Server, plan: Plan, level: int) -> LevelFigures:
+async def measure_level(
+    server: Server, plan: Plan, *, clients: int | None = None, rate: float | None = None
+) -> LevelFigures:
+    """One level: `clients` closed-loop clients, or an open loop at `rate` per second."""
+    label = f"c{clients}" if clients is not None else f"r{rate:g}"
     memory = MemorySampler(server.process_ids())
     cpu = CpuAccount(server.process_ids())
     sampling = asyncio.create_task(memory.run())
     try:
         since = dt.datetime.now(dt.UTC)
         cpu.start(await server.database_pids())
-        load = await run_load(
-            HOST, server.port, lambda n: server.request(f"c{level}", n),
-            concurrency=level, duration_s=plan.duration_s,
-            max_requests=int(plan.duration_s * MAX_REQUESTS_PER_SECOND) + 1,
-            accepted_statuses=server.accepted_statuses,
-        )  # fmt: skip
+        if rate is not None:
+            load = await run_paced_load(
+                HOST, server.port, lambda n: server.request(label, n),
+                rate=rate, duration_s=plan.duration_s, max_in_flight=MAX_IN_FLIGHT,
+                accepted_statuses=server.accepted_statuses,
+            )  # fmt: skip
+        else:
+            load = await run_load(
+                HOST, server.port, lambda n: server.request(label, n),
+                concurrency=clients or 1, duration_s=plan.duration_s,
+                max_requests=int(plan.duration_s * MAX_REQUESTS_PER_SECOND) + 1,
+                accepted_statuses=server.accepted_statuses,
+            )  # fmt: skip
         tally = await drain(server, since, load.accepted)
         used = cpu.stop(await server.database_pids())
     finally:
@@ -183,7 +210,7 @@ async def measure_level(server: Server, plan: Plan, level: int) -> LevelFigures:
         with suppress(asyncio.CancelledError):
             await sampling
     for sample in load.samples:
-        print(f"{server.name} c{level}: {sample}", file=sys.stderr)
+        print(f"{server.name} {label}: {sample}", file=sys.stderr)
     window_s = load.stopped_at - load.started_at
     succeeded = await server.succeeded_between(
         dt.datetime.fromtimestamp(load.started_at, dt.UTC),

@@ -1,7 +1,9 @@
-"""The end-to-end benchmark's load generator: closed-loop HTTP/1.1 clients on keep-alive sockets.
+"""The end-to-end benchmark's load generators: HTTP/1.1 clients on keep-alive sockets.
 
-`run_load` starts `concurrency` clients against one loopback server; each sends one request,
-waits for the whole answer, records it, and sends the next, until the deadline. Requests are
+`run_load` (closed loop) starts `concurrency` clients against one loopback server; each sends
+one request, waits for the whole answer, records it, and sends the next, until the deadline.
+`run_paced_load` (open loop) sends at a fixed rate whatever the answers, and times each answer
+from when its request was due, so a server that falls behind shows it. Requests are
 bounded by count (`max_requests`) and by time, so a run always stops by itself. The client is a
 few lines of raw asyncio rather than httpx: at a few thousand requests per second on two cores,
 the generator shares the CPU with the server under test, and the less it takes the less it
@@ -147,30 +149,82 @@ async def run_load(
                 number = next(counter, None)
                 if number is None:
                     return
-                await one_request(connection, make_request(number))
+                await exchange(result, connection, make_request(number), accepted_statuses)
         finally:
             await connection.close()
-
-    async def one_request(connection: HttpConnection, request: Request) -> None:
-        sent = time.perf_counter()
-        try:
-            async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
-                response = await connection.post(request)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as error:
-            result.errors += 1
-            result.note(f"no answer: {error!r}")
-            await connection.close()
-            return
-        result.latencies_ms.append((time.perf_counter() - sent) * 1000)
-        if response.status in accepted_statuses:
-            result.accepted += 1
-        else:
-            result.refused += 1
-            result.note(f"{response.status}: {response.body[:300]!r}")
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     result.stopped_at = time.time()
     return result
+
+
+async def run_paced_load(
+    host: str,
+    port: int,
+    make_request: RequestFactory,
+    *,
+    rate: float,
+    duration_s: float,
+    max_in_flight: int,
+    accepted_statuses: frozenset[int],
+) -> LoadResult:
+    """Open loop: request n is due at start + n / `rate`, whatever the answers so far, for
+    `duration_s`. Each latency counts from when its request was due, not when it could be
+    sent, so queueing behind a slow server is measured (no coordinated omission). At most
+    `max_in_flight` requests at once, on keep-alive connections opened as needed."""
+    result = LoadResult(started_at=time.time(), stopped_at=0.0)
+    idle: list[HttpConnection] = []
+    slots = asyncio.Semaphore(max_in_flight)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(request: Request, due: float) -> None:
+        async with slots:
+            connection = idle.pop() if idle else HttpConnection(host, port)
+            try:
+                await exchange(result, connection, request, accepted_statuses, sent=due)
+            finally:
+                idle.append(connection)
+
+    start = time.perf_counter()
+    for number in range(int(rate * duration_s)):
+        due = start + number / rate
+        if (wait := due - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
+        task = asyncio.create_task(one(make_request(number), due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    for connection in idle:
+        await connection.close()
+    result.stopped_at = time.time()
+    return result
+
+
+async def exchange(
+    result: LoadResult,
+    connection: HttpConnection,
+    request: Request,
+    accepted_statuses: frozenset[int],
+    *,
+    sent: float | None = None,
+) -> None:
+    """Send one request and record its answer (or its failure) in `result`; the latency
+    counts from `sent` (a `time.perf_counter()` instant), by default from now."""
+    started = time.perf_counter() if sent is None else sent
+    try:
+        async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
+            response = await connection.post(request)
+    except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as error:
+        result.errors += 1
+        result.note(f"no answer: {error!r}")
+        await connection.close()
+        return
+    result.latencies_ms.append((time.perf_counter() - started) * 1000)
+    if response.status in accepted_statuses:
+        result.accepted += 1
+    else:
+        result.refused += 1
+        result.note(f"{response.status}: {response.body[:300]!r}")
 
 
 async def post_once(host: str, port: int, request: Request) -> Response:
