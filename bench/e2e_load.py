@@ -23,6 +23,8 @@ import msgspec
 
 REQUEST_TIMEOUT_SECONDS: Final = 30.0
 CONNECT_TIMEOUT_SECONDS: Final = 5.0
+# Open loop: an idle keep-alive connection older than this is closed, not reused.
+MAX_IDLE_SECONDS: Final = 1.0
 # Kept per run: enough to tell what went wrong without keeping every failure.
 ERROR_SAMPLES: Final = 5
 
@@ -173,17 +175,26 @@ async def run_paced_load(
     sent, so queueing behind a slow server is measured (no coordinated omission). At most
     `max_in_flight` requests at once, on keep-alive connections opened as needed."""
     result = LoadResult(started_at=time.time(), stopped_at=0.0)
-    idle: list[HttpConnection] = []
+    idle: list[tuple[float, HttpConnection]] = []  # (idle since, connection), newest last
     slots = asyncio.Semaphore(max_in_flight)
     tasks: set[asyncio.Task[None]] = set()
 
+    async def connection_for_now() -> HttpConnection:
+        """The most recently used idle connection, else a new one. Connections idle for
+        MAX_IDLE_SECONDS are closed first: servers close idle keep-alive sockets (Node.js
+        after 5 s), and a request sent as one closes would fail without being the server's
+        fault."""
+        while idle and time.perf_counter() - idle[0][0] > MAX_IDLE_SECONDS:
+            await idle.pop(0)[1].close()
+        return idle.pop()[1] if idle else HttpConnection(host, port)
+
     async def one(request: Request, due: float) -> None:
         async with slots:
-            connection = idle.pop() if idle else HttpConnection(host, port)
+            connection = await connection_for_now()
             try:
                 await exchange(result, connection, request, accepted_statuses, sent=due)
             finally:
-                idle.append(connection)
+                idle.append((time.perf_counter(), connection))
 
     start = time.perf_counter()
     for number in range(int(rate * duration_s)):
@@ -194,7 +205,7 @@ async def run_paced_load(
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)
-    for connection in idle:
+    for _, connection in idle:
         await connection.close()
     result.stopped_at = time.time()
     return result
