@@ -28,6 +28,7 @@ from server import health
 from server.actions.catalog import ACTIONS, CREDENTIAL_TYPES, TRIGGERS
 from server.actions.registry import BUILTIN_ACTIONS
 from server.api import problems
+from server.api.hook_cache import EndpointCache, forget_on_writes
 from server.api.hooks import HookController
 from server.api.openapi import declare_problem_responses
 from server.api.routes import api_router
@@ -71,8 +72,11 @@ def create_app(
             API token on the embedded default); never logged.
     """
     route_handlers: list[object] = [*health.ROUTES]
+    endpoint_cache = EndpointCache()
+    middleware = []
     if Role.API in settings.roles:
         route_handlers.extend((api_router(), HookController))
+        middleware.append(forget_on_writes(endpoint_cache))
     app = Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]
         lifespan=[partial(lifespan, settings=settings, on_crash=on_crash, announce=announce)],
@@ -86,7 +90,8 @@ def create_app(
                 security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer")}
             ),
         ),
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "endpoint_cache": endpoint_cache}),
+        middleware=middleware,
         request_max_body_size=settings.max_payload_bytes,  # larger bodies answer 413
         logging_config=None,  # server.log configures logging once for the whole process
         debug=False,
@@ -117,6 +122,9 @@ async def lifespan(
         app.state.api_token_hashes = frozenset(hash_token(t) for t in settings.api_tokens)
         if Role.API in settings.roles:
             app.state.object_store = await stack.enter_async_context(open_object_store(settings))
+            await stack.enter_async_context(
+                listening(app.state.endpoint_cache, dsn, settings, on_crash)
+            )
         if (
             Role.API in settings.roles
             and settings.uses_embedded_postgres
@@ -155,6 +163,25 @@ async def flushing(recorder: IntakeRecorder, on_crash: CrashHandler) -> AsyncIte
     finally:
         stop.set()
         await task
+
+
+@asynccontextmanager
+async def listening(
+    cache: EndpointCache, dsn: str, settings: Settings, on_crash: CrashHandler
+) -> AsyncIterator[None]:
+    """Keep the webhook endpoint cache honest while the app runs (`server.api.hook_cache`)."""
+    stopped = False
+    listener = cache.listener(dsn, reconnect_delay_seconds=settings.job_listener_reconnect_seconds)
+    task = start_supervised(
+        "config-listener", listener.run(), on_crash=on_crash, stopping=lambda: stopped
+    )
+    try:
+        yield
+    finally:
+        stopped = True
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        cache.disconnected()
 
 
 async def prepare_database(engine: PostgresEngine) -> None:

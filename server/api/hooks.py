@@ -1,7 +1,8 @@
 """`POST /hooks/{path}`: inbound webhooks, outside API auth (each endpoint has its own).
 
-Steps, in order: the endpoint is read from the database by path on every request (so a new,
-changed or disabled endpoint applies at once on every replica): unknown or disabled -> 404.
+Steps, in order: the endpoint is looked up by path, with its routes (kept per path by
+`server.api.hook_cache` and dropped on every change, so a new, changed or disabled endpoint
+applies at once on every replica): unknown or disabled -> 404.
 The body is read (over MAX_PAYLOAD_BYTES -> 413) and authenticated on its raw bytes (-> 401),
 then parsed by content type (`server.triggers.bodies`: JSON, form, or raw as received;
 malformed JSON or form -> 400). Every 404 has one body and every 401 has one body, whatever
@@ -47,6 +48,7 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from server.api.deps_secrets import provide_keyring
+from server.api.hook_cache import EndpointCache
 from server.api.problems import problem
 from server.crypto.aead import Keyring, SecretDecryptionError
 from server.db.engine import engine_pool
@@ -132,7 +134,7 @@ class HookController(Controller):
         """Record the delivery as an event of the endpoint's trigger and start its workflows."""
         pool = engine_pool(state.engine)
         recorder: IntakeRecorder = state.intake_recorder
-        endpoint = await _endpoint(recorder, path.strip("/"), keyring)
+        endpoint = await _endpoint(state.endpoint_cache, recorder, path.strip("/"), keyring)
         try:
             body = await request.body()
         except RequestEntityTooLarge:
@@ -158,10 +160,12 @@ class HookController(Controller):
         )
 
 
-async def _endpoint(recorder: IntakeRecorder, path: str, keyring: Keyring) -> IntakeEndpoint:
+async def _endpoint(
+    cache: EndpointCache, recorder: IntakeRecorder, path: str, keyring: Keyring
+) -> IntakeEndpoint:
     """The enabled endpoint at `path`; a 404 problem (the same for unknown and disabled)."""
     try:
-        endpoint = await find_endpoint(path, keyring)
+        endpoint = await cache.endpoint(path, lambda: find_endpoint(path, keyring))
     except SecretDecryptionError as error:
         log.error("webhook_secret_unreadable", path=path, reason=str(error))
         raise problem(

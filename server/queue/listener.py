@@ -45,8 +45,9 @@ LISTENER_APPLICATION_NAME: Final = application_name(JOB_LISTENER_NAME)
 
 
 class ChannelListener:
-    """Calls `on_notify(payload)` for every notification on `channel`, and `on_connect()`
-    after each (re)connect, when notifications may have been missed.
+    """Calls `on_notify(payload)` for every notification on `channel`, `on_connect()` after
+    each (re)connect, when notifications may have been missed, and `on_disconnect()` when the
+    connection is found gone (or the listener stops).
 
     Run `run()` as a supervised task; cancel it to stop. `connected`, `connections` and
     `notifications` describe its state for health checks and tests. `name` prefixes its log
@@ -62,12 +63,14 @@ class ChannelListener:
         on_notify: Callable[[str], None],
         on_connect: Callable[[], None],
         reconnect_delay_seconds: float,
+        on_disconnect: Callable[[], None] = lambda: None,
     ) -> None:
         self._dsn = dsn
         self._channel = channel
         self._name = name
         self._on_notify = on_notify
         self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
         self._reconnect_delay_seconds = reconnect_delay_seconds
         self.connected = False
         self.connections = 0
@@ -82,6 +85,7 @@ class ChannelListener:
                 log.warning(f"{self._name}_lost", error=repr(error))
             finally:
                 self.connected = False
+                self._on_disconnect()
             await asyncio.sleep(self._reconnect_delay_seconds)
 
     async def _listen_once(self) -> None:

@@ -1,0 +1,115 @@
+"""The webhook intake's cache of endpoints and routes: repeat deliveries are served from it,
+and every change, from this process or made elsewhere (another replica, a tool writing SQL),
+drops it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import httpx
+import pytest
+
+from config.settings import Role, Settings
+from server.api.hook_cache import EndpointCache
+from server.app import create_app
+from tests.apps import serving
+from tests.conftest import API_TOKEN
+from tests.engine.conftest import import_published
+from tests.engine.test_hooks_auth import BODY, echo_workflow
+from tests.hook_senders import create_webhook
+
+JSON = {"content-type": "application/json"}
+PROPAGATION_SECONDS = 5.0
+
+
+@pytest.fixture
+async def app_and_client(
+    settings_for: Callable[..., Settings],
+) -> AsyncIterator[tuple[EndpointCache, httpx.AsyncClient]]:
+    app = create_app(settings_for(roles=frozenset({Role.API})))
+    async with serving(app, token=API_TOKEN) as client:
+        cache: EndpointCache = app.state.endpoint_cache
+        deadline = time.monotonic() + PROPAGATION_SECONDS
+        while not cache.live:  # the listener connects in the background
+            assert time.monotonic() < deadline, "the config listener never connected"
+            await asyncio.sleep(0.02)
+        yield cache, client
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Poll `check` until it is true."""
+    deadline = time.monotonic() + PROPAGATION_SECONDS
+    while not await check():
+        assert time.monotonic() < deadline, "the change never reached the cache"
+        await asyncio.sleep(0.02)
+
+
+async def test_repeat_deliveries_are_served_from_the_cache(
+    app_and_client: tuple[EndpointCache, httpx.AsyncClient],
+) -> None:
+    cache, client = app_and_client
+    await import_published(client, echo_workflow())
+    await create_webhook(client)
+    for _ in range(3):
+        answer = await client.post("/hooks/orders", content=BODY, headers=JSON)
+        assert answer.status_code == 202, answer.text
+    assert cache.hits == 2
+
+
+async def test_a_change_made_elsewhere_drops_the_cached_endpoint(
+    app_and_client: tuple[EndpointCache, httpx.AsyncClient], database_dsn: str
+) -> None:
+    _, client = app_and_client
+    await import_published(client, echo_workflow())
+    await create_webhook(client)
+    assert (await client.post("/hooks/orders", content=BODY, headers=JSON)).status_code == 202
+    other = await asyncpg.connect(database_dsn)  # another replica, or a tool
+    try:
+        await other.execute("UPDATE webhook_endpoint SET enabled = false WHERE path = 'orders'")
+
+        async def refused() -> bool:
+            answer = await client.post("/hooks/orders", content=BODY, headers=JSON)
+            return answer.status_code == 404
+
+        await eventually(refused)
+    finally:
+        await other.close()
+
+
+async def test_a_subscription_changed_elsewhere_reroutes_the_next_deliveries(
+    app_and_client: tuple[EndpointCache, httpx.AsyncClient], database_dsn: str
+) -> None:
+    _, client = app_and_client
+    await import_published(client, echo_workflow())
+    await create_webhook(client)
+    first = (await client.post("/hooks/orders", content=BODY, headers=JSON)).json()
+    assert first["outcome"] == "accepted"
+    other = await asyncpg.connect(database_dsn)
+    try:
+        await other.execute("UPDATE workflow_subscription SET is_active = false")
+
+        async def unmatched() -> bool:
+            answer = await client.post("/hooks/orders", content=BODY, headers=JSON)
+            return bool(answer.json()["outcome"] == "no_match")
+
+        await eventually(unmatched)
+    finally:
+        await other.close()
+
+
+async def test_an_api_write_drops_the_cache_before_its_answer(
+    app_and_client: tuple[EndpointCache, httpx.AsyncClient],
+) -> None:
+    cache, client = app_and_client
+    workflow_id = await import_published(client, echo_workflow())
+    await create_webhook(client)
+    assert (await client.post("/hooks/orders", content=BODY, headers=JSON)).status_code == 202
+    changed = await client.patch(f"/api/v1/workflows/{workflow_id}", json={"is_active": False})
+    assert changed.status_code == 200, changed.text
+    # No waiting: this process's own write emptied the cache before answering.
+    answer = await client.post("/hooks/orders", content=BODY, headers=JSON)
+    assert answer.json()["outcome"] == "no_match"
+    assert cache.hits == 0
