@@ -2,7 +2,7 @@
 
     python -m bench.e2e [--dsn postgresql://postgres@127.0.0.1:5432] [--duration 30]
                         [--warmup 10] [--concurrency 8,32] [--rates 50] [--no-peer] [--json]
-                        [--worker-concurrency 128] [--pool-size 24] [--worker-processes 0]
+                        [--worker-concurrency 256] [--pool-size 32] [--worker-processes 0]
                         [--main-roles api,worker]
 
 On loopback, both systems on the PostgreSQL server of `--dsn`, each in a fresh database

@@ -38,14 +38,14 @@ from config.settings import Settings
 DATABASE: Final = "bench_switchyard"
 TRIGGER_KEY: Final = "bench"
 HOOK_PATH: Final = "bench"
-# Best of those tried on 2 cores (20 s per level, executions/s at concurrency 8 / 32):
-# worker slots 8 / pool 10: 36 / 3 (the intake starves the worker; the backlog drains later);
-# 32 / 10: 139-169 / 29-41; 64 / 10: 114-164 / 77-91; 128 / 12: 165 / 144; 128 / 16:
-# 161-168 / 145-149; 256 / 16: 166 / 149; 128 / 24: 175 / 156. One event loop runs the API and
-# the worker: many slots give the worker its share of the loop against `concurrency` pending
-# webhooks; most of them wait for a pooled connection, which bounds the database's load.
-DEFAULT_WORKER_CONCURRENCY: Final = 128
-DEFAULT_POOL_SIZE: Final = 24
+# Tried on 2 cores (2026-11-27, 20 s per level, executions/s in the window at 8 / 32 clients;
+# runs vary by 10-15%): worker slots 128 / pool 24: 235-238 / 182-197, the cheap intake
+# outrunning the worker at 32 clients (a backlog of 7-8 s drains after the load); 256 / 32:
+# 237-239 / 194-226, intake and worker in balance (backlog 1.5-3 s) at the price of a longer
+# answer p99 at 32 clients. One event loop runs the API and the worker: the slots are the
+# worker's share of the loop and of the pool against `concurrency` pending webhooks.
+DEFAULT_WORKER_CONCURRENCY: Final = 256
+DEFAULT_POOL_SIZE: Final = 32
 
 WORKFLOW: Final[dict[str, Any]] = {
     "name": "Benchmark: webhook lead routing",
