@@ -486,7 +486,7 @@ def _key(job: NewJob) -> str:
 
 
 class _UndoAction(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """Rolls back a transactional action's savepoint; carries the failed outcome."""
+    """Leaves a transactional action's transaction (rolling it back); carries the failed outcome."""
 
     def __init__(self, outcome: Outcome) -> None:
         super().__init__(outcome.error)

@@ -7,13 +7,14 @@ import asyncio
 import uuid
 
 import asyncpg
+import msgspec
 import pytest
 
 from server.crypto.aead import Keyring
 from server.db.executions import StepResult, settle_step, start_step
 from server.engine.planning import StepStatus
 from server.queue.client import claim_jobs, enqueue_job
-from server.queue.jobs import ClaimedJob, Lease, NewJob
+from server.queue.jobs import Lease, NewJob
 from tests.action_contexts import RunningStep, insert_running_step
 
 KEYRING = Keyring([("k1", bytes(32))])
@@ -25,11 +26,23 @@ async def running_step(connection: asyncpg.Connection) -> RunningStep:
     return await insert_running_step(connection)
 
 
-async def claimed_job(connection: asyncpg.Connection, step: RunningStep) -> ClaimedJob:
-    payload = {"execution_id": str(step.execution_id), "step_key": "task"}
+class Started(msgspec.Struct, frozen=True, kw_only=True):
+    lease: Lease  # of the step's claimed job
+    version: str  # the execution's, as the step's start read it
+
+
+@pytest.fixture
+async def started(connection: asyncpg.Connection, running_step: RunningStep) -> Started:
+    """The step's job claimed and the step started, as a worker does."""
+    payload = {"execution_id": str(running_step.execution_id), "step_key": "task"}
     await enqueue_job(connection, NewJob(kind="workflow_step", payload=payload))
     [job] = await claim_jobs(connection, worker_id="test", limit=1, lease_seconds=30)
-    return job
+    start = await start_step(
+        connection, running_step.execution_id, "task", 1, KEYRING, resume=False
+    )
+    assert start is not None
+    assert (start.marked, start.raced) == (True, False)
+    return Started(lease=job.lease, version=start.version)
 
 
 async def settle(
@@ -57,56 +70,35 @@ async def state(connection: asyncpg.Connection, step: RunningStep) -> tuple[str,
 
 
 async def test_it_settles_the_step_and_its_job_at_the_version_it_planned_from(
-    connection: asyncpg.Connection, running_step: RunningStep
+    connection: asyncpg.Connection, running_step: RunningStep, started: Started
 ) -> None:
-    job = await claimed_job(connection, running_step)
-    start = await start_step(
-        connection, running_step.execution_id, "task", 1, KEYRING, resume=False
-    )
-    assert start is not None
-    assert (start.marked, start.raced) == (True, False)
-    assert await settle(connection, running_step, start.version, job.lease) == (True, True)
+    assert await settle(connection, running_step, started.version, started.lease) == (True, True)
     assert await state(connection, running_step) == ("SUCCESS", "SUCCESS", 0)
 
 
 async def test_a_change_since_that_version_makes_it_write_nothing(
-    connection: asyncpg.Connection, running_step: RunningStep
+    connection: asyncpg.Connection, running_step: RunningStep, started: Started
 ) -> None:
-    job = await claimed_job(connection, running_step)
-    start = await start_step(
-        connection, running_step.execution_id, "task", 1, KEYRING, resume=False
-    )
-    assert start is not None
     # Any committed change to the execution row (a parallel branch's completion, a cancel).
     await connection.execute(
         "UPDATE workflow_execution SET updated_at = now() WHERE id = $1",
         running_step.execution_id,
     )
-    assert await settle(connection, running_step, start.version, job.lease) == (False, True)
+    assert await settle(connection, running_step, started.version, started.lease) == (False, True)
     assert await state(connection, running_step) == ("RUNNING", "RUNNING", 1)
 
 
 async def test_without_the_lease_it_writes_nothing_and_says_so(
-    connection: asyncpg.Connection, running_step: RunningStep
+    connection: asyncpg.Connection, running_step: RunningStep, started: Started
 ) -> None:
-    job = await claimed_job(connection, running_step)
-    start = await start_step(
-        connection, running_step.execution_id, "task", 1, KEYRING, resume=False
-    )
-    assert start is not None
-    stolen = Lease(job_id=job.id, lease_token=uuid.uuid4())
-    assert await settle(connection, running_step, start.version, stolen) == (False, False)
+    stolen = Lease(job_id=started.lease.job_id, lease_token=uuid.uuid4())
+    assert await settle(connection, running_step, started.version, stolen) == (False, False)
     assert await state(connection, running_step) == ("RUNNING", "RUNNING", 1)
 
 
 async def test_a_change_that_commits_while_it_waits_for_the_lock_is_seen(
-    connection: asyncpg.Connection, running_step: RunningStep, database_dsn: str
+    connection: asyncpg.Connection, running_step: RunningStep, started: Started, database_dsn: str
 ) -> None:
-    job = await claimed_job(connection, running_step)
-    start = await start_step(
-        connection, running_step.execution_id, "task", 1, KEYRING, resume=False
-    )
-    assert start is not None
     other = await asyncpg.connect(database_dsn)
     try:
         transaction = other.transaction()
@@ -115,7 +107,9 @@ async def test_a_change_that_commits_while_it_waits_for_the_lock_is_seen(
             "UPDATE workflow_execution SET steps_run = steps_run + 1 WHERE id = $1",
             running_step.execution_id,
         )
-        task = asyncio.ensure_future(settle(connection, running_step, start.version, job.lease))
+        task = asyncio.ensure_future(
+            settle(connection, running_step, started.version, started.lease)
+        )
         await asyncio.sleep(0.2)
         assert not task.done()  # blocked on the execution's row lock
         await transaction.commit()
