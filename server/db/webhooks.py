@@ -5,8 +5,9 @@ rotation: `server.db.webhook_auth`) and `sync_timeout_seconds`. Creating an endp
 it to another trigger key, registers that key as a `webhook` source unless it is registered, in
 the same transaction; a key registered with another type is a conflict. Deleting an endpoint
 leaves the registry entry, which subscriptions may still name. Paths are unique and
-case-sensitive. The hook route reads the endpoint on every request (`find_endpoint`), so a new,
-changed or disabled endpoint takes effect at once on every API replica.
+case-sensitive. The hook route reads the endpoint with `find_endpoint` and keeps it per path
+until any change notifies (`server.api.hook_cache`), so a new, changed or disabled endpoint
+takes effect at once on every API replica.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ async def delete_webhook(webhook_id: uuid.UUID) -> None:
         raise NotFoundError(f"webhook {webhook_id} not found")
 
 
-# The intake's read of an endpoint (by its unique path), on every request, with the routes of
+# The intake's read of an endpoint (by its unique path, when not cached), with the routes of
 # its trigger key (read now so that accepting the delivery takes one more statement, not two).
 # No locks.
 FIND_ENDPOINT: Final = f"""
