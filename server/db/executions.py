@@ -252,7 +252,6 @@ ok AS MATERIALIZED (
 {enqueue_jobs_ctes(20, only_if="EXISTS (SELECT 1 FROM ok)")}
 SELECT (SELECT version FROM execution) AS version,
        EXISTS (SELECT 1 FROM held_job) AS held,
-       (SELECT coalesce(array_agg(step_key), '{{}}') FROM planned) AS inserted,
        (SELECT count(*) FROM completed_job) + (SELECT count(*) FROM continued_job) AS settled,
        (SELECT count(*) FROM enqueued_wake) AS woken
 """  # noqa: S608 - built from constants
@@ -491,7 +490,6 @@ class Settled(msgspec.Struct, frozen=True, kw_only=True):
     done: bool  # False: nothing was written (take the long way), or the lease is lost
     lease_held: bool
     version: str | None = None
-    inserted: frozenset[str] = frozenset()
 
 
 async def settle_step(
@@ -528,7 +526,6 @@ async def settle_step(
         done=row["settled"] == 1,
         lease_held=True,
         version=row["version"],
-        inserted=frozenset(row["inserted"]),
     )
 
 

@@ -161,19 +161,28 @@ WHERE id = $1 AND lease_token = $2 AND state = 'running'
 RETURNING id
 """
 
+
 # Hands a running job on to its next piece of work in the caller's transaction, instead of
 # completing it: the engine runs an execution's next step in the job of the step before it.
 # Same row and lease (the heartbeat goes on); the new payload and unique_key; attempts start
 # again at 1 (this run is the new work's first attempt) with the new work's max_attempts.
 # Fenced and row-locking like COMPLETE_JOB. The partial unique index refuses a unique_key a
 # live job already holds (the caller only hands on work it has just planned, under its lock).
-CONTINUE_JOB: Final = """
+def _hand_on(payload: str, max_attempts: str, unique_key: str) -> str:
+    """The SET clause that hands a running job on to new work (CONTINUE_JOB and
+    `settle_job_ctes`), given the SQL of the new payload, max_attempts and unique_key."""
+    return (
+        f"payload = {payload}::text::jsonb, attempts = 1, max_attempts = {max_attempts}, "
+        f"unique_key = {unique_key}, updated_at = now()"
+    )
+
+
+CONTINUE_JOB: Final = f"""
 UPDATE job
-SET payload = $3::text::jsonb, attempts = 1, max_attempts = $4, unique_key = $5,
-    updated_at = now()
+SET {_hand_on("$3", "$4", "$5")}
 WHERE id = $1 AND lease_token = $2 AND state = 'running'
 RETURNING id
-"""
+"""  # noqa: S608 - built from constants
 
 
 def settle_job_ctes(first: int, *, after: str, only_if: str) -> tuple[str, str]:
@@ -201,8 +210,7 @@ def settle_job_ctes(first: int, *, after: str, only_if: str) -> tuple[str, str]:
 ),
 continued_job AS (
     UPDATE job
-    SET payload = {payload}::text::jsonb, attempts = 1, max_attempts = {attempts},
-        unique_key = {key}, updated_at = now()
+    SET {_hand_on(payload, attempts, key)}
     WHERE id = {job} AND lease_token = {token} AND {payload}::text IS NOT NULL AND {only_if}
     RETURNING id
 )"""  # noqa: S608 - parameter numbers and the caller's constant SQL only
