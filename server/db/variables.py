@@ -27,6 +27,7 @@ from piccolo.query.methods.select import Select
 from server.crypto.aead import Keyring, Sealed, row_binding, seal, unseal
 from server.db.engine import engine_pool, piccolo_engine
 from server.db.tables import WorkflowDefinition, WorkflowVariable
+from server.engine.rendering import MIN_DESIGN_SECRET_LENGTH, secret_strings
 from server.errors import NotFoundError, ValidationError
 
 TABLE = "workflow_variable"
@@ -279,7 +280,9 @@ def _columns(
 
 
 def _check_input(variable: VariableFields, prefix: str) -> None:
-    """What msgspec checks on decode, for inputs built in code (imports) too, plus size."""
+    """What msgspec checks on decode, for inputs built in code (imports) too, plus size, plus
+    the length of secrets (redaction finds a secret by its value: a short one is not told apart
+    from ordinary text)."""
     if not isinstance(variable.key, str) or not _KEY.match(variable.key):
         raise ValidationError(
             "variable key is not valid",
@@ -292,6 +295,19 @@ def _check_input(variable: VariableFields, prefix: str) -> None:
                 {
                     "field": f"{prefix}value",
                     "message": f"must encode to at most {MAX_VALUE_BYTES} bytes",
+                }
+            ],
+        )
+    short = [s for s in secret_strings([variable.value]) if len(s) < MIN_DESIGN_SECRET_LENGTH]
+    if variable.secret and variable.value is not None and short:
+        raise ValidationError(
+            f"secret variable {variable.key!r} is too short",
+            [
+                {
+                    "field": f"{prefix}value",
+                    "message": f"a secret (and each text or number inside one) must have at least "
+                    f"{MIN_DESIGN_SECRET_LENGTH} characters, so that it can be redacted wherever "
+                    "it appears; use a longer secret, or a plain variable if it is not secret",
                 }
             ],
         )
