@@ -30,7 +30,10 @@ MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary text; they are not
 MIN_DESIGN_SECRET_LENGTH = 8  # secret variables shorter than this are refused when saved
 _SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expression>(?:(?!\}\}|\{\{).)*)\}\}$", re.DOTALL)
 # What a failing template may raise; the sandbox's limits are SecurityErrors (TemplateErrors).
-_TEMPLATE_FAILURES = (TemplateError, ArithmeticError, TypeError, ValueError, RecursionError)
+# A template saved before a check existed may still fail to compile (SyntaxError: nesting).
+_TEMPLATE_FAILURES = (
+    TemplateError, ArithmeticError, TypeError, ValueError, RecursionError, SyntaxError,
+)  # fmt: skip
 
 
 class RenderError(ValueError):

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError
+from jinja2.nodes import Node
 from jinja2.nodes import Template as TemplateNode
 from jinja2.parser import Parser
 
@@ -21,6 +22,10 @@ from server.engine.sandbox import BoundedSandbox
 from server.engine.template_checks import VariableReads, static_problem, variable_reads
 
 MAX_TEMPLATE_LENGTH = 20_000
+# Parts (syntax nodes) of one template or expression: compiling grows with them, and a compile
+# is one uninterruptible piece of work; real templates have tens.
+MAX_TEMPLATE_NODES = 2_000
+MAX_TEMPLATE_DEPTH = 40
 ENVIRONMENT = BoundedSandbox(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
 )
@@ -49,11 +54,13 @@ def template_error(source: str) -> str | None:
         return f"template longer than {MAX_TEMPLATE_LENGTH} characters"
     try:
         tree = _parse(source)
-        problem = static_problem(tree)
+        problem = _size_problem(tree) or static_problem(tree)
+        if problem:
+            return problem
         ENVIRONMENT.compile(source)  # unknown filters and tests are found here
     except TemplateSyntaxError as error:
         return f"template does not compile: {error.message} (line {error.lineno})"
-    except RecursionError:
+    except (RecursionError, SyntaxError):
         return "template nests too deeply; split it into simpler parts"
     return problem
 
@@ -66,13 +73,33 @@ def expression_error(source: str) -> str | None:
         return f"expression longer than {MAX_TEMPLATE_LENGTH} characters"
     try:
         tree = Parser(ENVIRONMENT, source, state="variable").parse_expression()
-        problem = static_problem(tree)
+        problem = _size_problem(tree) or static_problem(tree)
+        if problem:
+            return problem
         ENVIRONMENT.compile_expression(source)
     except TemplateSyntaxError as error:
         return f"expression does not compile: {error.message}"
-    except RecursionError:
+    except (RecursionError, SyntaxError):
         return "expression nests too deeply; split it into simpler parts"
     return problem
+
+
+def _size_problem(tree: Node) -> str | None:
+    """Too many parts, or nested too deeply (compiling `x + x + ...` grows with the square of
+    its depth, and Python refuses code nested over 200 levels)."""
+    parts = 0
+    pending = [(tree, 1)]
+    while pending:
+        node, depth = pending.pop()
+        parts += 1
+        if parts > MAX_TEMPLATE_NODES:
+            return f"template has over {MAX_TEMPLATE_NODES} parts; split it across steps"
+        if depth > MAX_TEMPLATE_DEPTH:
+            return (
+                f"template nests over {MAX_TEMPLATE_DEPTH} levels deep; split it into simpler parts"
+            )
+        pending.extend((child, depth + 1) for child in node.iter_child_nodes())
+    return None
 
 
 def _parse(source: str) -> TemplateNode:

@@ -182,3 +182,19 @@ def test_literal_redaction_matches_any_case_url_encoding_and_numbers() -> None:
         "n": REDACTED,
         "s": f"{REDACTED}%21",
     }
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{{ " + " + ".join(["x"] * 300) + " }}", "over 40 levels deep"),
+        ("{{ x }}" * 2100, "over 2000 parts"),
+        ("{{ " + "(" * 300 + "1" + ")" * 300 + " }}", "nests"),
+    ],
+)
+def test_templates_too_large_to_compile_cheaply_are_refused_quickly(
+    template: str, message: str
+) -> None:
+    started = time.perf_counter()
+    assert message in (template_error(template) or "")
+    assert time.perf_counter() - started < 2.0
