@@ -146,9 +146,9 @@ def variable_reads(tree: nodes.Node) -> VariableReads:
     for node in itertools.chain([tree], tree.find_all(lookups)):
         if not isinstance(node, lookups):
             continue
-        target = node.node  # type: ignore[attr-defined]
+        target = node.node
         if isinstance(target, nodes.Name) and target.name == VARIABLES:
-            key = node.attr if isinstance(node, nodes.Getattr) else _const(node.arg)  # type: ignore[attr-defined]
+            key = node.attr if isinstance(node, nodes.Getattr) else _const(node.arg)
             if isinstance(key, str):
                 keys.add(key)
                 uses += 1
