@@ -272,6 +272,7 @@ def _columns(
     elif existing is not None and existing.secret:
         return {"value": None, "secret": True}  # null keeps the stored secret
     elif existing is not None and existing.value is not None:
+        _check_secret_length(variable.key, existing.value, "secret")
         plaintext = msgspec.json.encode(existing.value)  # plain turned secret: seal its value
     if plaintext is None:
         return {"value": None, "secret": True, "ciphertext": None, "key_id": None}
@@ -298,19 +299,24 @@ def _check_input(variable: VariableFields, prefix: str) -> None:
                 }
             ],
         )
-    short = [s for s in secret_strings([variable.value]) if len(s) < MIN_DESIGN_SECRET_LENGTH]
-    if variable.secret and variable.value is not None and short:
-        raise ValidationError(
-            f"secret variable {variable.key!r} is too short",
-            [
-                {
-                    "field": f"{prefix}value",
-                    "message": f"a secret (and each text or number inside one) must have at least "
-                    f"{MIN_DESIGN_SECRET_LENGTH} characters, so that it can be redacted wherever "
-                    "it appears; use a longer secret, or a plain variable if it is not secret",
-                }
-            ],
-        )
+    if variable.secret and variable.value is not None:
+        _check_secret_length(variable.key, variable.value, f"{prefix}value")
+
+
+def _check_secret_length(key: str, value: object, field: str) -> None:
+    if all(len(s) >= MIN_DESIGN_SECRET_LENGTH for s in secret_strings([value])):
+        return
+    raise ValidationError(
+        f"secret variable {key!r} is too short",
+        [
+            {
+                "field": field,
+                "message": f"a secret (and each text or number inside one) must have at least "
+                f"{MIN_DESIGN_SECRET_LENGTH} characters, so that it can be redacted wherever "
+                "it appears; use a longer secret, or a plain variable if it is not secret",
+            }
+        ],
+    )
 
 
 async def _require_workflow(workflow_id: uuid.UUID, *, lock: bool) -> None:
