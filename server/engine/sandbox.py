@@ -310,8 +310,11 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             if budget.inline and len(owner) > SLICE_BUILT_UNITS:
                 raise SliceSpentError
             text_method_check(budget, owner, name, args)
-            if name == "join" and args:
-                args = (_counted(args[0], budget), *args[1:])
+            if name == "join" and len(args) == 1 and not kwargs:
+                items = _counted(args[0], budget)
+                sizes = sum(len(item) if isinstance(item, str | bytes) else 0 for item in items)
+                budget.build(sizes + len(owner) * max(len(items) - 1, 0))
+                args = (items,)
         elif isinstance(owner, int) and name == "to_bytes" and args and isinstance(args[0], int):
             budget.build(args[0])
         return measure(budget, super().call(__context, __obj, *args, **kwargs))

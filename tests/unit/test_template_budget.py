@@ -39,6 +39,9 @@ HOSTILE = [
     ("{{ trigger.lines|indent(trigger.big) }}", "characters or items per value"),
     ("{{ trigger.mb|wordwrap(1, wrapstring=trigger.mb) }}", "characters or items per value"),
     ("{{ 'x'.ljust(trigger.big) }}", "characters or items per value"),
+    ("{{ trigger.mb.join(range(1000)|map('string')) }}", "characters or items per value"),
+    ("{{ trigger.mb.replace('a', trigger.mb) }}", "characters or items per value"),
+    ("{{ ('a\t' * 1000).expandtabs(trigger.big) }}", "characters or items per value"),
     ("{{ [trigger.mb] * 100000 }}", "characters or items per value"),
     (
         "{% set ns = namespace(s='ab') %}{% for i in range(60) %}"
