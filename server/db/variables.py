@@ -304,19 +304,32 @@ def _check_input(variable: VariableFields, prefix: str) -> None:
 
 
 def _check_secret_length(key: str, value: object, field: str) -> None:
-    if all(len(s) >= MIN_DESIGN_SECRET_LENGTH for s in secret_strings([value])):
+    """A secret text or number, and each text inside a structured secret, needs
+    MIN_DESIGN_SECRET_LENGTH characters (numbers inside one, such as a port, are not secret)."""
+    texts = secret_strings([value]) if isinstance(value, str | int | float) else _texts(value)
+    if all(len(text) >= MIN_DESIGN_SECRET_LENGTH for text in texts):
         return
     raise ValidationError(
         f"secret variable {key!r} is too short",
         [
             {
                 "field": field,
-                "message": f"a secret (and each text or number inside one) must have at least "
+                "message": f"a secret (and each text inside one) must have at least "
                 f"{MIN_DESIGN_SECRET_LENGTH} characters, so that it can be redacted wherever "
                 "it appears; use a longer secret, or a plain variable if it is not secret",
             }
         ],
     )
+
+
+def _texts(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _texts(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _texts(item)]
+    return []
 
 
 async def _require_workflow(workflow_id: uuid.UUID, *, lock: bool) -> None:
