@@ -3,9 +3,10 @@
 `smtp_server` (aiosmtpd, no login), `smtp_auth_server` (STARTTLS, then a login) and
 `smtps_server` (TLS from the first byte) record every message they accept; a recipient named
 `busy@...` is refused with 451 (try later) and `unknown@...` with 550;
-`smtp_quit_refusing_server` answers QUIT with 451 after accepting the message. `http_peer` and
-`https_peer` record every request and answer what the test programs per path (`reply`, or
-`respond` with a function); other paths get 404. TLS peers present a certificate for the name
+`smtp_quit_refusing_server` answers QUIT with 451 after accepting the message. `http_peer`,
+`other_http_peer` (another port: another origin) and `https_peer` record every request and
+answer what the test programs per path (`reply`, or `respond` with a function); other paths
+get 404. TLS peers present a certificate for the name
 `localhost` only, which `tls_client_context` trusts.
 Servers live for the session; the per-test fixtures clear what they recorded and programmed.
 """
@@ -295,6 +296,11 @@ def _http_peer() -> Iterator[HttpPeer]:
 
 
 @pytest.fixture(scope="session")
+def _other_http_peer() -> Iterator[HttpPeer]:
+    yield from _serve_http(None)
+
+
+@pytest.fixture(scope="session")
 def _https_peer(_tls_identity: TlsIdentity) -> Iterator[HttpPeer]:
     yield from _serve_http(_tls_identity.server)
 
@@ -304,6 +310,13 @@ def http_peer(_http_peer: HttpPeer) -> HttpPeer:
     """A plain HTTP server on 127.0.0.1, cleared for this test."""
     _http_peer.reset()
     return _http_peer
+
+
+@pytest.fixture
+def other_http_peer(_other_http_peer: HttpPeer) -> HttpPeer:
+    """A second plain HTTP server on 127.0.0.1, on another port: another origin."""
+    _other_http_peer.reset()
+    return _other_http_peer
 
 
 @pytest.fixture

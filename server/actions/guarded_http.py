@@ -2,8 +2,9 @@
 
 `OutboundClient.send` checks the URL's host (`server.actions.outbound`), connects to a checked
 address while the Host header, TLS SNI and certificate verification keep the URL's host name,
-follows redirects itself (at most `max_redirects`, each hop checked again, credentials dropped
-when the origin changes), streams the body and stops at `max_response_bytes`, and bounds the
+follows redirects itself (at most `max_redirects`, each hop checked again; when the origin
+changes, the credentials and every caller-supplied header but those in CROSS_ORIGIN_HEADERS are
+dropped), streams the body and stops at `max_response_bytes`, and bounds the
 whole exchange, DNS and redirects included, by `timeout_seconds`. Connections are never kept
 alive: a pooled connection is keyed by address, so reusing one for another host name would skip
 that name's certificate check. Transport failures become `RetryableError`; a certificate that
@@ -32,8 +33,22 @@ from server.queue.jobs import PermanentError, RetryableError
 REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 # Headers that describe a body: dropped with the body when a redirect turns a request into GET.
 BODY_HEADERS: Final = frozenset({"content-type", "content-length", "content-encoding"})
-# Headers that carry credentials: never sent to an origin other than the request's own.
-CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
+# The caller's headers that a redirect may carry to another origin; every other one (an
+# `X-Api-Token` rendered from a secret, a cookie, a tenant id) stays with the request's own
+# origin. Content-Type and Content-Encoding describe the body and are left only while the body
+# is (`_redirected` drops them with it). Idempotency-Key travels with a kept body: a 307/308
+# sends the same effect to the new origin, which needs the key to apply a retry once.
+CROSS_ORIGIN_HEADERS: Final = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "user-agent",
+        "content-type",
+        "content-encoding",
+        "idempotency-key",
+    }
+)
 ERROR_SNIPPET_CHARS: Final = 200
 
 
@@ -107,8 +122,8 @@ async def _follow(
     for _ in range(request.max_redirects + 1):
         if _origin(hop.url) == _origin(first):
             sent = {**hop.headers, **request.auth_headers}
-        else:  # another origin must not see the caller's credentials, however they were given
-            sent = {k: v for k, v in hop.headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+        else:  # another origin sees none of the caller's headers but a short safe list
+            sent = {k: v for k, v in hop.headers.items() if k.lower() in CROSS_ORIGIN_HEADERS}
         target = await check_url(hop.url, allowed_hosts)
         response = await _exchange(
             client, target, msgspec.structs.replace(hop, headers=sent), request.max_response_bytes

@@ -70,9 +70,11 @@ def steps_by_key(execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 from tests.peers import (  # noqa: E402, F401 - fixtures, found by name
     _http_peer,
+    _other_http_peer,
     _smtp_quit_refusing_server,
     _smtp_server,
     http_peer,
+    other_http_peer,
     smtp_quit_refusing_server,
     smtp_server,
 )

@@ -183,3 +183,33 @@ async def test_set_variables_and_transform_hand_their_values_to_the_next_step(
     assert [step["attempts"] for step in steps.values()] == [1, 1, 1]
     [request] = http_peer.requests_to("/report")
     assert request.json() == {"line": "Ann x3"}
+
+
+async def test_a_secret_header_stays_with_its_origin_when_a_redirect_leaves_it(
+    engine_client: httpx.AsyncClient, http_peer: HttpPeer, other_http_peer: HttpPeer
+) -> None:
+    secret = "tok-5d1e8a2f-secret"
+    http_peer.reply("/hook", status=307, headers={"Location": f"{other_http_peer.base_url}/in"})
+    other_http_peer.reply("/in", json={"ok": True})
+    step = action(
+        "call",
+        "http_request",
+        method="POST",
+        url=f"{http_peer.base_url}/hook",
+        headers={"X-Api-Token": "{{ vars.secret }}", "Accept": "application/json"},
+        json={"n": 1},
+    )
+    document = {
+        "name": "Redirected",
+        "steps": [step],
+        "variables": [{"key": "secret", "value": secret, "secret": True}],
+    }
+    workflow_id = await import_published(engine_client, document)
+    execution = await wait_for(engine_client, await run(engine_client, workflow_id))
+    assert execution["status"] == "SUCCESS", execution
+    assert steps_by_key(execution)["call"]["result_data"]["body"] == {"ok": True}
+    [first] = http_peer.requests
+    [second] = other_http_peer.requests
+    assert first.headers["x-api-token"] == secret
+    assert "x-api-token" not in second.headers
+    assert (second.headers["accept"], second.json()) == ("application/json", {"n": 1})

@@ -88,8 +88,60 @@ async def test_redirects_are_followed_and_credentials_stay_with_their_origin(
     assert (landing.method, landing.body) == ("GET", b"")  # 302 after POST: GET, no body
     assert "authorization" not in landing.headers  # another origin: no credential
     assert "cookie" not in landing.headers
-    assert landing.headers["x-trace"] == "t1"
+    assert "x-trace" not in landing.headers  # nor any other header of the caller's
     assert "content-type" not in landing.headers
+
+
+CUSTOM_HEADERS = {
+    "X-Api-Token": "tok-7f3a9c2e",
+    "X-Tenant": "acme",
+    "Cookie": "session=1",
+    "Accept": "application/json",
+    "Accept-Language": "de",
+    "User-Agent": "Orders/1.0",
+}
+
+
+async def test_a_redirect_to_another_origin_carries_only_the_safe_headers(
+    http_peer: HttpPeer, other_http_peer: HttpPeer
+) -> None:
+    http_peer.reply(
+        "/start", status=307, headers={"Location": f"{other_http_peer.base_url}/landing"}
+    )
+    other_http_peer.reply("/landing", json={"landed": True})
+    output = await call(
+        {
+            "method": "POST",
+            "url": f"{http_peer.base_url}/start",
+            "json": {"a": 1},
+            "headers": CUSTOM_HEADERS,
+            "credential": "key",
+            "auth": "api_key",
+        },
+        credentials={"key": ("api_key", {"api_key": "k", "header": "X-Key"})},
+    )
+    assert output["body"] == {"landed": True}
+    [start] = http_peer.requests
+    assert start.headers["x-api-token"] == "tok-7f3a9c2e"
+    assert start.headers["x-key"] == "k"
+    [landing] = other_http_peer.requests
+    assert (landing.method, landing.body) == ("POST", b'{"a":1}')  # 307 keeps the body
+    for name in ("x-api-token", "x-tenant", "cookie", "x-key", "authorization"):
+        assert name not in landing.headers, name
+    assert landing.headers["accept"] == "application/json"
+    assert landing.headers["accept-language"] == "de"
+    assert landing.headers["user-agent"] == "Orders/1.0"
+    assert landing.headers["content-type"] == "application/json"  # the body went along
+    assert landing.headers["idempotency-key"] == start.headers["idempotency-key"]
+
+
+async def test_a_redirect_within_the_origin_keeps_every_header(http_peer: HttpPeer) -> None:
+    http_peer.reply("/start", status=302, headers={"Location": "/moved"})
+    http_peer.reply("/moved", json={"moved": True})
+    await call({"url": f"{http_peer.base_url}/start", "headers": CUSTOM_HEADERS})
+    _start, moved = http_peer.requests
+    for name, value in CUSTOM_HEADERS.items():
+        assert moved.headers[name.lower()] == value, name
 
 
 async def test_a_redirect_to_a_refused_address_is_refused(http_peer: HttpPeer) -> None:
