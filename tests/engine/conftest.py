@@ -73,6 +73,7 @@ from tests.peers import (  # noqa: E402, F401 - fixtures, found by name
     _other_http_peer,
     _smtp_quit_refusing_server,
     _smtp_server,
+    broken_answer_peer,
     http_peer,
     other_http_peer,
     smtp_quit_refusing_server,

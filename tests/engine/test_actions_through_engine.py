@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from tests.engine.conftest import import_published, run, steps_by_key, wait_for
-from tests.peers import HttpPeer, SmtpPeer
+from tests.peers import BrokenAnswerPeer, HttpPeer, SmtpPeer
 
 # Retries on, and quick: a step that failed after its effect would repeat it within the test.
 RETRY: dict[str, Any] = {"max_attempts": 3, "backoff_seconds": 0.05}
@@ -213,3 +213,20 @@ async def test_a_secret_header_stays_with_its_origin_when_a_redirect_leaves_it(
     assert first.headers["x-api-token"] == secret
     assert "x-api-token" not in second.headers
     assert (second.headers["accept"], second.json()) == ("application/json", {"n": 1})
+
+
+async def test_a_post_the_peer_accepted_is_not_sent_again_when_its_answer_breaks_off(
+    engine_client: httpx.AsyncClient, broken_answer_peer: BrokenAnswerPeer, http_peer: HttpPeer
+) -> None:
+    account = {"api_key": "key-1", "account_id": "AC123", "base_url": broken_answer_peer.base_url}
+    await credential(engine_client, "twilio", "api_key", account)
+    for step in (
+        action("call", "http_request", method="POST", url=f"{broken_answer_peer.base_url}/x"),
+        action("text", "sms", credential="twilio", to="+1555", body="Hi", **{"from": "+1556"}),
+    ):
+        execution = await run_one(engine_client, step)
+        assert execution["status"] == "FAILED", execution
+        recorded = steps_by_key(execution)[step["key"]]
+        assert recorded["attempts"] == 1
+        assert "was accepted (HTTP 201), but reading its answer failed" in recorded["error"]
+    assert broken_answer_peer.requests == 2  # one each: neither was sent again

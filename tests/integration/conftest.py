@@ -10,6 +10,7 @@ from tests.peers import (  # noqa: F401 - fixtures, found by pytest by name
     _smtp_server,
     _smtps_server,
     _tls_identity,
+    broken_answer_peer,
     http_peer,
     https_peer,
     other_http_peer,

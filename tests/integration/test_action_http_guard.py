@@ -13,7 +13,7 @@ from server.actions.http_request import HttpRequestAction
 from server.actions.oauth2 import ClientCredentialsTokens
 from server.queue.jobs import PermanentError, RetryableError
 from tests.action_contexts import action_context
-from tests.peers import HttpPeer, RecordedRequest, Reply, free_port
+from tests.peers import BrokenAnswerPeer, HttpPeer, RecordedRequest, Reply, free_port
 
 
 async def call(
@@ -255,3 +255,21 @@ async def test_the_query_adds_to_parameters_already_in_the_url(http_peer: HttpPe
     http_peer.reply("/search", json={})
     await call({"url": f"{http_peer.base_url}/search?a=1", "query": {"b": "2"}})
     assert http_peer.requests[0].query == {"a": ["1"], "b": ["2"]}
+
+
+async def test_an_accepted_post_whose_answer_stalls_is_not_retried(
+    broken_answer_peer: BrokenAnswerPeer,
+) -> None:
+    broken_answer_peer.hang = True
+    with pytest.raises(PermanentError, match=r"was accepted \(HTTP 201\), but its answer did not"):
+        await call(
+            {"method": "POST", "url": f"{broken_answer_peer.base_url}/x", "timeout_seconds": 0.3}
+        )
+    assert broken_answer_peer.requests == 1
+
+
+async def test_a_get_whose_answer_breaks_off_is_retryable(
+    broken_answer_peer: BrokenAnswerPeer,
+) -> None:
+    with pytest.raises(RetryableError, match=r"reading the answer of .* failed"):
+        await call({"url": f"{broken_answer_peer.base_url}/x"})
