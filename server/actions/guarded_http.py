@@ -69,6 +69,7 @@ class OutboundRequest(msgspec.Struct, frozen=True, kw_only=True):
     max_response_bytes: int
     follow_redirects: bool = True
     max_redirects: int = 5
+    repeatable: bool = False  # a POST with no effect (a token request): accepted may retry
 
 
 class OutboundResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,6 +91,7 @@ class _Hop(msgspec.Struct, frozen=True, kw_only=True):
     url: httpx.URL
     headers: dict[str, str]
     content: bytes | None
+    repeatable: bool = False
 
 
 class OutboundClient:
@@ -138,7 +140,13 @@ async def _follow(
 ) -> OutboundResponse:
     first = _parsed_url(request.url).copy_merge_params(request.params)
     headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-    hop = _Hop(method=request.method, url=first, headers=headers, content=request.content)
+    hop = _Hop(
+        method=request.method,
+        url=first,
+        headers=headers,
+        content=request.content,
+        repeatable=request.repeatable,
+    )
     for _ in range(request.max_redirects + 1):
         if _origin(hop.url) == _origin(first):
             sent = {**hop.headers, **request.auth_headers}
@@ -213,7 +221,7 @@ async def _exchange_with(
     except httpx.TransportError as error:
         raise RetryableError(f"{hop.method} {_origin(hop.url)} failed: {error!r}") from None
     status = response.status_code
-    if 200 <= status < 300 and hop.method not in IDEMPOTENT_METHODS:
+    if 200 <= status < 300 and not (hop.repeatable or hop.method in IDEMPOTENT_METHODS):
         progress.accepted = f"{hop.method} {_origin(hop.url)} was accepted (HTTP {status})"
     try:
         body = await _read_capped(response, max_bytes, hop)

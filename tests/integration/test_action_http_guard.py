@@ -273,3 +273,24 @@ async def test_a_get_whose_answer_breaks_off_is_retryable(
 ) -> None:
     with pytest.raises(RetryableError, match=r"reading the answer of .* failed"):
         await call({"url": f"{broken_answer_peer.base_url}/x"})
+
+
+async def test_a_token_request_whose_answer_breaks_off_is_retryable(
+    broken_answer_peer: BrokenAnswerPeer, http_peer: HttpPeer
+) -> None:
+    """Asking for an OAuth2 token again has no effect: unlike an accepted POST, it retries."""
+    fields = {
+        "token_url": f"{broken_answer_peer.base_url}/token",
+        "client_id": "c",
+        "client_secret": "s",
+    }
+    with pytest.raises(RetryableError, match=r"reading the answer of .* failed"):
+        await call(
+            {
+                "url": f"{http_peer.base_url}/api",
+                "credential": "oauth",
+                "auth": "oauth2_client_credentials",
+            },
+            credentials={"oauth": ("oauth2_client_credentials", fields)},
+        )
+    assert http_peer.requests == []
