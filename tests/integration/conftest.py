@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.broken_peers import broken_answer_peer  # noqa: F401 - a fixture
 from tests.peers import (  # noqa: F401 - fixtures, found by pytest by name
     _http_peer,
     _https_peer,
@@ -10,7 +11,6 @@ from tests.peers import (  # noqa: F401 - fixtures, found by pytest by name
     _smtp_server,
     _smtps_server,
     _tls_identity,
-    broken_answer_peer,
     http_peer,
     https_peer,
     other_http_peer,

@@ -13,7 +13,8 @@ from server.actions.http_request import HttpRequestAction
 from server.actions.oauth2 import ClientCredentialsTokens
 from server.queue.jobs import PermanentError, RetryableError
 from tests.action_contexts import action_context
-from tests.peers import BrokenAnswerPeer, HttpPeer, RecordedRequest, Reply, free_port
+from tests.broken_peers import BrokenAnswerPeer
+from tests.peers import HttpPeer, RecordedRequest, Reply, free_port
 
 
 async def call(
