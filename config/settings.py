@@ -93,6 +93,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     # Triggers, actions, guard rails, retention
     database_trigger_tables: tuple[str, ...] = ()
+    # Private hosts, addresses or networks actions may connect to: HTTP calls, OAuth2 token
+    # endpoints and the SMTP server of an email credential (all refused otherwise).
     http_allowed_hosts: tuple[str, ...] = ()
     max_payload_bytes: PositiveInt = 1_048_576
     retention_days: PositiveInt = 30

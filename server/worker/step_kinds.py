@@ -22,6 +22,7 @@ from server.engine.bounded import evaluate_bounded, render_cfg_bounded
 from server.engine.document import Step
 from server.engine.graph import MAX_DELAY_SECONDS
 from server.engine.planning import StepStatus, success_branches
+from server.engine.recorded_output import recordable
 from server.engine.rendering import RenderError, redact, secret_strings
 from server.engine.retry import backoff_seconds
 from server.engine.step_policy import StepPolicy, action_cfg
@@ -125,7 +126,6 @@ async def run_action(
     try:
         async with asyncio.timeout(policy.timeout_seconds):
             output = await action.run(make_context(rendered.value))
-        return msgspec.structs.replace(succeeded(step, output, shown_input), tainted=tainted)
     except TimeoutError:
         failure: Exception = RetryableError(f"timed out after {policy.timeout_seconds:g} s")
     except (RetryableError, PermanentError) as error:
@@ -133,21 +133,27 @@ async def run_action(
     except Exception as error:  # noqa: BLE001 - an action bug is one failed attempt, never the worker
         log.warning("action_raised", action_key=step.action_key, error_type=type(error).__name__)
         failure = RetryableError(f"{type(error).__name__}: {error}")
+    else:  # the effect happened: nothing from here on may turn into a retry that repeats it
+        outcome = succeeded(step, output, shown_input)
+        return msgspec.structs.replace(outcome, tainted=tainted)
     outcome = classify(failure, policy, attempt, shown_input, secrets)
     return msgspec.structs.replace(outcome, tainted=tainted)
 
 
 def succeeded(step: Step, output: Output, shown_input: Any) -> Outcome:
+    """A returned output, recorded as JSON data (`recordable`: converted, never raised). An
+    output that is no object or is over the size limit fails the step for good (no retry)."""
     if not isinstance(output, dict):
         return failed("the action returned no output object", shown_input)
-    size = len(msgspec.json.encode(output))
-    if size > MAX_OUTPUT_BYTES:
+    recorded = recordable(output)
+    if recorded.size > MAX_OUTPUT_BYTES:
         return failed(
-            f"output is {size} bytes, over the {MAX_OUTPUT_BYTES}-byte limit", shown_input
+            f"output is {recorded.size} bytes, over the {MAX_OUTPUT_BYTES}-byte limit",
+            shown_input,
         )
     return Outcome(
         status=StepStatus.SUCCESS,
-        output=output,
+        output=recorded.data,
         branches=success_branches(step),
         input_data=shown_input,
     )
