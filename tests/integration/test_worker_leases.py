@@ -106,7 +106,7 @@ async def test_a_sigkilled_workers_job_is_rescued_and_run_again(
     assert (rescued["job_id"], rescued["attempt"], rescued["state"]) == (job_id, 1, "queued")
 
 
-class _Escape(BaseException):  # noqa: N818 - stands for anything that escapes a runner
+class _Escape(BaseException):
     """Raised through every `except Exception` of the runner, as a protocol error once did."""
 
 
