@@ -113,3 +113,57 @@ async def test_an_api_write_drops_the_cache_before_its_answer(
     answer = await client.post("/hooks/orders", content=BODY, headers=JSON)
     assert answer.json()["outcome"] == "no_match"
     assert cache.hits == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("POST", "/api/v1/workflows", {"authorization": ""}),
+        ("POST", "/api/v1/webhooks", {"authorization": "Bearer not-a-token"}),
+        ("DELETE", "/api/v1/workflows/00000000-0000-0000-0000-000000000000", {"authorization": ""}),
+        ("POST", "/api/v1/no-such-route", {"authorization": ""}),
+    ],
+)
+async def test_an_unauthenticated_write_leaves_the_cache_alone(
+    app_and_client: tuple[EndpointCache, httpx.AsyncClient],
+    method: str,
+    path: str,
+    headers: dict[str, str],
+) -> None:
+    cache, client = app_and_client
+    await import_published(client, echo_workflow())
+    await create_webhook(client)
+    assert (await client.post("/hooks/orders", content=BODY, headers=JSON)).status_code == 202
+    refused = await client.request(method, path, json={}, headers=headers)
+    assert refused.status_code in {401, 404}, refused.text
+    answer = await client.post("/hooks/orders", content=BODY, headers=JSON)
+    assert answer.status_code == 202, answer.text
+    assert cache.hits == 1  # still served from the cache: nothing emptied it
+
+
+async def test_a_refused_authenticated_write_leaves_the_cache_alone(
+    app_and_client: tuple[EndpointCache, httpx.AsyncClient],
+) -> None:
+    cache, client = app_and_client
+    await import_published(client, echo_workflow())
+    await create_webhook(client)
+    assert (await client.post("/hooks/orders", content=BODY, headers=JSON)).status_code == 202
+    taken = await client.post(
+        "/api/v1/webhooks",
+        json={"trigger_key": "orders", "path": "orders", "auth": {"type": "none"}},
+    )
+    assert taken.status_code == 409, taken.text
+    assert (await client.post("/hooks/orders", content=BODY, headers=JSON)).status_code == 202
+    assert cache.hits == 1
+
+
+async def test_an_authenticated_create_drops_the_cache(
+    app_and_client: tuple[EndpointCache, httpx.AsyncClient],
+) -> None:
+    cache, client = app_and_client
+    await import_published(client, echo_workflow())
+    await create_webhook(client)
+    assert (await client.post("/hooks/orders", content=BODY, headers=JSON)).status_code == 202
+    await create_webhook(client, path="other")
+    assert (await client.post("/hooks/orders", content=BODY, headers=JSON)).status_code == 202
+    assert cache.hits == 0  # the create emptied it: the second delivery read the database
