@@ -6,7 +6,8 @@ locked-down networks, strict CSPs). The assets are vendored instead, unmodified,
 `server/api/static/` (swagger-ui-dist 5.36.0 and redoc 2.5.4 from the npm registry, with their
 LICENSE files), shipped in the wheel, and served from `ASSETS_PATH` on the same origin. The
 other UIs Litestar offers (Stoplight Elements, RapiDoc, Scalar) would need a CDN too and are not
-served. The JSON and YAML documents are unaffected.
+served. The JSON and YAML documents are unaffected. One request may still leave: ReDoc's bundle
+shows Redocly's small logo from its CDN, and drops the image when that fails.
 """
 
 from __future__ import annotations
