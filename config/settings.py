@@ -75,6 +75,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Access and secrets
     api_tokens: tuple[str, ...] = ()
     encryption_keys: tuple[str, ...] = ()
+    # When set, /metrics answers only `Authorization: Bearer <metrics_token>` (/health and
+    # /ready stay open for probes).
+    metrics_token: Annotated[str, Meta(min_length=16)] | None = None
 
     # Object store for published workflow documents
     object_store_url: str | None = None
