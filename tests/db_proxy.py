@@ -33,7 +33,14 @@ class DatabaseProxy:
         return urlunsplit(("postgresql", netloc, self._parts.path, "", ""))
 
     async def restore(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        for _ in range(50):  # the port may take a moment to be free again after a cut
+            try:
+                self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"port {self.port} stayed busy")
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def cut(self) -> None:
