@@ -10,7 +10,15 @@ import pytest
 
 from server.db.engine import open_engine, transaction
 from server.db.tables import WorkflowDefinition
-from tests.db_proxy import database_proxy
+from tests.db_proxy import DatabaseProxy, database_proxy
+
+
+async def _transaction_cut_short(proxy: DatabaseProxy) -> None:
+    async with transaction() as tx:
+        sleeping = asyncio.create_task(tx.connection.execute("SELECT pg_sleep(5)"))
+        await asyncio.sleep(0.2)
+        await proxy.cut()
+        await sleeping
 
 
 async def test_a_connection_lost_inside_a_transaction_goes_back_to_the_pool(
@@ -20,11 +28,7 @@ async def test_a_connection_lost_inside_a_transaction_goes_back_to_the_pool(
         async with open_engine(proxy.dsn, min_size=1, max_size=1) as engine:
             for _ in range(3):  # each time the pool's only connection dies mid-transaction
                 with pytest.raises(Exception):  # noqa: B017, PT011 - any connection error
-                    async with transaction() as tx:
-                        sleeping = asyncio.create_task(tx.connection.execute("SELECT pg_sleep(5)"))
-                        await asyncio.sleep(0.2)
-                        await proxy.cut()
-                        await sleeping
+                    await _transaction_cut_short(proxy)
                 await proxy.restore()
             async with asyncio.timeout(10):  # the pool still serves
                 async with transaction():
