@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from server.db.engine import open_engine, transaction
+from server.db.engine import engine_pool, open_engine, transaction
 from server.db.tables import WorkflowDefinition
 from tests.db_proxy import DatabaseProxy, database_proxy
 
@@ -34,7 +34,7 @@ async def test_a_connection_lost_inside_a_transaction_goes_back_to_the_pool(
                 async with transaction():
                     assert await WorkflowDefinition.count().run() == 0
             await proxy.cut()
-            held = await engine.pool.acquire()  # a connection someone never gives back
+            held = await engine_pool(engine).acquire()  # a connection nobody gives back
             assert held is not None
             started = time.monotonic()
         assert time.monotonic() - started < 8.0  # closing the pool did not wait forever
