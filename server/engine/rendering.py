@@ -18,10 +18,16 @@ from typing import Any, Final
 from urllib.parse import quote, quote_plus
 
 import msgspec
-from jinja2 import Template, TemplateError, Undefined
+from jinja2 import Template, Undefined
 from jinja2.environment import TemplateExpression
 
-from server.engine.budget import Budget, current_budget, end_budget, start_budget
+from server.engine.budget import (
+    Budget,
+    SliceSpentError,
+    current_budget,
+    end_budget,
+    start_budget,
+)
 from server.engine.templates import ENVIRONMENT, is_template, template_variable_reads
 
 MAX_RENDERED_BYTES = 256 * 1024
@@ -29,11 +35,10 @@ REDACTED = "[redacted]"
 MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary text; they are not secrets
 MIN_DESIGN_SECRET_LENGTH = 8  # secret variables shorter than this are refused when saved
 _SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expression>(?:(?!\}\}|\{\{).)*)\}\}$", re.DOTALL)
-# What a failing template may raise; the sandbox's limits are SecurityErrors (TemplateErrors).
-# A template saved before a check existed may still fail to compile (SyntaxError: nesting).
-_TEMPLATE_FAILURES = (
-    TemplateError, ArithmeticError, TypeError, ValueError, RecursionError, SyntaxError,
-)  # fmt: skip
+# Whatever a template raises is the template's failure (a filter given the wrong type raises
+# AttributeError or KeyError, a nesting the compiler refuses SyntaxError), except the signal to
+# run it again off the event loop.
+_TEMPLATE_FAILURES = Exception
 
 
 class RenderError(ValueError):
@@ -73,6 +78,8 @@ def evaluate(expression: str, context: Mapping[str, Any], where: str = "expressi
         value = _compiled(expression, _compile_expression)(**context)
         if isinstance(value, Undefined):
             str(value)  # StrictUndefined raises here, naming the missing name
+    except SliceSpentError:
+        raise
     except _TEMPLATE_FAILURES as error:
         raise RenderError(f"{where}: {_reason(error)} in `{expression.strip()}`") from None
     return value
@@ -162,6 +169,8 @@ def _render_string(
     try:
         template = _compiled(source, _compile_template)
         text = _render_text(template, context)
+    except SliceSpentError:
+        raise
     except _TEMPLATE_FAILURES as error:
         raise RenderError(f"{path}: {_reason(error)}") from None
     if text is None:
