@@ -77,7 +77,9 @@ class Process:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"{self.name} ignored SIGTERM for {timeout} s:\n{self.log()}")
+            raise AssertionError(
+                f"{self.name} ignored SIGTERM for {timeout} s:\n{self.log()}"
+            ) from None
         return time.monotonic() - started
 
     def log(self) -> str:

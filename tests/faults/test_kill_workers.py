@@ -103,9 +103,8 @@ async def test_workers_killed_during_the_drain_lose_and_duplicate_nothing(
         await asyncio.sleep(0.5)
     drained = time.monotonic() - started
 
-    statuses = dict(
-        await connection.fetch("SELECT status, count(*) FROM workflow_execution GROUP BY status")
-    )
+    rows = await connection.fetch("SELECT status, count(*) FROM workflow_execution GROUP BY status")
+    statuses = {row["status"]: row["count"] for row in rows}
     assert statuses == {"SUCCESS": executions}, statuses
     tasks = await connection.fetchval("SELECT count(*) FROM tasks")
     assert tasks == executions
