@@ -87,7 +87,7 @@ async def test_a_frozen_worker_that_wakes_after_its_lease_changes_nothing(
     await asyncio.to_thread(rescuer.wait_ready)
 
     async def succeeded() -> bool:
-        return (await execution(api, execution_id))["status"] == "SUCCESS"
+        return bool((await execution(api, execution_id))["status"] == "SUCCESS")
 
     await eventually(succeeded, "the run finished by the other worker")
     before = await execution(api, execution_id)
