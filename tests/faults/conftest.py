@@ -114,3 +114,10 @@ def processes(tmp_path: Path) -> Iterator[Callable[..., Process]]:
             return process
 
         yield start
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Scenarios run real processes for tens of seconds (minutes at full size)."""
+    for item in items:
+        if "tests/faults/" in str(item.fspath):
+            item.add_marker(pytest.mark.timeout(3600 if LARGE else 300))
