@@ -86,7 +86,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_started = False  # the parser saw the first byte of the current request
         self._head_bytes = 0
         self._request_line_open = True  # no line end seen yet in this head: 414, not 431
-        self._header_count = 0
         self._in_body = False
         self._body_bytes = 0
         self._body_over_cap = False
@@ -185,18 +184,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_started = True
-        self._header_count = 0
         self._body_bytes = 0
         self._body_over_cap = False
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.limits.max_headers:
+    def on_headers_complete(self) -> None:
+        # Counted once the head is complete: the byte budget already bounds what it holds.
+        if len(self.headers) > self.limits.max_headers:
             self._refusal = (431, "too many header fields")
             raise _RefusedError
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
         self._cancel_deadline()
         self._reading_head = self._head_started = False
         self._head_bytes = 0

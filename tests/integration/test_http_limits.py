@@ -139,7 +139,7 @@ def test_a_64_mb_header_sent_in_pieces_does_not_stall_health(server: ServerProce
 
     sender = threading.Thread(target=send_header)
     sender.start()
-    latencies = []
+    latencies: list[float] = []
     while sender.is_alive() or len(latencies) < 3:
         latencies.append(health_latency(server.url))
     sender.join()
