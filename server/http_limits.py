@@ -246,8 +246,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._cancel_deadline()
         self._unset_keepalive_if_required()
         self.pipeline.clear()
-        cycle = self.cycle
-        answering = status is not None and (cycle is None or not cycle.response_started)
+        cycle = self.cycle  # while a head is read: the previous request's, if any
+        if self._reading_head:
+            answering = status is not None and (cycle is None or cycle.response_complete)
+        else:
+            answering = status is not None and not cycle.response_started
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's receive() sees http.disconnect; sends are dropped
             cycle.message_event.set()

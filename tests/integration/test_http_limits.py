@@ -216,3 +216,22 @@ def test_normal_requests_keep_alive_and_pipelining_are_unaffected(server: Server
         assert read_response(sock).status in {201, 400}  # read, then judged by the app
         sock.sendall(request_head("GET", "/health"))
         assert read_response(sock).status == 200
+
+
+def test_every_request_on_a_keep_alive_connection_gets_the_same_limits(
+    server: ServerProcess,
+) -> None:
+    too_many = [f"X-Field-{n}: {n}" for n in range(200)]
+    with connect(server.port) as sock:
+        sock.sendall(request_head("GET", "/health"))
+        assert read_response(sock).status == 200
+        sock.sendall(request_head("GET", "/health", *too_many))
+        assert read_response(sock).status == 431
+        assert closed_within(sock, 3.0)
+    with connect(server.port) as sock:
+        sock.sendall(request_head("GET", "/health"))
+        assert read_response(sock).status == 200
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: switchyard.test\r\n")
+        response = read_response(sock, timeout=HEADER_TIMEOUT_SECONDS + 3)
+        assert response.status == 408
+        assert closed_within(sock, 3.0)
