@@ -197,8 +197,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._request_line_open = True
         self._in_body = True
-        announced = next((v for n, v in self.headers if n == b"content-length"), b"0")
-        self._body_over_cap = announced.isdigit() and int(announced) > self.limits.max_body_bytes
+        for name, value in self.headers:
+            if name == b"content-length":
+                self._body_over_cap = value.isdigit() and int(value) > self.limits.max_body_bytes
         if self._probe_only and httptools.parse_url(self.url).path not in PROBE_PATHS:
             self.limit_concurrency = 0  # uvicorn's own 503 ("Service Unavailable", then close)
         super().on_headers_complete()
