@@ -17,6 +17,7 @@ that the client reads the answer instead of a connection reset.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any, ClassVar, Final
 
 import httptools
@@ -33,6 +34,8 @@ LINGER_SECONDS: Final = 2.0
 # Connections past the cap that are still read, for the probes only; beyond them: 503 at once.
 PROBE_CONNECTIONS: Final = 10
 PROBE_PATHS: Final = frozenset({b"/health", b"/ready"})
+# Orders connections by when they fell idle (the loop clock ties within a millisecond on uvloop).
+_IDLE_ORDER: Final = itertools.count()
 
 
 class HttpLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,6 +96,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._refusal: tuple[int | None, str] | None = None  # set by a refusing callback
         self._discarding = False
         self._probe_only = False
+        self._idle_rank = 0  # from _IDLE_ORDER when its last response completed
 
     # Connection life
 
@@ -116,16 +120,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def _close_longest_idle(self) -> bool:
         """Close the keep-alive connection idle the longest, if any; True when one was."""
         idle = [
-            (connection.timeout_keep_alive_task.when(), connection)
+            connection
             for connection in self.connections
-            if isinstance(connection, HttpToolsProtocol)
+            if isinstance(connection, LimitedHttpProtocol)
             and connection.timeout_keep_alive_task is not None
             and not connection.transport.is_closing()
         ]
         if not idle:
             return False
-        oldest = min(idle, key=lambda entry: entry[0])[1]
-        oldest.timeout_keep_alive_handler()
+        min(idle, key=lambda connection: connection._idle_rank).timeout_keep_alive_handler()
         return True
 
     # Bytes in
@@ -221,6 +224,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        self._idle_rank = next(_IDLE_ORDER)
         super().on_response_complete()
         if self._in_body and self._body_over_cap:
             self._refuse(None, "body larger than MAX_PAYLOAD_BYTES")  # the app answered 413

@@ -59,7 +59,7 @@ def test_a_one_megabyte_header_is_answered_431_at_once_and_the_connection_closed
         assert response.status == 431
         assert response.headers["connection"] == "close"
         assert closed_within(sock, 3.0)
-    assert elapsed < 0.5
+    assert elapsed < 1.0  # refused after 16 KB: the megabyte is dropped, not parsed
 
 
 def test_two_hundred_small_headers_are_answered_431(server: ServerProcess) -> None:
