@@ -2,7 +2,8 @@
 small one, and an executions page costs the same at any depth and with any filter.
 
 Small in CI (1,000 events); `FAULT_SCALE=large` runs 200,000, where the page p99 must stay under
-50 ms and the large drain within 20% of the small one's rate. The bytes each execution takes in
+50 ms and the large drain within 20% of the small one's rate. Autovacuum is off for the run, so
+the drain and the first deep page meet stale statistics; the other pages follow an ANALYZE. The bytes each execution takes in
 the database are printed.
 """
 
@@ -114,14 +115,17 @@ async def test_a_large_backlog_drains_at_full_rate_and_pages_cost_the_same_at_an
         imported = await client.post("/api/v1/workflows/import", params={"publish": "true"},
                                      json=DOCUMENT)  # fmt: skip
         workflow_id = imported.json()["id"]
+        for table in TABLES:  # statistics stay stale until the ANALYZE below
+            await connection.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
         await send(client, 0, small)
         small_rate = await drain_rate(connection, start_worker, small)
         await send(client, small, large)
         large_rate = await drain_rate(connection, start_worker, large)
-        await connection.execute("ANALYZE")
-
         total = small + large
+        stale = await page_p99(client, {"cursor": await cursor_at(connection, total * 95 // 100)})
+        await connection.execute("ANALYZE")
         pages = {
+            "deep_stale_statistics": stale,
             "first": await page_p99(client, {}),
             "middle": await page_p99(client, {"cursor": await cursor_at(connection, total // 2)}),
             "deep": await page_p99(client, {"cursor": await cursor_at(connection, total * 95 // 100)}),
@@ -146,4 +150,5 @@ async def test_a_large_backlog_drains_at_full_rate_and_pages_cost_the_same_at_an
     else:  # small and noisy: the shape, not the figures
         assert large_rate >= 0.5 * small_rate
         assert pages["deep"] <= 3 * pages["first"] + 20, pages
+        assert pages["deep_stale_statistics"] <= 3 * pages["first"] + 20, pages
         assert pages["failed_deep"] <= 3 * pages["first"] + 20, pages
