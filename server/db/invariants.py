@@ -53,7 +53,8 @@ _LIVE_STEP_JOBS: Final = """live_step_jobs AS (
 # 1. Every event has its executions or a recorded reason. $1: the grace (seconds) of a pending
 # event; $2: the retention (seconds): older accepted events may have lost their executions to
 # pruning, which deletes executions before their events. Outcomes: accepted needs at least one
-# execution; filtered and no_match need a reason and no execution; pending (recorded by a
+# execution, or the reason they are gone (deleting a workflow records it on their events);
+# filtered and no_match need a reason and no execution; pending (recorded by a
 # database trigger, fanned out by its `trigger_event` job, written in the same transaction)
 # needs that live job and must not be older than the grace. Any other outcome is unknown.
 EVENTS_WITHOUT_EXECUTIONS: Final = f"""
@@ -77,7 +78,7 @@ LEFT JOIN job fan_out
        ON ev.outcome = 'pending' AND fan_out.unique_key = 'event:' || ev.id
       AND fan_out.state IN ('queued', 'running')
 WHERE ev.outcome NOT IN {EVENT_OUTCOMES}
-   OR (ev.outcome = 'accepted' AND executions.n = 0
+   OR (ev.outcome = 'accepted' AND executions.n = 0 AND coalesce(ev.outcome_detail, '') = ''
        AND ev.received_at >= now() - make_interval(secs => $2))
    OR (ev.outcome = 'pending'
        AND (fan_out.id IS NULL OR ev.received_at < now() - make_interval(secs => $1)))
