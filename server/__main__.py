@@ -180,6 +180,9 @@ async def with_database(settings: Settings, command: Callable[[], Awaitable[int]
 
 async def check_command(settings: Settings, args: argparse.Namespace) -> int:
     """`switchyard check`: prove the invariants on the configured database and object store."""
+    if args.limit < 1 or args.timeout <= 0:
+        print("switchyard check: --limit must be 1 or more, --timeout above 0", file=sys.stderr)
+        return EXIT_USAGE
     graces = Graces(
         pending_seconds=args.pending_grace,
         stall_seconds=args.stall_grace,

@@ -15,7 +15,8 @@ from typing import Final
 import asyncpg
 import msgspec
 
-from server.db.invariants import Graces, InvariantResult, check_database
+from server.db.invariant_runner import InvariantResult, check_database
+from server.db.invariants import Graces
 from server.db.stored_documents import check_published_documents
 from server.storage.object_store import ObjectStore
 
@@ -36,7 +37,7 @@ class CheckReport(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def exit_code(self) -> int:
-        if any(result.violations for result in self.invariants):
+        if any(result.violations or result.more for result in self.invariants):
             return EXIT_VIOLATED
         if any(result.error is not None for result in self.invariants):
             return EXIT_INCOMPLETE

@@ -1,4 +1,4 @@
-"""The invariants `switchyard check` proves, as SQL, and the read-only runner that asks them.
+"""The invariants `switchyard check` proves, as SQL (the runner: `server.db.invariant_runner`).
 
 Each invariant is one commented SQL constant that returns the rows violating it: id columns
 (uuid or text, named for what they identify) and a `detail` a person can act on. They run
@@ -21,15 +21,9 @@ The published documents' comparison with the object store runs outside the trans
 
 from __future__ import annotations
 
-import uuid
-from typing import Any, Final
+from typing import Final
 
-import asyncpg
 import msgspec
-
-from server.queue.client import Connection
-
-MAX_VIOLATIONS: Final = 100  # listed per invariant by default; more are counted as "more"
 
 # Outcomes `server.db.intake` records: accepted (with executions), filtered and no_match (with
 # the reason in outcome_detail), pending (a database trigger's event not fanned out yet). A
@@ -370,108 +364,3 @@ INVARIANTS: Final = (
 DOCUMENTS_DESCRIPTION: Final = (
     "every published version's document is in the object store and matches its rows"
 )
-
-
-class Violation(msgspec.Struct, frozen=True, kw_only=True):
-    """One row that breaks an invariant: what it is (ids by name) and what is wrong."""
-
-    ids: dict[str, str]
-    detail: str
-
-
-class InvariantResult(msgspec.Struct, frozen=True, kw_only=True):
-    """One invariant's verdict. `error`: it could not be checked (timeout, store away)."""
-
-    name: str
-    description: str
-    violations: list[Violation] = msgspec.field(default_factory=list)
-    more: bool = False  # more violations than were listed
-    error: str | None = None
-
-    @property
-    def holds(self) -> bool:
-        return self.error is None and not self.violations
-
-
-class PublishedGraph(msgspec.Struct, frozen=True, kw_only=True):
-    """A published version's key and its own rows (`PUBLISHED_GRAPHS`), steps and edges as JSON."""
-
-    version_id: uuid.UUID
-    workflow_id: uuid.UUID
-    version_num: int
-    s3_key: str | None
-    steps: str
-    edges: str
-
-
-class DatabaseCheck(msgspec.Struct, frozen=True, kw_only=True):
-    results: list[InvariantResult]
-    published: list[PublishedGraph] | None  # None: they could not be read
-
-
-async def check_database(
-    connection: Connection,
-    graces: Graces,
-    *,
-    statement_timeout_seconds: float,
-    max_violations: int = MAX_VIOLATIONS,
-) -> DatabaseCheck:
-    """Run every SQL invariant in one read-only snapshot; also read the published graphs."""
-    timeout = f"{max(1, round(statement_timeout_seconds * 1000))}ms"
-    results: list[InvariantResult] = []
-    published: list[PublishedGraph] | None = None
-    async with connection.transaction(isolation="repeatable_read", readonly=True):
-        # set_config(..., true) is SET LOCAL: it ends with this transaction. JIT compilation
-        # would cost seconds on these one-off scans (measured: 2.8 s of a 5.5 s check).
-        await connection.execute(
-            "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $1, true),"
-            " set_config('jit', 'off', true)",
-            timeout,
-        )
-        for invariant in INVARIANTS:
-            results.append(await _run(connection, invariant, graces, max_violations))
-        try:
-            async with connection.transaction():  # a savepoint
-                rows = await connection.fetch(PUBLISHED_GRAPHS)
-            published = [PublishedGraph(**dict(row)) for row in rows]
-        except (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError) as error:
-            results.append(_unchecked(DOCUMENTS_INVARIANT, DOCUMENTS_DESCRIPTION, error))
-    return DatabaseCheck(results=results, published=published)
-
-
-async def _run(
-    connection: Connection, invariant: Invariant, graces: Graces, max_violations: int
-) -> InvariantResult:
-    arguments: list[Any] = [*invariant.arguments(graces), max_violations + 1]
-    # The check's own statement, limited by the last parameter.
-    statement = f"SELECT * FROM ({invariant.sql}) AS violation LIMIT ${len(arguments)}"  # noqa: S608
-    try:
-        async with connection.transaction():  # a savepoint: a timeout spoils only this check
-            rows = await connection.fetch(statement, *arguments)
-    except (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError) as error:
-        return _unchecked(invariant.name, invariant.description, error)
-    violations = [
-        Violation(
-            ids={
-                key: str(value)
-                for key, value in row.items()
-                if key != "detail" and value is not None
-            },
-            detail=row["detail"],
-        )
-        for row in rows[:max_violations]
-    ]
-    return InvariantResult(
-        name=invariant.name,
-        description=invariant.description,
-        violations=violations,
-        more=len(rows) > max_violations,
-    )
-
-
-def _unchecked(name: str, description: str, error: Exception) -> InvariantResult:
-    return InvariantResult(
-        name=name,
-        description=description,
-        error=f"not checked: {type(error).__name__}: {error}",
-    )

@@ -19,13 +19,8 @@ from typing import Final
 
 import msgspec
 
-from server.db.invariants import (
-    DOCUMENTS_DESCRIPTION,
-    DOCUMENTS_INVARIANT,
-    InvariantResult,
-    PublishedGraph,
-    Violation,
-)
+from server.db.invariant_runner import InvariantResult, PublishedGraph, Violation
+from server.db.invariants import DOCUMENTS_DESCRIPTION, DOCUMENTS_INVARIANT
 from server.engine.document import Edge, Step, WorkflowDocument, normalized
 from server.errors import NotFoundError
 from server.storage.object_store import ObjectStore, ObjectStoreError

@@ -30,7 +30,7 @@ from server.db.check_report import (
     check_deployment,
 )
 from server.db.database_triggers import trigger_name
-from server.db.invariants import Violation
+from server.db.invariant_runner import Violation
 from server.storage.object_store import open_object_store
 from tests.apps import serving
 from tests.conftest import API_TOKEN
