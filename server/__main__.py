@@ -2,6 +2,7 @@
 
     switchyard run [--roles api,worker,scheduler] [--host H] [--port P] [--data-dir D]
     switchyard migrate | create-token [--name N] | rotate-keys | import FILE | export ID
+    switchyard check [--json] [--pending-grace S] [--stall-grace S] [--lease-grace S] ...
 
 Settings come from the environment (config/settings.py); flags override them. A bad setting
 stops the command with exit code 2 and a message naming the variable.
@@ -22,14 +23,23 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import asyncpg
 import msgspec
 import uvicorn
 
 from config.settings import Settings, SettingsError, load_settings
 from server.app import create_app, prepare_database
+from server.db.check_report import (
+    EXIT_INCOMPLETE,
+    CheckOptions,
+    check_deployment,
+    render_json,
+    render_text,
+)
 from server.db.database import database_dsn
 from server.db.documents import load_document
 from server.db.engine import engine_pool, open_engine, piccolo_engine
+from server.db.invariants import Graces
 from server.db.publishing import import_workflow
 from server.db.rotation import rotate_keys_command
 from server.db.tokens import create_token
@@ -70,12 +80,45 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=int, default=50)
     requeue = jobs_commands.add_parser("requeue", help="re-queue a dead job")
     requeue.add_argument("job_id", type=int)
+    add_check_parser(commands)
     for sub in jobs_commands.choices.values():
         sub.add_argument("--data-dir", help="data directory for the embedded defaults")
     for name, sub in commands.choices.items():
         if name != "jobs":
             sub.add_argument("--data-dir", help="data directory for the embedded defaults")
     return parser
+
+
+def add_check_parser(commands: Any) -> None:
+    check = commands.add_parser(
+        "check", help="check the invariants of a deployment (read-only; exit 1 on a violation)"
+    )
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    seconds: dict[str, Any] = {"type": float, "metavar": "SECONDS"}
+    check.add_argument(
+        "--pending-grace", default=300.0, **seconds,
+        help="how long a database change's event may wait for its fan-out (default 300)",
+    )  # fmt: skip
+    check.add_argument(
+        "--stall-grace", default=120.0, **seconds,
+        help="how long an unfinished execution may lack a live job (default 120)",
+    )  # fmt: skip
+    check.add_argument(
+        "--lease-grace", **seconds,
+        help="how long past its end a lease may be held (default: JOB_LEASE_SECONDS, min 60)",
+    )  # fmt: skip
+    check.add_argument(
+        "--finish-grace", **seconds,
+        help="how long a finished execution's job may stay live "
+        "(default: JOB_TIMEOUT_SECONDS + JOB_RETRY_MAX_SECONDS)",
+    )  # fmt: skip
+    check.add_argument(
+        "--timeout", default=30.0, **seconds,
+        help="limit of each statement and each object read (default 30)",
+    )  # fmt: skip
+    check.add_argument(
+        "--limit", type=int, default=100, help="violations listed per invariant (default 100)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(run_event_loop(serve(settings)))
     if args.command == "rotate-keys":
         sys.exit(asyncio.run(rotate_keys_command(settings)))
+    if args.command == "check":  # read-only: no migration, no seeding
+        sys.exit(asyncio.run(check_command(settings, args)))
     if args.command == "import":  # read and check the file before touching the database
         document = read_document(args.file)
     commands: dict[str, Callable[[], Awaitable[int]]] = {
@@ -132,6 +177,38 @@ async def with_database(settings: Settings, command: Callable[[], Awaitable[int]
         async with open_engine(dsn, min_size=1, max_size=2) as engine:
             await prepare_database(engine)
             return await command()
+
+
+async def check_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`switchyard check`: prove the invariants on the configured database and object store."""
+    if args.limit < 1 or args.timeout <= 0:
+        print("switchyard check: --limit must be 1 or more, --timeout above 0", file=sys.stderr)
+        return EXIT_USAGE
+    graces = Graces(
+        pending_seconds=args.pending_grace,
+        stall_seconds=args.stall_grace,
+        lease_seconds=(
+            args.lease_grace
+            if args.lease_grace is not None
+            else max(60.0, settings.job_lease_seconds)
+        ),
+        finish_seconds=(
+            args.finish_grace
+            if args.finish_grace is not None
+            else settings.job_timeout_seconds + settings.job_retry_max_seconds
+        ),
+        retention_seconds=settings.retention_days * 86_400.0,
+    )
+    options = CheckOptions(graces=graces, timeout_seconds=args.timeout, max_violations=args.limit)
+    try:
+        with database_dsn(settings) as dsn:
+            async with open_object_store(settings) as store:
+                report = await check_deployment(dsn, store, options)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        print(f"switchyard check: could not read the database: {error}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    print(render_json(report) if args.json else render_text(report))
+    return report.exit_code
 
 
 async def run_migrations() -> int:
