@@ -4,6 +4,7 @@ with their route and problem type; /metrics carries no `_created` samples."""
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ from tests.peers import HttpPeer
 SECRET = "sk-live-loud-failure-4b1d"
 
 
-def _events(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+def _events(logs: list[MutableMapping[str, Any]], event: str) -> list[MutableMapping[str, Any]]:
     return [entry for entry in logs if entry["event"] == event]
 
 
