@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Final
 
+import structlog
 import uvicorn
 
 from config.settings import Settings
@@ -21,10 +22,15 @@ from server.cli.locate import record_instance
 
 EXIT_STARTUP_FAILED: Final = 3
 
+log = structlog.get_logger(__name__)
+
 
 def run_command(settings: Settings, environ: Mapping[str, str]) -> int:
     url = f"http://{settings.host}:{settings.port}"
-    record_instance(settings, environ, url)
+    try:
+        record_instance(settings, environ, url)
+    except OSError as error:  # a read-only home (containers): the commands then need --data-dir
+        log.warning("instance_not_recorded", error=f"{type(error).__name__}: {error}")
     return run_event_loop(serve(settings))
 
 
