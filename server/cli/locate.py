@@ -1,13 +1,12 @@
 """Which database an operator command uses: the running instance's, never a new one.
 
-`switchyard run` records where its data lives in the instance file
+`switchyard run` on the embedded database records where its data lives in the instance file
 (`$XDG_STATE_HOME/switchyard/instance.json`, by default `~/.local/state/switchyard/`): the
-absolute data directory, the database it uses (password masked), its pid and URL. Every other
-command then finds the database the same way, from any directory:
+absolute data directory, its pid and URL. Every other command then finds the database the same
+way, from any directory:
 
-- `DATABASE_URL` or `POSTGRES_HOST` set: that database. The data directory (object store folder,
-  local key file) is `--data-dir`/`DATA_DIR` if given, else the recorded one when the record
-  names the same database, else `./.switchyard`.
+- `DATABASE_URL` or `POSTGRES_HOST` set: that database (and `--data-dir`/`DATA_DIR` or
+  `./.switchyard` for the local files, as `run` has them).
 - Otherwise the embedded PostgreSQL of: `--data-dir`/`DATA_DIR` if given, else `./.switchyard`
   if it holds one, else the recorded data directory. It must already hold a database (made by
   `switchyard run`): an operator command never initialises one, so it can no longer quietly
@@ -107,15 +106,13 @@ def locate_database(
     Raises:
         DatabaseNotFoundError: the embedded default holds no database anywhere it may look.
     """
-    record = read_instance(environ)
-    here_has_database = _holds_database(settings.data_path)
     if not settings.uses_embedded_postgres:
-        label = database_label(settings)
-        if not data_dir_given and not here_has_database and record and record.database == label:
-            settings = msgspec.structs.replace(settings, data_dir=record.data_dir)
         source = "DATABASE_URL" if settings.database_url else "POSTGRES_HOST"
-        return LocatedDatabase(settings=settings, description=f"{label} ({source})")
-    if data_dir_given or here_has_database:
+        return LocatedDatabase(
+            settings=settings, description=f"{database_label(settings)} ({source})"
+        )
+    record = read_instance(environ)
+    if data_dir_given or _holds_database(settings.data_path):
         how = "--data-dir/DATA_DIR" if data_dir_given else "the current directory"
     elif record is not None and record.database == "embedded":
         settings = msgspec.structs.replace(settings, data_dir=record.data_dir)

@@ -1,7 +1,7 @@
 """`switchyard run`: serve the selected roles in one process until SIGTERM/SIGINT.
 
-It records where its data lives (`server.cli.locate`), so operator commands run from any
-directory use this instance's database rather than a new one.
+On the embedded database it records where its data lives (`server.cli.locate`), so operator
+commands run from any directory use this instance's database rather than a new one.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ log = structlog.get_logger(__name__)
 
 
 def run_command(settings: Settings, environ: Mapping[str, str]) -> int:
-    url = f"http://{settings.host}:{settings.port}"
-    try:
-        record_instance(settings, environ, url)
-    except OSError as error:  # a read-only home (containers): the commands then need --data-dir
-        log.warning("instance_not_recorded", error=f"{type(error).__name__}: {error}")
+    # Only the embedded database needs finding; a configured one is named by its settings
+    # (and a deployment's root file system may be read-only).
+    if settings.uses_embedded_postgres:
+        try:
+            record_instance(settings, environ, f"http://{settings.host}:{settings.port}")
+        except OSError as error:  # an unwritable home: the commands then need --data-dir
+            log.warning("instance_not_recorded", error=f"{type(error).__name__}: {error}")
     return run_event_loop(serve(settings))
 
 
