@@ -9,7 +9,7 @@ import uuid
 from config.settings import Settings
 from server.cli.output import print_json, print_table
 from server.db import control
-from server.db.engine import engine_pool, piccolo_engine, transaction
+from server.db.engine import engine_pool, piccolo_engine
 from server.db.event_replay import replay_event
 from server.db.execution_queries import get_execution_detail, list_executions
 from server.queue.admin import dead_jobs_command, requeue_command
@@ -86,8 +86,7 @@ async def cancel_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def replay_command(args: argparse.Namespace, settings: Settings) -> int:
-    async with transaction() as tx:
-        accepted = await replay_event(tx.connection, args.event_id)
+    accepted = await replay_event(args.event_id)
     print_json(
         {
             "event_id": accepted.event_id,

@@ -107,6 +107,12 @@ def test_commands_from_another_directory_use_the_running_instances_embedded_data
             headers=headers,
         ).json()["execution_id"]
         assert _wait_finished(server, token, run_id)["status"] == "SUCCESS"
+        manual = json.loads(_ok(run_command(["executions", "show", run_id], env, cwd=elsewhere)))
+        again = run_command(["events", "replay", manual["trigger_event_id"]], env, cwd=elsewhere)
+        [rerun_id] = json.loads(_ok(again))["execution_ids"]
+        rerun = _wait_finished(server, token, rerun_id)
+        assert (rerun["status"], rerun["workflow_id"]) == ("SUCCESS", workflow_id)
+        assert rerun["context_data"]["trigger"] == {"lead": {"name": "Ada"}}
         cancelled = run_command(["executions", "cancel", run_id], env, cwd=elsewhere)
         assert cancelled.returncode == 1  # already finished: nothing to cancel
         assert "switchyard executions cancel:" in cancelled.stderr
