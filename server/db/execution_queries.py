@@ -13,6 +13,17 @@ from server.db.tables import StepExecution, WorkflowExecution
 from server.errors import NotFoundError
 
 
+class Attempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt of a step, as the worker recorded it."""
+
+    attempt: int
+    status: str
+    error: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime
+    duration_ms: float | None
+
+
 class StepView(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     step_id: uuid.UUID
@@ -22,7 +33,10 @@ class StepView(msgspec.Struct, frozen=True, kw_only=True):
     result_data: Any
     error: str | None
     attempts: int
-    execution_time: float | None
+    duration_ms: float | None
+    """How long the last attempt ran, in milliseconds."""
+    attempts_history: list[Attempt]
+    """Every attempt, oldest first (a retried execution keeps its earlier runs' attempts)."""
     branches: list[str]
     created_at: dt.datetime
     started_at: dt.datetime | None
@@ -108,7 +122,8 @@ async def get_execution_detail(execution_id: uuid.UUID) -> ExecutionDetail:
             StepExecution.result_data,
             StepExecution.error,
             StepExecution.attempts,
-            StepExecution.execution_time,
+            StepExecution.execution_time.as_alias("duration_ms"),
+            StepExecution.attempts_history,
             StepExecution.branches,
             StepExecution.created_at,
             StepExecution.started_at,

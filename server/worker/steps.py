@@ -10,7 +10,9 @@ transaction), so a chain of steps runs without a queue round trip per step; the 
 jobs of their own. When nothing is left for this job, the same transaction completes it. A
 committed step therefore always has its successors (in this job or queued), and a rolled-back
 one (crash, lost lease) has none and runs again. A retryable failure with attempts left
-records the error and hands the job back to the queue with the step's backoff.
+records the error and hands the job back to the queue with the step's backoff. Each attempt
+(start, end, status, error, duration) is appended to the step's `attempts_history` by the
+statement that records it: no extra round trip.
 
 A job goes on only while the next step's timeout still fits in the worker's job timeout, and
 for at most MAX_STEPS_PER_JOB steps, so one long execution cannot hold a worker slot forever.
@@ -220,10 +222,12 @@ class StepRunner:
     ) -> str | None:
         if outcome.retry_delay is not None:
             outcome = redacted(outcome, run.secrets)
+            elapsed = time.monotonic() - started
             async with job.connection() as connection:
                 await runs_sql.record_attempt_error(
                     connection, run.execution.id, step_key, error=outcome.error or "failed",
                     attempts=job.attempt, input_data=outcome.input_data,
+                    started_at=_wall_clock(elapsed), duration_ms=round(elapsed * 1000, 3),
                 )  # fmt: skip
             raise RetryableError(outcome.error or "step attempt failed", delay=outcome.retry_delay)
         return await self._complete(job, run, step_key, outcome, started, None)
@@ -246,14 +250,16 @@ class StepRunner:
         execution has not changed since. Otherwise, or if it had, the long way in one
         transaction: lock the execution, record, read the states, plan, write."""
         outcome = redacted(outcome, run.secrets)
+        elapsed = time.monotonic() - started
         result = StepResult(
             status=outcome.status,
             input_data=outcome.input_data,
             result_data=outcome.output,
             error=outcome.error,
             attempts=job.attempt,
-            execution_time_ms=round((time.monotonic() - started) * 1000, 3),
+            execution_time_ms=round(elapsed * 1000, 3),
             branches=outcome.branches if outcome.status is not StepStatus.WAITING else frozenset(),
+            started_at=_wall_clock(elapsed),
         )
         STEP_DURATION.labels(run.graph.steps[step_key].kind.value, outcome.status.value).observe(
             time.monotonic() - started
@@ -498,6 +504,11 @@ class _UndoAction(Exception):  # noqa: N818 - a control-flow signal, not an erro
 async def _fail(connection: Connection, execution_id: uuid.UUID, error: str) -> None:
     await fail_execution(connection, execution_id, error)
     EXECUTIONS_FINISHED.labels(ExecutionStatus.FAILED).inc()
+
+
+def _wall_clock(elapsed: float) -> dt.datetime:
+    """When an attempt that has run for `elapsed` seconds (monotonic) started, in UTC."""
+    return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=elapsed)
 
 
 def redacted(outcome: Outcome, secrets: set[str]) -> Outcome:
