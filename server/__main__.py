@@ -1,7 +1,7 @@
 """The `switchyard` command: run the server (any mix of roles) and the operator commands.
 
     switchyard run [--roles api,worker,scheduler] [--host H] [--port P] [--data-dir D]
-    switchyard migrate | create-token [--name N] | rotate-keys | import FILE | export ID
+    switchyard migrate | create-token [--name N] | rotate-keys | import FILE [--workflow ID] | export ID
 
 Settings come from the environment (config/settings.py); flags override them. A bad setting
 stops the command with exit code 2 and a message naming the variable.
@@ -30,7 +30,7 @@ from server.app import create_app, prepare_database
 from server.db.database import database_dsn
 from server.db.documents import load_document
 from server.db.engine import engine_pool, open_engine, piccolo_engine
-from server.db.publishing import import_workflow
+from server.db.publishing import import_workflow, replace_document
 from server.db.rotation import rotate_keys_command
 from server.db.tokens import create_token
 from server.db.variables import variables_writer
@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     importing = commands.add_parser("import", help="import a workflow document (JSON file)")
     importing.add_argument("file", help="path of the document, or - for standard input")
     importing.add_argument("--publish", action="store_true", help="publish it as version 1")
+    importing.add_argument(
+        "--workflow",
+        type=uuid.UUID,
+        metavar="ID",
+        help="make it the next version of this existing workflow (fixing forward)",
+    )
     exporting = commands.add_parser("export", help="print a workflow as a document")
     exporting.add_argument("workflow_id", type=uuid.UUID)
     exporting.add_argument("--version", type=int, help="a version number (default: latest)")
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     commands: dict[str, Callable[[], Awaitable[int]]] = {
         "migrate": run_migrations,
         "create-token": lambda: print_new_token(args.name),
-        "import": lambda: import_document(document, args.publish, settings),
+        "import": lambda: import_document(document, args.publish, settings, args.workflow),
         "export": lambda: export_workflow(args.workflow_id, args.version),
         "jobs": lambda: jobs_command(args),
     }
@@ -154,15 +160,24 @@ def read_document(path: str) -> WorkflowDocument:
         sys.exit(EXIT_USAGE)
 
 
-async def import_document(document: WorkflowDocument, publish: bool, settings: Settings) -> int:
-    """`switchyard import FILE`: the same as POST /api/v1/workflows/import."""
+async def import_document(
+    document: WorkflowDocument, publish: bool, settings: Settings, workflow_id: uuid.UUID | None
+) -> int:
+    """`switchyard import FILE`: the same as POST /api/v1/workflows/import; with `--workflow
+    ID`, as PUT /api/v1/workflows/{id}/document (the next version of that workflow)."""
+    writer = variables_writer(load_keyring(settings))
+    hosts = settings.http_allowed_hosts
     async with open_object_store(settings) as store:
-        version = await import_workflow(
-            document,
-            publish=publish,
-            store=store,
-            write_variables=variables_writer(load_keyring(settings)),
-        )
+        if workflow_id is None:
+            version = await import_workflow(
+                document, publish=publish, store=store, write_variables=writer,
+                http_allowed_hosts=hosts,
+            )  # fmt: skip
+        else:
+            version = await replace_document(
+                workflow_id, document, publish=publish, store=store, write_variables=writer,
+                http_allowed_hosts=hosts,
+            )  # fmt: skip
     result = {
         "id": str(version.workflow_id),
         "version_num": version.version_num,

@@ -293,14 +293,6 @@ UPDATE step_execution SET status = 'CANCELLED', finished_at = now()
 WHERE execution_id = $1 AND status IN ('PENDING', 'WAITING')
 """
 
-# Retry forgets the steps that will be planned again: cancelled ones, and the failed steps that
-# ended the run. The planner then re-derives them from their finished predecessors.
-FORGET_STEPS: Final = """
-DELETE FROM step_execution
-WHERE execution_id = $1 AND (status = 'CANCELLED' OR step_key = ANY($2::text[]))
-"""
-FORGET_ALL_STEPS: Final = "DELETE FROM step_execution WHERE execution_id = $1"
-
 
 def _json(value: Any) -> str | None:
     """`value` as JSON text PostgreSQL's jsonb accepts: a NUL character (which a template can
@@ -580,16 +572,6 @@ async def set_execution_status(
 
 async def cancel_active_steps(connection: Connection, execution_id: uuid.UUID) -> None:
     await connection.execute(CANCEL_ACTIVE_STEPS, execution_id)
-
-
-async def forget_steps(
-    connection: Connection, execution_id: uuid.UUID, step_keys: list[str] | None
-) -> None:
-    """Delete cancelled steps and `step_keys` (None: every step) so planning redoes them."""
-    if step_keys is None:
-        await connection.execute(FORGET_ALL_STEPS, execution_id)
-    else:
-        await connection.execute(FORGET_STEPS, execution_id, step_keys)
 
 
 GRAPH_STEPS: Final = """
