@@ -108,7 +108,7 @@ class ExecutionController(Controller):
         self,
         execution_id: FromPath[uuid.UUID],
         from_: Annotated[RetryFrom, QueryParameter(name="from")] = RetryFrom.FAILED,
-        version: RetryVersion = RetryVersion.PINNED,
+        version: FromQuery[RetryVersion] = RetryVersion.PINNED,
     ) -> ExecutionDetail:
         """Run a FAILED execution again: from its failed steps, or `from=start`; on its pinned
         version, or `version=latest`: on the workflow's latest published version (fixing

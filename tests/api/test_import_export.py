@@ -34,6 +34,14 @@ DOCUMENT: dict[str, Any] = {
 }
 
 
+async def register_source(client: httpx.AsyncClient, trigger_key: str = "lead-intake") -> None:
+    """Subscriptions must name a registered trigger key to publish."""
+    response = await client.post(
+        "/api/v1/registry/triggers", json={"trigger_key": trigger_key, "type": "event"}
+    )
+    assert response.status_code == 201, response.text
+
+
 def masked(document: dict[str, Any]) -> dict[str, Any]:
     expected = copy.deepcopy(document)
     for variable in expected["variables"]:
@@ -48,6 +56,7 @@ def masked(document: dict[str, Any]) -> dict[str, Any]:
 async def test_import_publishes_and_export_returns_the_same_document_with_secrets_masked(
     api_client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
+    await register_source(api_client)
     response = await api_client.post(
         "/api/v1/workflows/import", params={"publish": "true"}, json=DOCUMENT
     )
@@ -99,6 +108,7 @@ async def test_wrongly_typed_documents_answer_400_naming_the_field(
 async def test_the_view_matches_the_export_of_the_published_version(
     api_client: httpx.AsyncClient,
 ) -> None:
+    await register_source(api_client)
     created = (await api_client.post("/api/v1/workflows/import?publish=true", json=DOCUMENT)).json()
     exported = (await api_client.get(f"/api/v1/workflows/{created['id']}/export")).json()
     from piccolo.engine import engine_finder
