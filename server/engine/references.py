@@ -64,7 +64,7 @@ def reference_problems(document: WorkflowDocument) -> Iterator[Problem]:
         for path, source, expression in _sources(step):
             yield from _step_problems(step, path, source, expression, before, keys)
             reads = template_variable_reads(source, expression=expression)
-            for key in sorted(reads.keys - variables):
+            for key in sorted(set() if reads.assigned else reads.keys - variables):
                 known = ", ".join(sorted(variables)) or "none (add one under variables)"
                 yield Problem(
                     field=f"steps[{step.key}].cfg.{path}",
@@ -81,7 +81,8 @@ def _step_problems(
     keys: list[str],
 ) -> Iterator[Problem]:
     earlier = before.get(step.key, frozenset())
-    for key in sorted(template_step_reads(source, expression=expression).keys):
+    reads = template_step_reads(source, expression=expression)
+    for key in sorted(set() if reads.assigned else reads.keys):
         field = f"steps[{step.key}].cfg.{path}"
         if key not in before:
             yield Problem(

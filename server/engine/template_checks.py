@@ -38,6 +38,7 @@ class VariableReads(msgspec.Struct, frozen=True, kw_only=True):
 
     keys: frozenset[str]
     whole: bool
+    assigned: bool = False  # the template assigns the name (`{% set vars = ... %}`, a loop)
 
     def reads_any(self, keys: frozenset[str]) -> bool:
         return bool(keys) and (self.whole or not self.keys.isdisjoint(keys))
@@ -172,4 +173,6 @@ def name_reads(tree: nodes.Node, name: str) -> VariableReads:
         if isinstance(found, nodes.Name) and found.name == name
     ]
     assigned = any(found.ctx != "load" for found in names)
-    return VariableReads(keys=frozenset(keys), whole=assigned or len(names) > uses)
+    return VariableReads(
+        keys=frozenset(keys), whole=assigned or len(names) > uses, assigned=assigned
+    )
