@@ -74,8 +74,9 @@ async def test_subscription_filters_and_trigger_keys_are_validated(
     unknown = await api_client.post(url, json={"trigger_key": "t"})
     assert unknown.status_code == 422
     assert unknown.json()["errors"][0]["field"] == "trigger_key"
-    assert 'POST /api/v1/registry/triggers {"trigger_key": "t", "type": "event"}' in (
-        unknown.json()["errors"][0]["message"]
+    assert (
+        'POST /api/v1/registry/triggers {"trigger_key": "t", "type": "event"}'
+        in (unknown.json()["errors"][0]["message"])
     )
     await api_client.post("/api/v1/registry/triggers", json={"trigger_key": "t", "type": "event"})
     good = await api_client.post(url, json={"trigger_key": "t"})

@@ -21,7 +21,8 @@ from tests.processes import ServerProcess, environment, switchyard_run
 
 @pytest.fixture
 async def api_only(settings_for: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings_for(roles=frozenset({Role.API})))
+    # The same outbound allowance as the workers (`start_worker`): publishing checks it.
+    app = create_app(settings_for(roles=frozenset({Role.API}), http_allowed_hosts=("127.0.0.1",)))
     async with serving(app, token=API_TOKEN) as client:
         yield client
 
