@@ -1,9 +1,10 @@
 """Every attempt of a step is kept: `step_execution.attempts_history`, a JSON array.
 
-Each element is one attempt as the worker recorded it: `{"attempt", "status", "error",
-"started_at", "finished_at", "duration_ms"}`. The statements that already record a step's
-result (or a retryable failure) append to it, so keeping the history costs no extra round
-trip; a step has few attempts, so the array stays small.
+Each element is one attempt that was retried, as the worker recorded it: `{"attempt",
+"status", "error", "started_at", "finished_at", "duration_ms"}`, appended by the statement that
+already records a retryable failure (no extra round trip). The last attempt is the step row's
+own columns, so a step that succeeds at once writes nothing here; a step has few attempts, so
+the array stays small.
 """
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager

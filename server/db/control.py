@@ -28,12 +28,19 @@ VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7)
 
 
 # Retry forgets the steps that will be planned again (cancelled ones, and `$2`: the given keys;
-# NULL: every step), returning their attempts so the steps run again keep them. Locks: the
-# execution's row is locked first by the caller, then these step rows.
+# NULL: every step), returning their attempts (the retried ones, then the last: the row itself,
+# as `execution_queries.attempts_history` shows it) so the steps run again keep them. Locks:
+# the execution's row is locked first by the caller, then these step rows.
 FORGET_STEPS: Final = """
 DELETE FROM step_execution
 WHERE execution_id = $1 AND ($2::text[] IS NULL OR status = 'CANCELLED' OR step_key = ANY($2))
-RETURNING step_key, attempts_history::text AS history
+RETURNING step_key, (attempts_history || CASE
+    WHEN status IN ('SUCCESS', 'FAILED') AND finished_at IS NOT NULL AND attempts > 0
+    THEN jsonb_build_array(jsonb_build_object(
+        'attempt', attempts, 'status', status, 'error', error,
+        'started_at', finished_at - coalesce(execution_time, 0) * interval '1 millisecond',
+        'finished_at', finished_at, 'duration_ms', execution_time))
+    ELSE '[]'::jsonb END)::text AS history
 """
 RESTORE_HISTORIES: Final = """
 UPDATE step_execution s SET attempts_history = old.history::jsonb || s.attempts_history

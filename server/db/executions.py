@@ -74,7 +74,6 @@ class StepResult(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int
     execution_time_ms: float | None = None
     branches: frozenset[str] = frozenset()
-    started_at: dt.datetime | None = None  # when this attempt started (its history entry)
 
 
 INSERT_EXECUTION: Final = """
@@ -174,25 +173,18 @@ def _attempt_entry(status: str, error: str, attempts: str, started: str, duratio
             'duration_ms', {duration}::float8))"""
 
 
-RESULT_PARAMETERS: Final = 9
-
-
 def _record_cte(first: int, only_if: str) -> str:
-    """CTE `recorded`: the step's result, and (unless it only waits) the attempt appended to
-    its history. Parameters from `$first` (RESULT_PARAMETERS of them): step key, status,
-    input, output, error, attempts, execution time, branches, attempt start (`StepResult`,
-    `_result_arguments`)."""
-    key, status, input_data, output, error, attempts, duration, branches, started = (
-        f"${first + offset}" for offset in range(RESULT_PARAMETERS)
+    """CTE `recorded`: the step's result (its last attempt: the attempts before it are in
+    `attempts_history`). Parameters from `$first`: step key, status, input, output, error,
+    attempts, execution time, branches (`StepResult`, `_result_arguments`)."""
+    key, status, input_data, output, error, attempts, duration, branches = (
+        f"${first + offset}" for offset in range(8)
     )
-    entry = _attempt_entry(status, error, attempts, started, duration)
     return f"""recorded AS (
     UPDATE step_execution
     SET status = {status}::text, input_data = {input_data}::jsonb, result_data = {output}::jsonb,
         error = {error}, attempts = {attempts}, execution_time = {duration}, branches = {branches},
-        finished_at = CASE WHEN {status}::text IN ('WAITING', 'RUNNING') THEN NULL ELSE now() END,
-        attempts_history = attempts_history || CASE WHEN {status}::text IN ('WAITING', 'RUNNING')
-            THEN '[]'::jsonb ELSE {entry} END
+        finished_at = CASE WHEN {status}::text IN ('WAITING', 'RUNNING') THEN NULL ELSE now() END
     WHERE execution_id = $1 AND step_key = {key} AND {only_if}
     RETURNING id
 )"""  # noqa: S608 - parameter numbers and constant SQL only
@@ -243,14 +235,14 @@ SELECT (SELECT version FROM execution) AS version,
        (SELECT coalesce(array_agg(step_key), '{{}}') FROM planned) AS inserted
 """  # noqa: S608 - built from constants
 
-_HELD_JOB, _SETTLE_JOB = settle_job_ctes(16, after="locked", only_if="EXISTS (SELECT 1 FROM ok)")
+_HELD_JOB, _SETTLE_JOB = settle_job_ctes(15, after="locked", only_if="EXISTS (SELECT 1 FROM ok)")
 
 # A whole completion in one statement, when the job knows the step states as of version $2 and
 # planned from them: lock the execution (then the job, fenced by its lease), and only if the
 # version is still $2, the execution unfinished and the lease ours (`ok`), record the result
-# and append the attempt to the step's history ($3..$11), insert the planned steps ($12..$14),
-# set the status ($15), settle the job ($16..$20: complete it, or hand it on to the step it
-# runs next) and enqueue the other planned steps' jobs (arrays from $21). Otherwise it writes nothing and the caller takes the
+# ($3..$10), insert the planned steps ($11..$13), set the status ($14), settle the job
+# ($15..$19: complete it, or hand it on to the step it runs next) and enqueue the other
+# planned steps' jobs (arrays from $20). Otherwise it writes nothing and the caller takes the
 # long way (LOCK_AND_RECORD, STEP_STATES, ADVANCE in one transaction). Run alone it is its own
 # transaction; a transactional action runs it in the action's transaction.
 SETTLE_STEP: Final = f"""
@@ -264,17 +256,19 @@ ok AS MATERIALIZED (
     WHERE version = $2 AND status NOT IN {_FINISHED_SQL} AND EXISTS (SELECT 1 FROM held_job)
 ),
 {_record_cte(3, "EXISTS (SELECT 1 FROM ok)")},
-{_advance_ctes(3 + RESULT_PARAMETERS, "EXISTS (SELECT 1 FROM ok)")},
+{_advance_ctes(11, "EXISTS (SELECT 1 FROM ok)")},
 {_SETTLE_JOB},
-{enqueue_jobs_ctes(21, only_if="EXISTS (SELECT 1 FROM ok)")}
+{enqueue_jobs_ctes(20, only_if="EXISTS (SELECT 1 FROM ok)")}
 SELECT (SELECT version FROM execution) AS version,
        EXISTS (SELECT 1 FROM held_job) AS held,
        (SELECT count(*) FROM completed_job) + (SELECT count(*) FROM continued_job) AS settled,
        (SELECT count(*) FROM enqueued_wake) AS woken
 """  # noqa: S608 - built from constants
 
-# A failed attempt that will be retried: its error, and its entry in the step's history
-# ($6 its start, $7 its duration in milliseconds).
+# A failed attempt that will be retried: its error, and its entry appended to the step's
+# history ($6 its start, $7 its duration in milliseconds). Only retried attempts are appended:
+# the last attempt is the step row's own columns (`attempts`, `status`, `error`,
+# `execution_time`, `finished_at`), so a step that succeeds at once writes no history at all.
 RECORD_ATTEMPT_ERROR: Final = f"""
 UPDATE step_execution SET error = $3, attempts = $4, input_data = coalesce($5::jsonb, input_data),
     attempts_history = attempts_history || {_attempt_entry("'FAILED'", "$3", "$4", "$6", "$7")}
@@ -442,7 +436,6 @@ def _result_arguments(step_key: str, result: StepResult) -> list[Any]:
     return [
         step_key, result.status.value, _json(result.input_data), _json(result.result_data),
         _text(result.error), result.attempts, result.execution_time_ms, sorted(result.branches),
-        result.started_at,
     ]  # fmt: skip
 
 

@@ -10,9 +10,10 @@ transaction), so a chain of steps runs without a queue round trip per step; the 
 jobs of their own. When nothing is left for this job, the same transaction completes it. A
 committed step therefore always has its successors (in this job or queued), and a rolled-back
 one (crash, lost lease) has none and runs again. A retryable failure with attempts left
-records the error and hands the job back to the queue with the step's backoff. Each attempt
-(start, end, status, error, duration) is appended to the step's `attempts_history` by the
-statement that records it: no extra round trip.
+records the error and hands the job back to the queue with the step's backoff; that statement
+also appends the attempt (start, end, error, duration) to the step's `attempts_history`, and
+the last attempt is the step's own row, so keeping every attempt costs no round trip and
+nothing at all for a step that succeeds at once.
 
 A job goes on only while the next step's timeout still fits in the worker's job timeout, and
 for at most MAX_STEPS_PER_JOB steps, so one long execution cannot hold a worker slot forever.
@@ -250,16 +251,14 @@ class StepRunner:
         execution has not changed since. Otherwise, or if it had, the long way in one
         transaction: lock the execution, record, read the states, plan, write."""
         outcome = redacted(outcome, run.secrets)
-        elapsed = time.monotonic() - started
         result = StepResult(
             status=outcome.status,
             input_data=outcome.input_data,
             result_data=outcome.output,
             error=outcome.error,
             attempts=job.attempt,
-            execution_time_ms=round(elapsed * 1000, 3),
+            execution_time_ms=round((time.monotonic() - started) * 1000, 3),
             branches=outcome.branches if outcome.status is not StepStatus.WAITING else frozenset(),
-            started_at=_wall_clock(elapsed),
         )
         STEP_DURATION.labels(run.graph.steps[step_key].kind.value, outcome.status.value).observe(
             time.monotonic() - started
