@@ -99,7 +99,9 @@ async def cancel_execution(execution_id: uuid.UUID) -> None:
         await stop_pending_work(connection, execution_id)
 
 
-async def retry_execution(execution_id: uuid.UUID, *, from_start: bool, latest: bool) -> None:
+async def retry_execution(
+    execution_id: uuid.UUID, *, from_start: bool, latest: bool = False
+) -> None:
     """Run a FAILED execution again: its failed steps, or from the start (`from_start`); on
     its pinned version, or on the workflow's latest published one (`latest`, fixing forward).
 

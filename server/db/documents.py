@@ -27,6 +27,7 @@ from server.db.versions import (
     VersionSummary,
     get_version,
     insert_graph,
+    lock_draft,
     require_workflow,
     version_detail,
 )
@@ -154,8 +155,8 @@ async def write_version(
         version = WorkflowVersion(workflow_id=workflow_id, version_num=version_num, status=status)
         await version.save()
         version_id = version.id
-    else:
-        version_id = existing["id"]
+    else:  # the draft: locked like every draft edit, so a concurrent publish of it waits or wins
+        version_id = (await lock_draft(workflow_id, version_num)).id
         await WorkflowStep.delete().where(WorkflowStep.version_id == version_id).run()
     await (
         WorkflowVersion.update(
