@@ -53,10 +53,11 @@ async def test_repeat_deliveries_are_served_from_the_cache(
     cache, client = app_and_client
     await create_webhook(client)
     await import_published(client, echo_workflow())
-    for _ in range(3):
+    hits = await warm(cache, client)  # the set-up's own notifications may arrive late
+    for _ in range(2):
         answer = await client.post("/hooks/orders", content=BODY, headers=JSON)
         assert answer.status_code == 202, answer.text
-    assert cache.hits == 2
+    assert cache.hits == hits + 2
 
 
 async def test_a_change_made_elsewhere_drops_the_cached_endpoint(
