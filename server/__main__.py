@@ -1,7 +1,7 @@
 """The `switchyard` command: run the server (any mix of roles) and the operator commands.
 
     switchyard run [--roles api,worker,scheduler] [--host H] [--port P] [--data-dir D]
-    switchyard migrate | import FILE | export ID | workflows list
+    switchyard migrate | import FILE [--workflow ID] | export ID | workflows list
     switchyard executions list|show|retry|cancel | events replay ID | jobs dead|requeue
     switchyard tokens list|create|revoke | create-token | rotate-keys | generate-key
     switchyard check [--json] [--pending-grace S] [--stall-grace S] [--limit N] ...

@@ -14,7 +14,7 @@ from config.settings import Settings
 from server.cli.output import print_json, print_table
 from server.crypto.aead import format_key_entry, generate_key, parse_encryption_keys
 from server.db.documents import load_document
-from server.db.publishing import import_workflow
+from server.db.publishing import import_workflow, replace_document
 from server.db.variables import variables_writer
 from server.db.versions import get_version, latest_version
 from server.db.workflows import list_workflows
@@ -29,6 +29,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     importing = commands.add_parser("import", help="import a workflow document (JSON file)")
     importing.add_argument("file", help="path of the document, or - for standard input")
     importing.add_argument("--publish", action="store_true", help="publish it as version 1")
+    importing.add_argument(
+        "--workflow",
+        type=uuid.UUID,
+        metavar="ID",
+        help="make it the next version of this existing workflow (fixing forward)",
+    )
     importing.set_defaults(handler=import_document, prepare=read_document_argument)
     exporting = commands.add_parser("export", help="print a workflow as a document")
     exporting.add_argument("workflow_id", type=uuid.UUID)
@@ -53,7 +59,8 @@ def read_document_argument(args: argparse.Namespace) -> None:
 
 
 async def import_document(args: argparse.Namespace, settings: Settings) -> int:
-    """`switchyard import FILE`: the same as POST /api/v1/workflows/import."""
+    """`switchyard import FILE`: the same as POST /api/v1/workflows/import; with `--workflow
+    ID`, as PUT /api/v1/workflows/{id}/document (the next version of that workflow)."""
     document: WorkflowDocument = args.document
     if any(variable.secret for variable in document.variables):
         try:  # the server's keys: a key made here could seal what no server can read
@@ -63,13 +70,19 @@ async def import_document(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_USAGE
     else:  # nothing to seal: no key file is read or made
         keyring = parse_encryption_keys([format_key_entry("unused", generate_key())])
+    writer = variables_writer(keyring)
+    hosts = settings.http_allowed_hosts
     async with open_object_store(settings) as store:
-        version = await import_workflow(
-            document,
-            publish=args.publish,
-            store=store,
-            write_variables=variables_writer(keyring),
-        )
+        if args.workflow is None:
+            version = await import_workflow(
+                document, publish=args.publish, store=store, write_variables=writer,
+                http_allowed_hosts=hosts,
+            )  # fmt: skip
+        else:
+            version = await replace_document(
+                args.workflow, document, publish=args.publish, store=store,
+                write_variables=writer, http_allowed_hosts=hosts,
+            )  # fmt: skip
     print_json(
         {"id": version.workflow_id, "version_num": version.version_num, "published": args.publish}
     )

@@ -10,7 +10,10 @@ transaction), so a chain of steps runs without a queue round trip per step; the 
 jobs of their own. When nothing is left for this job, the same transaction completes it. A
 committed step therefore always has its successors (in this job or queued), and a rolled-back
 one (crash, lost lease) has none and runs again. A retryable failure with attempts left
-records the error and hands the job back to the queue with the step's backoff.
+records the error and hands the job back to the queue with the step's backoff; that statement
+also appends the attempt (start, end, error, duration) to the step's `attempts_history`, and
+the last attempt is the step's own row, so keeping every attempt costs no round trip and
+nothing at all for a step that succeeds at once.
 
 A job goes on only while the next step's timeout still fits in the worker's job timeout, and
 for at most MAX_STEPS_PER_JOB steps, so one long execution cannot hold a worker slot forever.
@@ -223,10 +226,12 @@ class StepRunner:
     ) -> str | None:
         if outcome.retry_delay is not None:
             outcome = redacted(outcome, run.secrets)
+            elapsed = time.monotonic() - started
             async with job.connection() as connection:
                 await runs_sql.record_attempt_error(
                     connection, run.execution.id, step_key, error=outcome.error or "failed",
                     attempts=job.attempt, input_data=outcome.input_data,
+                    started_at=_wall_clock(elapsed), duration_ms=round(elapsed * 1000, 3),
                 )  # fmt: skip
                 await self._log_failure(
                     connection, "step_attempt_failed", run, step_key, outcome, job
@@ -540,6 +545,11 @@ class _UndoAction(Exception):  # noqa: N818 - a control-flow signal, not an erro
 async def _fail(connection: Connection, execution_id: uuid.UUID, error: str) -> None:
     await fail_execution(connection, execution_id, error)
     EXECUTIONS_FINISHED.labels(ExecutionStatus.FAILED).inc()
+
+
+def _wall_clock(elapsed: float) -> dt.datetime:
+    """When an attempt that has run for `elapsed` seconds (monotonic) started, in UTC."""
+    return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=elapsed)
 
 
 def redacted(outcome: Outcome, secrets: set[str]) -> Outcome:

@@ -219,6 +219,7 @@ async def test_an_unhandled_failure_fails_the_execution_and_retry_resumes_it(
 ) -> None:
     document = {
         "name": "Needs a variable",
+        "variables": [{"key": "mode", "value": {}}],
         "steps": [
             {
                 "key": "first",
@@ -230,7 +231,7 @@ async def test_an_unhandled_failure_fails_the_execution_and_retry_resumes_it(
                 "key": "uses",
                 "kind": "action",
                 "action_key": "set_variables",
-                "cfg": {"values": {"mode": "{{ vars.mode }}"}},
+                "cfg": {"values": {"mode": "{{ vars.mode.value }}"}},
             },
         ],
         "edges": [{"from": "first", "to": "uses"}],
@@ -242,7 +243,8 @@ async def test_an_unhandled_failure_fails_the_execution_and_retry_resumes_it(
     assert "step 'uses' failed" in failed["error"]
 
     variable = await engine_client.post(
-        f"/api/v1/workflows/{workflow_id}/variables", json={"key": "mode", "value": "fast"}
+        f"/api/v1/workflows/{workflow_id}/variables",
+        json={"key": "mode", "value": {"value": "fast"}},
     )
     assert variable.status_code in (200, 201)
     retried = await engine_client.post(f"/api/v1/executions/{execution_id}/retry")
@@ -357,18 +359,19 @@ async def test_retry_reruns_the_failure_that_ended_the_run_not_a_handled_one(
 ) -> None:
     document = {
         "name": "Handled then failed",
+        "variables": [{"key": "mode", "value": {}}, {"key": "other", "value": {}}],
         "steps": [
             {
                 "key": "a",
                 "kind": "action",
                 "action_key": "set_variables",
-                "cfg": {"values": {"x": "{{ vars.mode }}"}},
+                "cfg": {"values": {"x": "{{ vars.mode.x }}"}},
             },
             {
                 "key": "handler",
                 "kind": "action",
                 "action_key": "set_variables",
-                "cfg": {"values": {"y": "{{ vars.other }}"}},
+                "cfg": {"values": {"y": "{{ vars.other.y }}"}},
             },
             {"key": "b", "kind": "action", "action_key": "set_variables", "cfg": {"values": {}}},
         ],
@@ -380,7 +383,7 @@ async def test_retry_reruns_the_failure_that_ended_the_run_not_a_handled_one(
     assert failed["status"] == "FAILED"
     assert "step 'handler' failed" in failed["error"]
     await engine_client.post(
-        f"/api/v1/workflows/{workflow_id}/variables", json={"key": "other", "value": "ok"}
+        f"/api/v1/workflows/{workflow_id}/variables", json={"key": "other", "value": {"y": "ok"}}
     )
     assert (await engine_client.post(f"/api/v1/executions/{execution_id}/retry")).status_code == 202
     done = await wait_for(engine_client, execution_id)

@@ -22,7 +22,8 @@ from tests.processes import ServerProcess, environment, switchyard_run
 
 @pytest.fixture
 def api_settings(settings_for: Callable[..., Settings]) -> Settings:
-    return settings_for(roles=frozenset({Role.API}))
+    # The same outbound allowance as the workers (`start_worker`): publishing checks it.
+    return settings_for(roles=frozenset({Role.API}), http_allowed_hosts=("127.0.0.1",))
 
 
 @pytest.fixture
