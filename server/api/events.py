@@ -27,7 +27,7 @@ from piccolo.engine.postgres import PostgresEngine
 
 from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, page, time_and_id
 from server.api.problems import problem
-from server.db import control, events
+from server.db import event_replay, events
 from server.db.engine import engine_pool, transaction
 from server.db.events import EventView
 from server.db.intake import accept_event
@@ -119,36 +119,13 @@ class EventController(Controller):
             return await events.get_event(connection, event_id)
 
     @post("/{event_id:uuid}/replay", status_code=HTTP_202_ACCEPTED)
-    async def replay_event(
-        self, engine: NamedDependency[PostgresEngine], event_id: FromPath[uuid.UUID], state: State
-    ) -> EventAccepted:
+    async def replay_event(self, event_id: FromPath[uuid.UUID], state: State) -> EventAccepted:
         """Accept the event's payload again as a new event of its trigger key, through the
         normal intake (the subscriptions and latest published versions of now); a manual
         run's event starts its workflow again. Answers like POST /events."""
-        async with engine_pool(engine).acquire() as connection:
-            original = await events.get_event(connection, event_id)
-        source = {"via": "replay", "replay_of": str(event_id)}
-        workflow_id = original.source.get("workflow_id")
-        if original.trigger_type == "manual" and isinstance(workflow_id, str):
-            execution_id = await control.run_manually(
-                uuid.UUID(workflow_id), original.payload, source=source
-            )
-            async with engine_pool(engine).acquire() as connection:
-                replayed = await events.event_of_execution(connection, execution_id)
-            return EventAccepted(
-                event_id=replayed, execution_ids=[execution_id], duplicate=False,
-                outcome=IntakeOutcome.ACCEPTED.value,
-            )  # fmt: skip
-        async with transaction() as tx:
-            accepted = await accept_event(
-                tx.connection,
-                trigger_key=original.trigger_key,
-                trigger_type=original.trigger_type,
-                payload=original.payload,
-                source=source,
-            )
+        accepted = await event_replay.replay_event(event_id)
         outcome = IntakeOutcome(accepted.outcome)
-        state.intake_recorder.record(original.trigger_key, outcome)
+        state.intake_recorder.record(accepted.trigger_key, outcome)
         return EventAccepted(
             event_id=accepted.event_id,
             execution_ids=accepted.execution_ids,

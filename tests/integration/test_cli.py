@@ -60,6 +60,15 @@ def test_commands_from_another_directory_use_the_running_instances_embedded_data
     source.write_text(json.dumps(DOCUMENT))
     with switchyard_run(["--roles", "api,worker"], env, data_dir) as server:
         server.wait_ready()
+        made = run_command(["tokens", "create", "--name", "ops"], env, cwd=elsewhere)
+        token = _ok(made).strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        registered = httpx.post(  # publishing refuses a subscription to an unknown trigger
+            f"{server.url}/api/v1/registry/triggers",
+            json={"trigger_key": "cli-leads", "type": "event"},
+            headers=headers,
+        )
+        assert registered.status_code == 201, registered.text
         imported = run_command(["import", str(source), "--publish"], env, cwd=elsewhere)
         workflow_id = json.loads(_ok(imported))["id"]
         assert f"embedded PostgreSQL in {data_dir}" in imported.stderr
@@ -67,16 +76,6 @@ def test_commands_from_another_directory_use_the_running_instances_embedded_data
         assert "Shape a lead" in _ok(run_command(["workflows", "list"], env, cwd=elsewhere))
         exported = json.loads(_ok(run_command(["export", workflow_id], env, cwd=elsewhere)))
         assert exported["name"] == "Shape a lead"
-
-        made = run_command(["tokens", "create", "--name", "ops"], env, cwd=elsewhere)
-        token = _ok(made).strip()
-        headers = {"Authorization": f"Bearer {token}"}
-        registered = httpx.post(
-            f"{server.url}/api/v1/registry/triggers",
-            json={"trigger_key": "cli-leads", "type": "event"},
-            headers=headers,
-        )
-        assert registered.status_code == 201, registered.text
         sent = httpx.post(
             f"{server.url}/api/v1/events",
             json={"trigger_key": "cli-leads", "payload": {"lead": "not an object"}},
