@@ -19,6 +19,7 @@ import uvicorn
 from config.settings import Settings
 from server.app import create_app
 from server.cli.locate import record_instance
+from server.http_limits import HttpLimits, limited_protocol
 
 EXIT_STARTUP_FAILED: Final = 3
 
@@ -88,6 +89,8 @@ async def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         lifespan="on",
+        http=limited_protocol(HttpLimits.from_settings(settings)),
+        ws="none",  # no WebSocket routes: an upgrade request is served as plain HTTP
         log_config=None,
         access_log=False,
         server_header=False,

@@ -38,9 +38,6 @@ def workflow(peer_url: str) -> dict[str, object]:
 
 
 async def send_events(client: httpx.AsyncClient, count: int) -> None:
-    await client.post(
-        "/api/v1/registry/triggers", json={"trigger_key": "kill-drill", "type": "event"}
-    )
     semaphore = asyncio.Semaphore(16)
 
     async def send(n: int) -> None:
@@ -75,6 +72,9 @@ async def test_workers_killed_during_the_drain_lose_and_duplicate_nothing(
     async with httpx.AsyncClient(
         base_url=api.url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
     ) as client:
+        await client.post(
+            "/api/v1/registry/triggers", json={"trigger_key": "kill-drill", "type": "event"}
+        )
         imported = await client.post(
             "/api/v1/workflows/import",
             params={"publish": "true"},

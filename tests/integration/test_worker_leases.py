@@ -128,7 +128,5 @@ async def test_a_job_whose_runner_crashed_is_not_renewed_but_rescued_and_run_aga
         async with worker_on(database_dsn, {"crashy": crashing_once}, settings):
             await eventually(lambda: _gone(connection), what="job rescued and completed")
     assert attempts == [1, 2]
-    events = [e["event"] for e in logs]
-    assert "job_runner_crashed" in events
-    assert "job_rescued" in events
+    assert "job_runner_crashed" in [e["event"] for e in logs]
     await assert_invariants(database_dsn)

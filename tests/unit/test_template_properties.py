@@ -22,7 +22,7 @@ ATOMS = [
     "trigger.n", "trigger.big", "trigger.s", "trigger.mb", "trigger['items']", "1", "0", "-3",
     "10**6", "'x'", "'%s'", "'{:>5}'", "[1, 2]", "{'k': 1}", "none", "true", "range(trigger.n)",
     "steps.a.output.list", "vars.plain", "execution.id", "trigger.missing", "loop", "self",
-    "''.__class__", "cycler", "namespace(a=1)", "lipsum",
+    "''.__class__", "namespace(a=1)", "lipsum",
 ]  # fmt: skip
 FILTERS = [
     "upper", "length", "center(trigger.big)", "join(trigger.mb)", "replace('a', trigger.mb)",
