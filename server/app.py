@@ -34,6 +34,7 @@ from server.api.openapi import (
     declare_problem_responses,
     exact_integer_bounds,
     link_created_resources,
+    optional_bodies,
 )
 from server.api.routes import api_router
 from server.crypto.tokens import hash_token
@@ -96,6 +97,7 @@ def create_app(
     declare_problem_responses(app.openapi_schema)
     exact_integer_bounds(app.openapi_schema)
     link_created_resources(app.openapi_schema)
+    optional_bodies(app)
     answer_options_with_every_method(app)
     return app
 

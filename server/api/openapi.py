@@ -13,6 +13,7 @@ from http import HTTPStatus
 from typing import Final
 
 import msgspec
+from litestar import Litestar
 from litestar._openapi.schema_generation.plugins.struct import (
     StructSchemaPlugin as LitestarStructSchemaPlugin,
 )
@@ -24,10 +25,12 @@ from litestar.openapi.spec import (
     OpenAPIType,
     Operation,
     Reference,
+    RequestBody,
     Schema,
 )
 
 from litestar._openapi.schema_generation import SchemaCreator
+from litestar.routes import HTTPRoute
 from litestar.typing import FieldDefinition
 
 from server.api.hooks import HOOKS_PREFIX
@@ -83,6 +86,23 @@ def declare_problem_responses(document: OpenAPI) -> None:
                     description=status.phrase, content=content
                 )
             operation.responses = responses
+
+
+def optional_bodies(app: Litestar) -> None:
+    """Mark a request body optional where the handler takes none (`data: X | None = None`).
+
+    Litestar 2 declares every request body required.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        item = (app.openapi_schema.paths or {}).get(re.sub(r":\w+\}", "}", route.path))
+        for method, (handler, _) in route.route_handler_map.items():
+            data = handler.parsed_fn_signature.parameters.get("data")
+            operation = getattr(item, method.lower(), None) if item is not None else None
+            body = operation.request_body if operation is not None else None
+            if data is not None and data.is_optional and isinstance(body, RequestBody):
+                body.required = False
 
 
 def link_created_resources(document: OpenAPI) -> None:
@@ -197,19 +217,45 @@ class StructSchemaPlugin(LitestarStructSchemaPlugin):
         if info.forbid_unknown_fields:
             schema.additional_properties = False
         for field in info.fields:
-            items = _constrained_string_items(field.type)
             prop = (schema.properties or {}).get(field.encode_name)
-            if items is None or not isinstance(prop, Schema):
+            if not isinstance(prop, Schema):
                 continue
-            for variant in [prop, *(prop.one_of or [])]:
+            _keep_number_bounds(field.type, prop)
+            items = _constrained_string_items(field.type)
+            for variant in [prop, *(prop.one_of or [])] if items is not None else []:
                 if isinstance(variant, Schema) and variant.type == OpenAPIType.ARRAY:
                     variant.items = items
         return schema
 
 
+def _variants(kind: msgspec.inspect.Type) -> list[msgspec.inspect.Type]:
+    """The types a field accepts, without their `Meta` wrappers."""
+    if isinstance(kind, msgspec.inspect.Metadata):
+        return _variants(kind.type)
+    if isinstance(kind, msgspec.inspect.UnionType):
+        return [v for member in kind.types for v in _variants(member)]
+    return [kind]
+
+
+def _keep_number_bounds(kind: msgspec.inspect.Type, prop: Schema) -> None:
+    """Put back a number's bounds that Litestar drops (`gt=0` on an optional field)."""
+    variants = _variants(kind)
+    for variant in variants:
+        if isinstance(variant, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+            for bound, name in (
+                ("gt", "exclusive_minimum"),
+                ("ge", "minimum"),
+                ("lt", "exclusive_maximum"),
+                ("le", "maximum"),
+            ):
+                value = getattr(variant, bound)
+                if value is not None and getattr(prop, name) is None:
+                    setattr(prop, name, value)
+
+
 def _constrained_string_items(kind: msgspec.inspect.Type) -> Schema | None:
     """The items schema of a list of constrained strings (a union with UNSET or None too)."""
-    variants = kind.types if isinstance(kind, msgspec.inspect.UnionType) else (kind,)
+    variants = _variants(kind)
     for variant in variants:
         if isinstance(variant, msgspec.inspect.ListType) and isinstance(
             variant.item_type, msgspec.inspect.StrType
