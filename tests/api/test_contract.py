@@ -162,10 +162,31 @@ DOCUMENTS = (
 )
 
 
+TEXT = st.text(max_size=12) | st.sampled_from(["\x00", "a\x00b", "é", "{{ x }}", "x" * 300])
+
+
+def _chain(keys: list[str], text: str) -> dict[str, Any]:
+    """A well-formed workflow: transform steps joined in a chain, with some odd strings."""
+    steps = [
+        {"key": key, "kind": "action", "action_key": "transform", "cfg": {"output": {"v": text}}}
+        for key in keys
+    ]
+    edges = [{"from": a, "to": b} for a, b in zip(keys, keys[1:], strict=False)]
+    return {"name": text or "w", "steps": steps, "edges": edges}
+
+
+WELL_FORMED = st.builds(
+    _chain,
+    st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True), min_size=1, max_size=6,
+             unique=True),
+    TEXT,
+)  # fmt: skip
+
+
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(document=DOCUMENTS, publish=st.booleans())
+@given(document=DOCUMENTS | WELL_FORMED, publish=st.booleans())
 async def test_random_documents_import_or_answer_4xx_never_5xx(
     api_client: httpx.AsyncClient, document: Any, publish: bool
 ) -> None:
@@ -175,6 +196,32 @@ async def test_random_documents_import_or_answer_4xx_never_5xx(
     assert response.status_code in (201, 400, 409, 413, 422), (response.status_code, response.text)
     if response.status_code >= 400:
         assert response.headers["content-type"] == "application/problem+json"
+        return
+    # An imported document exports with the same steps and edges.
+    exported = await api_client.get(f"/api/v1/workflows/{response.json()['id']}/export")
+    assert exported.status_code == 200, exported.text
+    assert [s["key"] for s in exported.json()["steps"]] == [s["key"] for s in document["steps"]]
+
+
+RAW_BODIES = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=200).map(str.encode),
+    st.sampled_from([b"", b"{", b"[]", b"null", b'{"name": "\\u0000"}', b'{"name": 1e999}']),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=RAW_BODIES)
+async def test_random_bytes_posted_as_a_document_answer_4xx_never_5xx(
+    api_client: httpx.AsyncClient, body: bytes
+) -> None:
+    response = await api_client.post(
+        "/api/v1/workflows/import", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    assert response.headers["content-type"] == "application/problem+json"
 
 
 async def test_deeply_nested_json_is_a_400_not_a_500(api_client: httpx.AsyncClient) -> None:
