@@ -26,9 +26,9 @@ from server import health
 from server.actions.catalog import ACTIONS, CREDENTIAL_TYPES, TRIGGERS
 from server.actions.registry import BUILTIN_ACTIONS
 from server.api import docs, problems
+from server.api.allow import answer_options_with_every_method
 from server.api.hook_cache import EndpointCache, forget_on_writes
 from server.api.hooks import HookController
-from server.api.allow import answer_options_with_every_method
 from server.api.openapi import (
     StructSchemaPlugin,
     declare_problem_responses,

@@ -29,7 +29,7 @@ def answer_options_with_every_method(app: Litestar) -> None:
         handler, _ = route.route_handler_map["OPTIONS"]
         if handler.handler_name != LITESTAR_OPTIONS_HANDLER:
             continue  # an OPTIONS handler of our own answers for itself
-        handler._fn = _options_handler(", ".join(sorted(route.methods)))  # noqa: SLF001
+        handler._fn = _options_handler(", ".join(sorted(route.methods)))  # type: ignore[assignment]
 
 
 def _options_handler(allow: str) -> Callable[[Scope], Response[None]]:

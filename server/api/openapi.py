@@ -14,6 +14,7 @@ from typing import Final
 
 import msgspec
 from litestar import Litestar
+from litestar._openapi.schema_generation import SchemaCreator
 from litestar._openapi.schema_generation.plugins.struct import (
     StructSchemaPlugin as LitestarStructSchemaPlugin,
 )
@@ -28,8 +29,6 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-
-from litestar._openapi.schema_generation import SchemaCreator
 from litestar.routes import HTTPRoute
 from litestar.typing import FieldDefinition
 
@@ -137,7 +136,8 @@ def link_created_resources(document: OpenAPI) -> None:
                 if operation is None or operation.operation_id is None:
                     continue
                 answer = (item.post.responses or {})["201"]  # type: ignore[union-attr]
-                assert isinstance(answer, OpenAPIResponse)
+                if not isinstance(answer, OpenAPIResponse):
+                    continue
                 links = answer.links if answer.links is not None else {}
                 links[operation.operation_id] = Link(
                     operation_id=operation.operation_id,
@@ -146,9 +146,7 @@ def link_created_resources(document: OpenAPI) -> None:
                 answer.links = links
 
 
-def _created_fields(
-    operation: Operation | None, schemas: dict[str, Schema]
-) -> frozenset[str]:
+def _created_fields(operation: Operation | None, schemas: dict[str, Schema]) -> frozenset[str]:
     """The body fields of `operation`'s 201 answer, when it has one that is a component."""
     if operation is None or operation.responses is None:
         return frozenset()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
@@ -171,7 +172,7 @@ def _chain(keys: list[str], text: str) -> dict[str, Any]:
         {"key": key, "kind": "action", "action_key": "transform", "cfg": {"output": {"v": text}}}
         for key in keys
     ]
-    edges = [{"from": a, "to": b} for a, b in zip(keys, keys[1:], strict=False)]
+    edges = [{"from": a, "to": b} for a, b in itertools.pairwise(keys)]
     return {"name": text or "w", "steps": steps, "edges": edges}
 
 

@@ -50,7 +50,7 @@ async def test_the_live_api_keeps_its_openapi_contract_under_fuzzing(
     )
     log_path = tmp_path / "api.log"
     with log_path.open("w") as log:
-        server = subprocess.Popen(
+        server = subprocess.Popen(  # noqa: ASYNC220 - started once; it runs beside the loop
             [*SWITCHYARD, "run", "--port", str(port), "--data-dir", str(tmp_path / "data")],
             env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
@@ -61,10 +61,13 @@ async def test_the_live_api_keeps_its_openapi_contract_under_fuzzing(
         finally:
             server.terminate()
             server.wait(timeout=30)
-    assert returncode == 0, _summary(report) + "\n--- server log ---\n" + log_path.read_text()[-4000:]
+    assert returncode == 0, (
+        _summary(report) + "\n--- server log ---\n" + log_path.read_text()[-4000:]
+    )
     selected = re.search(r"Selected: (\d+)/(\d+)", report)
     tested = re.search(r"Tested: (\d+)", report)
-    assert selected is not None and tested is not None, report[-3000:]
+    assert selected is not None, report[-3000:]
+    assert tested is not None, report[-3000:]
     assert selected[1] == selected[2] == tested[1], "every operation is tested"
 
 
@@ -73,14 +76,14 @@ async def _wait_ready(url: str, server: subprocess.Popen[str], log_path: Path) -
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:
             if server.poll() is not None:
-                raise AssertionError(f"the api exited early:\n{log_path.read_text()}")
+                raise AssertionError(f"the api exited early:\n{log_path.read_text()}")  # noqa: ASYNC240
             try:
                 if (await client.get(url + "/ready")).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.1)
-    raise AssertionError(f"the api did not become ready:\n{log_path.read_text()}")
+    raise AssertionError(f"the api did not become ready:\n{log_path.read_text()}")  # noqa: ASYNC240
 
 
 async def _schemathesis(url: str, workdir: Path) -> tuple[int, str]:
