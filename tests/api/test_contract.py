@@ -247,3 +247,62 @@ async def test_the_openapi_document_declares_problem_answers(api_client: httpx.A
     for status in ("400", "401", "409", "422"):
         assert "application/problem+json" in responses[status]["content"]
     assert "ProblemDetails" in schema["components"]["schemas"]
+
+
+async def test_options_lists_every_method_of_a_path(api_client: httpx.AsyncClient) -> None:
+    for path, methods in [
+        ("/api/v1/credentials", "GET, OPTIONS, POST"),
+        ("/api/v1/schedules/" + PLACEHOLDERS["uuid"], "DELETE, GET, OPTIONS, PATCH"),
+        ("/api/v1/workflows/" + PLACEHOLDERS["uuid"] + "/versions/1/steps", "GET, OPTIONS, POST"),
+    ]:
+        response = await api_client.options(path)
+        assert response.status_code == 204, path
+        assert response.headers["allow"] == methods, path
+        refused = await api_client.put(path, json={})
+        assert refused.status_code == 405
+        assert sorted(refused.headers["allow"].split(", ")) == methods.split(", ")
+
+
+async def test_a_body_value_of_the_wrong_json_type_is_a_400_naming_the_field(
+    api_client: httpx.AsyncClient,
+) -> None:
+    for body in ({"name": "w", "is_active": 0}, {"name": "w", "tags": "a"}, {"name": 5}):
+        response = await api_client.post("/api/v1/workflows", json=body)
+        assert response.status_code == 400, (body, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert next(iter(set(body) - {"name"}), "name") in response.json()["errors"][0]["message"]
+    assert (await api_client.get("/api/v1/workflows")).json()["items"] == []
+
+
+async def test_the_openapi_document_states_what_the_decoder_enforces(
+    api_client: httpx.AsyncClient,
+) -> None:
+    schema = (await api_client.get("/schema/openapi.json")).json()
+    components, paths = schema["components"]["schemas"], schema["paths"]
+    change = components["WorkflowChange"]
+    assert change["additionalProperties"] is False
+    assert change["properties"]["tags"]["oneOf"][0]["items"]["minLength"] == 1
+    timeout = components["WebhookChange"]["properties"]["sync_timeout_seconds"]
+    assert timeout["exclusiveMinimum"] == 0
+    requeue = paths["/api/v1/jobs/{job_id}/requeue"]["post"]["parameters"][0]["schema"]
+    assert requeue["maximum"] == 2**63 - 1
+    assert (
+        paths["/api/v1/workflows/{workflow_id}/versions"]["post"]["requestBody"]["required"]
+        is False
+    )
+    links = paths["/api/v1/workflows"]["post"]["responses"]["201"]["links"]
+    assert links["ApiV1WorkflowsWorkflowIdGetWorkflow"]["parameters"] == {
+        "workflow_id": "$response.body#/id"
+    }
+    step_links = paths["/api/v1/workflows/{workflow_id}/versions/{version_num}/steps"]["post"][
+        "responses"
+    ]["201"]["links"]
+    assert step_links["ApiV1WorkflowsWorkflowIdVersionsVersionNumStepsStepIdDeleteStep"][
+        "parameters"
+    ] == {
+        "workflow_id": "$request.path.workflow_id",
+        "version_num": "$request.path.version_num",
+        "step_id": "$response.body#/id",
+    }
+    hook_answers = paths["/hooks/{path}"]["post"]["responses"]
+    assert "application/problem+json" in hook_answers["404"]["content"]
