@@ -34,6 +34,7 @@ from server.api.openapi import (
     declare_problem_responses,
     exact_integer_bounds,
     link_created_resources,
+    link_named_fields,
     optional_bodies,
 )
 from server.api.routes import api_router
@@ -97,6 +98,7 @@ def create_app(
     declare_problem_responses(app.openapi_schema)
     exact_integer_bounds(app.openapi_schema)
     link_created_resources(app.openapi_schema)
+    link_named_fields(app.openapi_schema)
     optional_bodies(app)
     answer_options_with_every_method(app)
     return app

@@ -146,11 +146,47 @@ def link_created_resources(document: OpenAPI) -> None:
                 answer.links = links
 
 
+def link_named_fields(document: OpenAPI) -> None:
+    """Declare links from every answer that names a resource by a field such as `execution_id`
+    to the operations on `.../{execution_id}` that need nothing else (`POST .../run` -> `GET
+    /executions/{execution_id}`, a version's `workflow_id` -> `GET /workflows/{workflow_id}`)."""
+    paths = document.paths or {}
+    schemas = document.components.schemas or {}
+    targets = [
+        (params[0], operation)
+        for path, item in paths.items()
+        if len(params := _path_parameters(path)) == 1 and params[0].endswith("_id")
+        for method in ("get", "put", "patch", "delete", "post")
+        if (operation := getattr(item, method, None)) is not None and operation.operation_id
+    ]
+    for item in paths.values():
+        for method in ("get", "put", "patch", "delete", "post"):
+            source = getattr(item, method, None)
+            for status, answer in (source.responses or {}).items() if source is not None else []:
+                fields = _answer_fields(answer, schemas) if status.startswith("2") else set()
+                for parameter, target in targets:
+                    if parameter not in fields or not isinstance(answer, OpenAPIResponse):
+                        continue
+                    links = answer.links if answer.links is not None else {}
+                    links.setdefault(
+                        str(target.operation_id),
+                        Link(
+                            operation_id=target.operation_id,
+                            parameters={parameter: f"$response.body#/{parameter}"},
+                        ),
+                    )
+                    answer.links = links
+
+
 def _created_fields(operation: Operation | None, schemas: dict[str, Schema]) -> frozenset[str]:
     """The body fields of `operation`'s 201 answer, when it has one that is a component."""
     if operation is None or operation.responses is None:
         return frozenset()
-    answer = operation.responses.get("201")
+    return _answer_fields(operation.responses.get("201"), schemas)
+
+
+def _answer_fields(answer: object, schemas: dict[str, Schema]) -> frozenset[str]:
+    """The JSON body fields of `answer`, when its schema is a component."""
     if not isinstance(answer, OpenAPIResponse) or not answer.content:
         return frozenset()
     media = answer.content.get("application/json")

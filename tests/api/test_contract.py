@@ -304,5 +304,9 @@ async def test_the_openapi_document_states_what_the_decoder_enforces(
         "version_num": "$request.path.version_num",
         "step_id": "$response.body#/id",
     }
+    run_links = paths["/api/v1/workflows/{workflow_id}/run"]["post"]["responses"]["202"]["links"]
+    assert run_links["ApiV1ExecutionsExecutionIdGetExecution"]["parameters"] == {
+        "execution_id": "$response.body#/execution_id"
+    }
     hook_answers = paths["/hooks/{path}"]["post"]["responses"]
     assert "application/problem+json" in hook_answers["404"]["content"]
