@@ -29,14 +29,9 @@ from server.api import docs, problems
 from server.api.allow import answer_options_with_every_method
 from server.api.hook_cache import EndpointCache, forget_on_writes
 from server.api.hooks import HookController
-from server.api.openapi import (
-    StructSchemaPlugin,
-    declare_problem_responses,
-    exact_integer_bounds,
-    link_created_resources,
-    link_named_fields,
-    optional_bodies,
-)
+from server.api.openapi import declare_problem_responses
+from server.api.openapi_links import link_created_resources, link_named_fields
+from server.api.openapi_schemas import StructSchemaPlugin, exact_integer_bounds, optional_bodies
 from server.api.routes import api_router
 from server.crypto.tokens import hash_token
 from server.db import tokens
