@@ -10,6 +10,7 @@ validation errors. Bodies that are not JSON, or empty, are left to Litestar as b
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
@@ -17,6 +18,8 @@ import msgspec
 from litestar import Request
 from litestar.exceptions import ValidationException
 from litestar.handlers import HTTPRouteHandler
+
+ERROR_PATH = re.compile(r"`\$\.(.+)`$")
 
 
 async def decode_body_strictly(request: Request[Any, Any, Any]) -> None:
@@ -30,9 +33,17 @@ async def decode_body_strictly(request: Request[Any, Any, Any]) -> None:
     try:
         decoder.decode(body)
     except msgspec.ValidationError as error:
+        # Litestar's own shape: the message without its path, the field as `key`.
+        located = ERROR_PATH.search(str(error))
         raise ValidationException(
             detail=f"Validation failed for {request.method} {request.url.path}",
-            extra=[{"message": str(error), "key": "data", "source": "body"}],
+            extra=[
+                {
+                    "message": str(error).split(" - ", maxsplit=1)[0],
+                    "key": located.group(1) if located else "data",
+                    "source": "body",
+                }
+            ],
         ) from None
     except msgspec.DecodeError:
         return  # not JSON: Litestar answers its own 400
