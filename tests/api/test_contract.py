@@ -310,3 +310,15 @@ async def test_the_openapi_document_states_what_the_decoder_enforces(
     }
     hook_answers = paths["/hooks/{path}"]["post"]["responses"]
     assert "application/problem+json" in hook_answers["404"]["content"]
+
+
+async def test_an_out_of_range_export_version_is_refused_before_the_database(
+    api_client: httpx.AsyncClient,
+) -> None:
+    workflow = (await api_client.post("/api/v1/workflows", json={"name": "w"})).json()
+    for version in ("-876541116833438", "0", "2147483648"):
+        response = await api_client.get(
+            f"/api/v1/workflows/{workflow['id']}/export", params={"version": version}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["errors"][0]["key"] == "version"
