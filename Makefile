@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install run test check bench faults clean
+.PHONY: install run test check bench faults contract clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Switchyard needs Python 3.11 or newer (set PYTHON=...)")'
@@ -38,6 +38,12 @@ bench: install
 SCALE ?= small
 faults: install
 	FAULT_SCALE=$(SCALE) $(BIN)/pytest tests/faults -p no:cacheprovider -s --timeout=3600
+
+# Contract fuzzing (tests/contract): schemathesis against a live api process. CI runs 20 examples
+# per operation with the suite; this runs EXAMPLES (default 200) per operation.
+EXAMPLES ?= 200
+contract: install
+	CONTRACT_EXAMPLES=$(EXAMPLES) $(BIN)/pytest tests/contract -p no:cacheprovider --timeout=3600
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -26,9 +26,12 @@ from server import health
 from server.actions.catalog import ACTIONS, CREDENTIAL_TYPES, TRIGGERS
 from server.actions.registry import BUILTIN_ACTIONS
 from server.api import docs, problems
+from server.api.allow import answer_options_with_every_method
 from server.api.hook_cache import EndpointCache, forget_on_writes
 from server.api.hooks import HookController
 from server.api.openapi import declare_problem_responses
+from server.api.openapi_links import link_created_resources, link_named_fields
+from server.api.openapi_schemas import StructSchemaPlugin, exact_integer_bounds, optional_bodies
 from server.api.routes import api_router
 from server.crypto.tokens import hash_token
 from server.db import tokens
@@ -78,7 +81,7 @@ def create_app(
     app = Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]
         lifespan=[partial(lifespan, settings=settings, on_crash=on_crash, announce=announce)],
-        plugins=[problems.PLUGIN],
+        plugins=[problems.PLUGIN, StructSchemaPlugin()],
         exception_handlers=problems.EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=docs.openapi_config(),
         state=State({"settings": settings, "endpoint_cache": endpoint_cache}),
@@ -88,6 +91,11 @@ def create_app(
         debug=False,
     )
     declare_problem_responses(app.openapi_schema)
+    exact_integer_bounds(app.openapi_schema)
+    link_created_resources(app.openapi_schema)
+    link_named_fields(app.openapi_schema)
+    optional_bodies(app)
+    answer_options_with_every_method(app)
     return app
 
 

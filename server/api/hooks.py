@@ -67,6 +67,7 @@ from server.triggers.signatures import (
 
 log = structlog.get_logger(__name__)
 
+HOOKS_PREFIX: Final = "/hooks"
 UNKNOWN_PATH_KEY: Final = "(unknown webhook path)"
 MAX_DELIVERY_ID_LENGTH = 250  # the event key adds the endpoint id; the column holds 300
 NOT_FOUND_DETAIL = "no webhook endpoint accepts requests at this path; check the URL"
@@ -100,7 +101,7 @@ class HookResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class HookController(Controller):
-    path = "/hooks"
+    path = HOOKS_PREFIX
     tags = ("hooks",)
     dependencies = {"keyring": Provide(provide_keyring, sync_to_thread=False)}  # noqa: RUF012 - Litestar's declared attribute
 

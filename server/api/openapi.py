@@ -2,8 +2,9 @@
 
 Handlers raise problems from many layers (auth guard, validation, domain errors), so instead of
 listing them on each handler the document is completed once, when the app is built: every
-`/api/v1` operation gets the 4xx/5xx answers the API uses, each `application/problem+json`
+`/api/v1` and `/hooks` operation gets the 4xx/5xx answers the API uses, each `application/problem+json`
 with one shared schema. Schema-driven clients and conformance checkers then know every answer.
+`server.api.openapi_schemas` and `server.api.openapi_links` complete the rest of the document.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 
+from server.api.hooks import HOOKS_PREFIX
 from server.api.routes import API_PREFIX
 
 PROBLEM_SCHEMA_NAME: Final = "ProblemDetails"
@@ -50,7 +52,7 @@ PROBLEM_SCHEMA: Final = Schema(
 
 
 def declare_problem_responses(document: OpenAPI) -> None:
-    """Add the problem answers to every `/api/v1` operation of `document` (in place)."""
+    """Add the problem answers to every `/api/v1` and `/hooks` operation of `document` (in place)."""
     if document.components.schemas is None:
         document.components.schemas = {}
     document.components.schemas[PROBLEM_SCHEMA_NAME] = PROBLEM_SCHEMA
@@ -60,7 +62,7 @@ def declare_problem_responses(document: OpenAPI) -> None:
         )
     }
     for path, item in (document.paths or {}).items():
-        if not path.startswith(API_PREFIX):
+        if not path.startswith((API_PREFIX, HOOKS_PREFIX)):
             continue
         for method in ("get", "post", "put", "patch", "delete"):
             operation = getattr(item, method, None)

@@ -28,8 +28,15 @@ MAX_LIMIT = 500
 Limit = Annotated[
     int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"page size, 1 to {MAX_LIMIT}")
 ]
+MAX_VERSION_NUMBER = 2_147_483_647  # the column is an int4
 VersionNumber = Annotated[
-    int, PathParameter(ge=1, le=2_147_483_647, description="a version number (1, 2, ...)")
+    int, PathParameter(ge=1, le=MAX_VERSION_NUMBER, description="a version number (1, 2, ...)")
+]
+VersionQuery = Annotated[
+    int | None,
+    QueryParameter(
+        ge=1, le=MAX_VERSION_NUMBER, description="a version number; the latest if omitted"
+    ),
 ]
 Cursor = Annotated[
     str | None, QueryParameter(description="`next_cursor` of the previous page", max_length=500)

@@ -15,6 +15,7 @@ from server.api.executions import ExecutionController, ManualRunController
 from server.api.jobs import JobController
 from server.api.registry import RegistryController
 from server.api.schedules import ScheduleController
+from server.api.strict_bodies import decode_body_strictly
 from server.api.subscriptions import SubscriptionController
 from server.api.tasks import TaskController
 from server.api.tokens import TokenController
@@ -30,6 +31,7 @@ def api_router() -> Router:
     return Router(
         path=API_PREFIX,
         guards=[require_api_token],
+        before_request=decode_body_strictly,
         dependencies={
             "engine": Provide(provide_engine, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),

@@ -16,6 +16,7 @@ from server.api.pagination import (
     Cursor,
     Limit,
     Page,
+    VersionQuery,
     page,
     time_and_id,
 )
@@ -152,7 +153,7 @@ class WorkflowController(Controller):
 
     @get("/{workflow_id:uuid}/export")
     async def export_document(
-        self, workflow_id: FromPath[uuid.UUID], version: FromQuery[int | None] = None
+        self, workflow_id: FromPath[uuid.UUID], version: VersionQuery = None
     ) -> WorkflowDocument:
         """The latest version (or `?version=n`) as a document; secret values read as null."""
         if version is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
@@ -162,10 +163,31 @@ DOCUMENTS = (
 )
 
 
+TEXT = st.text(max_size=12) | st.sampled_from(["\x00", "a\x00b", "é", "{{ x }}", "x" * 300])
+
+
+def _chain(keys: list[str], text: str) -> dict[str, Any]:
+    """A well-formed workflow: transform steps joined in a chain, with some odd strings."""
+    steps = [
+        {"key": key, "kind": "action", "action_key": "transform", "cfg": {"output": {"v": text}}}
+        for key in keys
+    ]
+    edges = [{"from": a, "to": b} for a, b in itertools.pairwise(keys)]
+    return {"name": text or "w", "steps": steps, "edges": edges}
+
+
+WELL_FORMED = st.builds(
+    _chain,
+    st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True), min_size=1, max_size=6,
+             unique=True),
+    TEXT,
+)  # fmt: skip
+
+
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(document=DOCUMENTS, publish=st.booleans())
+@given(document=DOCUMENTS | WELL_FORMED, publish=st.booleans())
 async def test_random_documents_import_or_answer_4xx_never_5xx(
     api_client: httpx.AsyncClient, document: Any, publish: bool
 ) -> None:
@@ -175,6 +197,32 @@ async def test_random_documents_import_or_answer_4xx_never_5xx(
     assert response.status_code in (201, 400, 409, 413, 422), (response.status_code, response.text)
     if response.status_code >= 400:
         assert response.headers["content-type"] == "application/problem+json"
+        return
+    # An imported document exports with the same steps and edges.
+    exported = await api_client.get(f"/api/v1/workflows/{response.json()['id']}/export")
+    assert exported.status_code == 200, exported.text
+    assert [s["key"] for s in exported.json()["steps"]] == [s["key"] for s in document["steps"]]
+
+
+RAW_BODIES = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=200).map(str.encode),
+    st.sampled_from([b"", b"{", b"[]", b"null", b'{"name": "\\u0000"}', b'{"name": 1e999}']),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=RAW_BODIES)
+async def test_random_bytes_posted_as_a_document_answer_4xx_never_5xx(
+    api_client: httpx.AsyncClient, body: bytes
+) -> None:
+    response = await api_client.post(
+        "/api/v1/workflows/import", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    assert response.headers["content-type"] == "application/problem+json"
 
 
 async def test_deeply_nested_json_is_a_400_not_a_500(api_client: httpx.AsyncClient) -> None:
@@ -199,3 +247,78 @@ async def test_the_openapi_document_declares_problem_answers(api_client: httpx.A
     for status in ("400", "401", "409", "422"):
         assert "application/problem+json" in responses[status]["content"]
     assert "ProblemDetails" in schema["components"]["schemas"]
+
+
+async def test_options_lists_every_method_of_a_path(api_client: httpx.AsyncClient) -> None:
+    for path, methods in [
+        ("/api/v1/credentials", "GET, OPTIONS, POST"),
+        ("/api/v1/schedules/" + PLACEHOLDERS["uuid"], "DELETE, GET, OPTIONS, PATCH"),
+        ("/api/v1/workflows/" + PLACEHOLDERS["uuid"] + "/versions/1/steps", "GET, OPTIONS, POST"),
+    ]:
+        response = await api_client.options(path)
+        assert response.status_code == 204, path
+        assert response.headers["allow"] == methods, path
+        refused = await api_client.put(path, json={})
+        assert refused.status_code == 405
+        assert sorted(refused.headers["allow"].split(", ")) == methods.split(", ")
+
+
+async def test_a_body_value_of_the_wrong_json_type_is_a_400_naming_the_field(
+    api_client: httpx.AsyncClient,
+) -> None:
+    for body in ({"name": "w", "is_active": 0}, {"name": "w", "tags": "a"}, {"name": 5}):
+        response = await api_client.post("/api/v1/workflows", json=body)
+        assert response.status_code == 400, (body, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["errors"][0]["key"] == next(iter(set(body) - {"name"}), "name")
+    assert (await api_client.get("/api/v1/workflows")).json()["items"] == []
+
+
+async def test_the_openapi_document_states_what_the_decoder_enforces(
+    api_client: httpx.AsyncClient,
+) -> None:
+    schema = (await api_client.get("/schema/openapi.json")).json()
+    components, paths = schema["components"]["schemas"], schema["paths"]
+    change = components["WorkflowChange"]
+    assert change["additionalProperties"] is False
+    assert change["properties"]["tags"]["oneOf"][0]["items"]["minLength"] == 1
+    timeout = components["WebhookChange"]["properties"]["sync_timeout_seconds"]
+    assert timeout["exclusiveMinimum"] == 0
+    requeue = paths["/api/v1/jobs/{job_id}/requeue"]["post"]["parameters"][0]["schema"]
+    assert requeue["maximum"] == 2**63 - 1
+    assert (
+        paths["/api/v1/workflows/{workflow_id}/versions"]["post"]["requestBody"]["required"]
+        is False
+    )
+    links = paths["/api/v1/workflows"]["post"]["responses"]["201"]["links"]
+    assert links["ApiV1WorkflowsWorkflowIdGetWorkflow"]["parameters"] == {
+        "workflow_id": "$response.body#/id"
+    }
+    step_links = paths["/api/v1/workflows/{workflow_id}/versions/{version_num}/steps"]["post"][
+        "responses"
+    ]["201"]["links"]
+    assert step_links["ApiV1WorkflowsWorkflowIdVersionsVersionNumStepsStepIdDeleteStep"][
+        "parameters"
+    ] == {
+        "workflow_id": "$request.path.workflow_id",
+        "version_num": "$request.path.version_num",
+        "step_id": "$response.body#/id",
+    }
+    run_links = paths["/api/v1/workflows/{workflow_id}/run"]["post"]["responses"]["202"]["links"]
+    assert run_links["ApiV1ExecutionsExecutionIdGetExecution"]["parameters"] == {
+        "execution_id": "$response.body#/execution_id"
+    }
+    hook_answers = paths["/hooks/{path}"]["post"]["responses"]
+    assert "application/problem+json" in hook_answers["404"]["content"]
+
+
+async def test_an_out_of_range_export_version_is_refused_before_the_database(
+    api_client: httpx.AsyncClient,
+) -> None:
+    workflow = (await api_client.post("/api/v1/workflows", json={"name": "w"})).json()
+    for version in ("-876541116833438", "0", "2147483648"):
+        response = await api_client.get(
+            f"/api/v1/workflows/{workflow['id']}/export", params={"version": version}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["errors"][0]["key"] == "version"
