@@ -108,6 +108,7 @@ def standard_signature(secret: str, message_id: str, timestamp: str, body: bytes
 class SwitchyardServer(Server):
     name = "switchyard"
     accepted_statuses = frozenset({202})  # 200 would be a replayed delivery
+    health_path = "/health"
 
     def __init__(
         self,

@@ -61,3 +61,22 @@ def for_kind(kind: str) -> KindMetrics:
         dead=JOBS_DEAD.labels(kind),
         duration=JOB_DURATION.labels(kind),
     )
+
+# The event loop's lag as the worker measures it (server.worker.loop_lag), and the limit on
+# jobs held at once it sets from that lag.
+LOOP_LAG_BUCKETS_SECONDS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+LOOP_LAG = Histogram(
+    "switchyard_event_loop_lag_seconds",
+    "How late the worker's lag monitor woke up: what any callback waits for the loop.",
+    buckets=LOOP_LAG_BUCKETS_SECONDS,
+)
+CLAIM_LIMIT = Gauge(
+    "switchyard_worker_claim_limit",
+    "Jobs this worker may hold at once now (WORKER_CONCURRENCY less the loop-lag cuts).",
+)
+CLAIM_LIMIT_CUTS = Counter(
+    "switchyard_worker_claim_limit_cuts",
+    "Times the worker lowered its claim limit because the event loop lagged.",
+)

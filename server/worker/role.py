@@ -61,6 +61,7 @@ from server.worker import metrics
 from server.worker.execution import HeldJob, JobRunner
 from server.worker.handlers import ACQUIRE_TIMEOUT_SECONDS, JobContext, JobHandler, JobPhase
 from server.worker.leases import LeaseKeeper
+from server.worker.loop_lag import ClaimLimit, LoopLagMonitor
 from server.worker.shutdown import hand_back_jobs, settle_completions
 
 log = structlog.get_logger(__name__)
@@ -104,6 +105,10 @@ class Worker:
         self.leases = LeaseKeeper(
             pool, self._held, lease_seconds=settings.job_lease_seconds, on_lost=self._lose
         )
+        self.claim_limit = ClaimLimit(
+            settings.worker_concurrency, target_seconds=settings.worker_loop_lag_target_seconds
+        )
+        self.lag_monitor = LoopLagMonitor(self._on_lag)
         self._claim_task: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
 
@@ -125,6 +130,7 @@ class Worker:
                 ("worker-listener", self.listener.run()),
                 ("worker-heartbeat", self.leases.heartbeat_loop()),
                 ("worker-rescuer", self.leases.rescue_loop()),
+                ("worker-loop-lag", self.lag_monitor.run()),
             ]
         ]
         log.info("worker_started", worker_id=self.worker_id)
@@ -229,7 +235,13 @@ class Worker:
             log.error("job_runner_crashed", task=task.get_name(), exc_info=error)
 
     def _free_slots(self) -> int:
-        return max(self._settings.worker_concurrency - len(self._tasks), 0)
+        return max(self.claim_limit.value - len(self._tasks), 0)
+
+    def _on_lag(self, lag_seconds: float, now: float) -> None:
+        before = self.claim_limit.value
+        self.claim_limit.observe(lag_seconds, in_flight=len(self._tasks), now=now)
+        if self.claim_limit.value > before and self._work_pending:
+            self._changed.set()  # jobs were left unclaimed for want of a slot: claim them
 
     def _on_wakeup(self) -> None:
         self._work_pending = True
