@@ -3,7 +3,7 @@
     python -m bench.e2e [--dsn postgresql://postgres@127.0.0.1:5432] [--duration 30]
                         [--warmup 10] [--concurrency 8,32] [--rates 50] [--no-peer] [--json]
                         [--worker-concurrency 256] [--pool-size 32] [--worker-processes 0]
-                        [--main-roles api,worker]
+                        [--main-roles api,worker] [--target-lag SECONDS]
 
 On loopback, both systems on the PostgreSQL server of `--dsn`, each in a fresh database
 (`bench_switchyard`, `bench_n8n`). Switchyard (`switchyard run`, api and worker roles) gets a
@@ -129,6 +129,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--worker-processes)",
     )  # fmt: skip
     parser.add_argument(
+        "--target-lag", type=float, default=None,
+        help="Switchyard's WORKER_TARGET_LAG_SECONDS (default: its own; 0: off)",
+    )  # fmt: skip
+    parser.add_argument(
         "--n8n-pool-size", type=int, default=N8N_POOL_SIZE, help="n8n's DB_POSTGRESDB_POOL_SIZE"
     )
     parser.add_argument(
@@ -175,6 +179,7 @@ def make_servers(arguments: argparse.Namespace, say: Callable[[str], None]) -> l
                     pool_size=arguments.pool_size,
                     worker_processes=arguments.worker_processes,
                     main_roles=arguments.main_roles,
+                    target_lag=arguments.target_lag,
                 )
             )
         elif name == PEER and not arguments.no_peer:

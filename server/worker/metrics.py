@@ -62,8 +62,9 @@ def for_kind(kind: str) -> KindMetrics:
         duration=JOB_DURATION.labels(kind),
     )
 
-# The event loop's lag as the worker measures it (server.worker.loop_lag), and the limit on
-# jobs held at once it sets from that lag.
+
+# What the worker paces itself by (server.worker.pacing): the event loop's lag and its jobs'
+# waits for a pooled connection, and the limit on jobs held at once it sets from them.
 LOOP_LAG_BUCKETS_SECONDS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
@@ -72,11 +73,17 @@ LOOP_LAG = Histogram(
     "How late the worker's lag monitor woke up: what any callback waits for the loop.",
     buckets=LOOP_LAG_BUCKETS_SECONDS,
 )
+POOL_WAIT = Histogram(
+    "switchyard_worker_pool_wait_seconds",
+    "How long a job waited for a pooled connection (the pool serves the API in the same order).",
+    buckets=LOOP_LAG_BUCKETS_SECONDS,
+)
 CLAIM_LIMIT = Gauge(
     "switchyard_worker_claim_limit",
-    "Jobs this worker may hold at once now (WORKER_CONCURRENCY less the loop-lag cuts).",
+    "Jobs this worker may hold at once now (at most WORKER_CONCURRENCY; lowered while the "
+    "loop lags or jobs wait for connections).",
 )
 CLAIM_LIMIT_CUTS = Counter(
     "switchyard_worker_claim_limit_cuts",
-    "Times the worker lowered its claim limit because the event loop lagged.",
+    "Times the worker lowered its claim limit: the loop lagged or a connection was slow to come.",
 )

@@ -61,7 +61,7 @@ from server.worker import metrics
 from server.worker.execution import HeldJob, JobRunner
 from server.worker.handlers import ACQUIRE_TIMEOUT_SECONDS, JobContext, JobHandler, JobPhase
 from server.worker.leases import LeaseKeeper
-from server.worker.loop_lag import ClaimLimit, LoopLagMonitor
+from server.worker.pacing import ClaimLimit, LoopLagMonitor
 from server.worker.shutdown import hand_back_jobs, settle_completions
 
 log = structlog.get_logger(__name__)
@@ -106,7 +106,7 @@ class Worker:
             pool, self._held, lease_seconds=settings.job_lease_seconds, on_lost=self._lose
         )
         self.claim_limit = ClaimLimit(
-            settings.worker_concurrency, target_seconds=settings.worker_loop_lag_target_seconds
+            settings.worker_concurrency, target_seconds=settings.worker_target_lag_seconds
         )
         self.lag_monitor = LoopLagMonitor(self._on_lag)
         self._claim_task: asyncio.Task[None] | None = None
@@ -220,7 +220,7 @@ class Worker:
         self._poll_at = asyncio.get_running_loop().time() + wait
 
     def _start(self, job: ClaimedJob) -> None:
-        held = HeldJob(JobContext(job, self._pool))
+        held = HeldJob(JobContext(job, self._pool, on_wait=self._on_wait))
         self._held[job.id] = held
         metrics.for_kind(job.kind).claimed.inc()
         task = asyncio.create_task(self._runner.run(held), name=f"job-{job.id}")
@@ -239,9 +239,14 @@ class Worker:
 
     def _on_lag(self, lag_seconds: float, now: float) -> None:
         before = self.claim_limit.value
-        self.claim_limit.observe(lag_seconds, in_flight=len(self._tasks), now=now)
+        self.claim_limit.lag_sampled(lag_seconds, in_flight=len(self._tasks), now=now)
         if self.claim_limit.value > before and self._work_pending:
             self._changed.set()  # jobs were left unclaimed for want of a slot: claim them
+
+    def _on_wait(self, wait_seconds: float) -> None:
+        metrics.POOL_WAIT.observe(wait_seconds)
+        now = asyncio.get_running_loop().time()
+        self.claim_limit.waited(wait_seconds, in_flight=len(self._tasks), now=now)
 
     def _on_wakeup(self) -> None:
         self._work_pending = True

@@ -89,7 +89,7 @@ async def test_a_worker_with_the_target_off_fills_its_slots(database_dsn: str) -
     connection = await asyncpg.connect(database_dsn)
     try:
         await client.enqueue_jobs(connection, [NewJob(kind="hold")] * 60)
-        settings = fast_settings(worker_concurrency=50, worker_loop_lag_target_seconds=0)
+        settings = fast_settings(worker_concurrency=50, worker_target_lag_seconds=0)
         async with worker_on(database_dsn, {"hold": hold}, settings) as worker:
             await eventually(lambda: running == 50, what="fifty jobs running")
             release.set()
