@@ -75,15 +75,15 @@ LOOP_LAG = Histogram(
 )
 POOL_WAIT = Histogram(
     "switchyard_worker_pool_wait_seconds",
-    "How long a job waited for a pooled connection (the pool serves the API in the same order).",
+    "How long a job waited for a pooled connection (the API's requests wait in the same line).",
     buckets=LOOP_LAG_BUCKETS_SECONDS,
 )
 CLAIM_LIMIT = Gauge(
     "switchyard_worker_claim_limit",
     "Jobs this worker may hold at once now (at most WORKER_CONCURRENCY; lowered while the "
-    "loop lags or jobs wait for connections).",
+    "event loop lags).",
 )
 CLAIM_LIMIT_CUTS = Counter(
     "switchyard_worker_claim_limit_cuts",
-    "Times the worker lowered its claim limit: the loop lagged or a connection was slow to come.",
+    "Times the worker lowered its claim limit because the event loop lagged.",
 )

@@ -1,28 +1,26 @@
-"""The worker's share of the process: claim fewer jobs when other work waits because of it.
+"""The worker's share of the event loop: claim fewer jobs while the loop lags.
 
-The API, the scheduler and the worker share one asyncio loop and one connection pool. A
-request waits for every callback queued on the loop ahead of it, and for every acquisition
-queued on the pool ahead of it (asyncpg's pool is first come, first served). With hundreds of
-job handlers in flight an answer (or `/health`) waits behind all of them. Two measurements
-tell how long other work waits right now, as it happens:
+The API, the scheduler and the worker share one asyncio loop. A request waits for every
+callback queued on the loop ahead of it, so with hundreds of runnable job handlers an answer
+(or `/health`) waits for all of them. `LoopLagMonitor` measures that wait as it happens: a task
+sleeps SAMPLE_SECONDS and records how late it woke up, less the time the operating system kept
+the process waiting for a CPU meanwhile (Linux reports it in /proc/thread-self/schedstat):
+claiming fewer jobs cannot help when other processes hold the cores, so on a shared machine
+their noise does not throttle the worker.
 
-- the loop's lag: `LoopLagMonitor` sleeps SAMPLE_SECONDS and records how late it woke up (what
-  every callback on the loop waits at that moment);
-- the pool's wait: each job's connection acquisitions are timed (`JobContext`); the pool
-  serves in order, so a request of the API waits about as long.
-
-`ClaimLimit` turns them into the number of jobs the worker may hold, additive increase /
-multiplicative decrease (AIMD, as TCP does with its window): a delay over the target cuts the
+`ClaimLimit` turns the samples into the number of jobs the worker may hold, additive increase /
+multiplicative decrease (AIMD, as TCP does with its window): a sample over the target cuts the
 limit to DECREASE_FACTOR of the jobs in flight (at most once per HOLD_SECONDS, so a cut shows
-its effect before the next); each lag sample under the target adds one job while the limit is
-what holds the worker back (jobs in flight at the limit), so an idle worker does not grow a
-limit it does not use. The limit stays between 1 (a worker always makes progress) and
+its effect before the next); a sample under the target adds one job while the limit is what
+holds the worker back (jobs in flight at the limit), so an idle worker does not grow a limit
+it does not use. The limit stays between 1 (a worker always makes progress) and
 `WORKER_CONCURRENCY`. Running jobs are never interrupted: the worker claims nothing until its
 jobs in flight fall under the limit.
 
-Nothing needs tuning per machine: the limit follows what the machine, the database and the
-other roles leave. `WORKER_TARGET_LAG_SECONDS` is the target (0 turns the adaptation off: the
-worker then always fills `WORKER_CONCURRENCY`).
+Nothing needs tuning per machine: the limit follows what the machine and the other roles
+leave. `WORKER_TARGET_LAG_SECONDS` is the target (0 turns the pacing off: the worker then always
+fills `WORKER_CONCURRENCY`). The pool's side of the same problem (a webhook overtaken by job
+handlers while it waits for a connection) is `server.db.fair_pool`.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final
 
 from server.worker import metrics
@@ -40,12 +39,14 @@ SAMPLE_SECONDS: Final = 0.01
 DECREASE_FACTOR: Final = 0.75
 # After a cut, no other cut for this long: the jobs in flight finish, or claims stop, first.
 HOLD_SECONDS: Final = 0.1
-# A fresh worker starts here and grows while the process keeps up.
+# A fresh worker starts here and grows while the loop keeps up.
 INITIAL_LIMIT: Final = 16
+# Linux: "<ns on a CPU> <ns runnable but waiting for a CPU> <timeslices>" of this thread.
+SCHEDSTAT: Final = Path("/proc/thread-self/schedstat")
 
 
 class ClaimLimit:
-    """How many jobs the worker may hold at once, steered by the delays it causes (AIMD)."""
+    """How many jobs the worker may hold at once, steered by the loop's lag (AIMD)."""
 
     def __init__(self, maximum: int, *, target_seconds: float) -> None:
         self.maximum = maximum
@@ -67,29 +68,19 @@ class ClaimLimit:
         if not self.adaptive:
             return
         if lag_seconds > self.target_seconds:
-            self._cut(in_flight, now)
+            if now >= self._hold_until:
+                self._limit = max(1.0, min(self._limit, in_flight) * DECREASE_FACTOR)
+                self._hold_until = now + HOLD_SECONDS
+                self.cuts += 1
+                self.lowest = min(self.lowest, self.value)
+                metrics.CLAIM_LIMIT_CUTS.inc()
         elif in_flight >= self.value:
             self._limit = min(float(self.maximum), self._limit + 1)
-            metrics.CLAIM_LIMIT.set(self.value)
-
-    def waited(self, wait_seconds: float, *, in_flight: int, now: float) -> None:
-        """A job waited `wait_seconds` for a pooled connection: cut if over the target."""
-        if self.adaptive and wait_seconds > self.target_seconds:
-            self._cut(in_flight, now)
-
-    def _cut(self, in_flight: int, now: float) -> None:
-        if now < self._hold_until:
-            return
-        self._limit = max(1.0, min(self._limit, in_flight) * DECREASE_FACTOR)
-        self._hold_until = now + HOLD_SECONDS
-        self.cuts += 1
-        self.lowest = min(self.lowest, self.value)
-        metrics.CLAIM_LIMIT_CUTS.inc()
         metrics.CLAIM_LIMIT.set(self.value)
 
 
 class LoopLagMonitor:
-    """Measures the event loop's lag every SAMPLE_SECONDS and reports each sample."""
+    """Measures the event loop's own lag every SAMPLE_SECONDS and reports each sample."""
 
     def __init__(self, on_sample: Callable[[float, float], None]) -> None:
         self._on_sample = on_sample  # (lag seconds, loop time)
@@ -98,8 +89,17 @@ class LoopLagMonitor:
         loop = asyncio.get_running_loop()
         while True:
             asked = loop.time() + SAMPLE_SECONDS
+            waited_before = cpu_wait_seconds()
             await asyncio.sleep(SAMPLE_SECONDS)
             now = loop.time()
-            lag = max(0.0, now - asked)
+            lag = max(0.0, now - asked - (cpu_wait_seconds() - waited_before))
             metrics.LOOP_LAG.observe(lag)
             self._on_sample(lag, now)
+
+
+def cpu_wait_seconds() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (0 where unknown)."""
+    try:
+        return int(SCHEDSTAT.read_bytes().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0

@@ -245,8 +245,6 @@ class Worker:
 
     def _on_wait(self, wait_seconds: float) -> None:
         metrics.POOL_WAIT.observe(wait_seconds)
-        now = asyncio.get_running_loop().time()
-        self.claim_limit.waited(wait_seconds, in_flight=len(self._tasks), now=now)
 
     def _on_wakeup(self) -> None:
         self._work_pending = True
