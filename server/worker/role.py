@@ -5,11 +5,13 @@
 
 One claim loop runs the worker's cycle on a pooled connection it keeps: a single statement
 completes the jobs whose handlers returned since the last cycle and claims as many due jobs as
-there are free slots (`worker_concurrency` handler tasks). It sleeps until a LISTEN wake-up
-(`server.queue.listener`), a freed slot, or the next poll, planned from the database: the
-earlier of `job_poll_interval_seconds` and the next queued job's `run_at`. A heartbeat keeps the
-leases of held jobs alive; a rescuer re-queues jobs whose worker died (`leases.py`). Each loop is
-supervised: a crash is reported to `on_crash`, never silent.
+there are free slots (`worker_concurrency` handler tasks, fewer while the event loop lags: the
+claim limit of `pacing.py`, so the API and /health sharing the loop keep answering). It sleeps
+until a LISTEN wake-up (`server.queue.listener`), a freed slot, or the next poll, planned from
+the database: the earlier of `job_poll_interval_seconds` and the next queued job's `run_at`. A
+heartbeat keeps the leases of held jobs alive; a rescuer re-queues jobs whose worker died
+(`leases.py`); a monitor samples the loop's lag (`pacing.py`). Each loop is supervised: a crash
+is reported to `on_crash`, never silent.
 
 Handlers are `async def handler(context: JobContext) -> None` by job kind (`handlers.py`); an
 unknown kind makes the job dead with a message naming the kinds this worker has. Handlers raise
