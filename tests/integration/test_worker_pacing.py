@@ -57,7 +57,9 @@ async def test_a_worker_saturated_by_cpu_bound_jobs_claims_fewer_and_health_answ
     try:
         async with serving_health(settings_for(roles=frozenset({Role.API}))) as port:
             await client.enqueue_jobs(connection, [NewJob(kind="busy")] * JOBS)
-            settings = fast_settings(worker_concurrency=SLOTS, job_timeout_seconds=60.0)
+            settings = fast_settings(
+                worker_concurrency=SLOTS, job_timeout_seconds=60.0, worker_target_lag_seconds=0.02
+            )
             async with worker_on(database_dsn, {"busy": busy}, settings) as worker:
                 probe = asyncio.create_task(probe_health(port))
                 await eventually(lambda: _empty(connection), within=120, what="queue drained")
