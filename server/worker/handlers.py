@@ -24,6 +24,7 @@ import msgspec
 
 from server.queue.client import Connection, complete_job, continue_job
 from server.queue.jobs import ClaimedJob, Lease, LeaseLostError, NewJob, Payload
+from server.worker import metrics
 
 ACQUIRE_TIMEOUT_SECONDS: Final = 10.0
 
@@ -43,16 +44,9 @@ class JobPhase(StrEnum):
 class JobContext:
     """One attempt of one job, as its handler sees it."""
 
-    def __init__(
-        self,
-        job: ClaimedJob,
-        pool: asyncpg.Pool,
-        *,
-        on_wait: Callable[[float], None] = lambda _: None,
-    ) -> None:
+    def __init__(self, job: ClaimedJob, pool: asyncpg.Pool) -> None:
         self.job = job
         self._pool = pool
-        self._on_wait = on_wait  # seconds each acquisition waited for a pooled connection
         self.phase = JobPhase.RUNNING
         self.completed = False
         self.lease_lost = False
@@ -89,16 +83,11 @@ class JobContext:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
-        """A pooled connection for reads and writes that need not commit with the job."""
-        async with self._acquire() as connection:
-            yield connection
-
-    @asynccontextmanager
-    async def _acquire(self) -> AsyncIterator[Connection]:
-        """A pooled connection; the wait for it is reported (the worker's pacing)."""
+        """A pooled connection for reads and writes that need not commit with the job. The
+        wait for it is a metric (the API's requests wait in the same line: `server.db.fair_pool`)."""
         asked = time.perf_counter()
         async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
-            self._on_wait(time.perf_counter() - asked)
+            metrics.POOL_WAIT.observe(time.perf_counter() - asked)
             yield connection
 
     @asynccontextmanager
@@ -114,7 +103,7 @@ class JobContext:
         if self.completed:
             raise RuntimeError(f"job {self.job.id} is already completed; use one transaction")
         self._continuation, self._settled_here = None, False
-        async with self._acquire() as connection:
+        async with self.connection() as connection:
             self._in_transaction = True
             try:
                 async with connection.transaction():

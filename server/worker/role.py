@@ -222,7 +222,7 @@ class Worker:
         self._poll_at = asyncio.get_running_loop().time() + wait
 
     def _start(self, job: ClaimedJob) -> None:
-        held = HeldJob(JobContext(job, self._pool, on_wait=self._on_wait))
+        held = HeldJob(JobContext(job, self._pool))
         self._held[job.id] = held
         metrics.for_kind(job.kind).claimed.inc()
         task = asyncio.create_task(self._runner.run(held), name=f"job-{job.id}")
@@ -244,9 +244,6 @@ class Worker:
         self.claim_limit.lag_sampled(lag_seconds, in_flight=len(self._tasks), now=now)
         if self.claim_limit.value > before and self._work_pending:
             self._changed.set()  # jobs were left unclaimed for want of a slot: claim them
-
-    def _on_wait(self, wait_seconds: float) -> None:
-        metrics.POOL_WAIT.observe(wait_seconds)
 
     def _on_wakeup(self) -> None:
         self._work_pending = True
