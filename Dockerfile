@@ -15,8 +15,11 @@ RUN /opt/switchyard/bin/pip install --no-cache-dir --upgrade pip \
 FROM python:3.11-slim-bookworm
 # pgserver (the embedded PostgreSQL, used only when no database is configured) needs no extra
 # packages as a non-root user; tzdata comes from PyPI for zoneinfo.
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin switchyard \
- && mkdir /data && chown switchyard:switchyard /data
+# A numeric USER (uid and gid 10001, as deploy/ sets runAsUser and runAsGroup) lets Kubernetes
+# verify runAsNonRoot without reading /etc/passwd; tests/unit/test_deploy_manifests.py checks both.
+RUN groupadd --gid 10001 switchyard \
+ && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin switchyard \
+ && mkdir /data && chown 10001:10001 /data
 COPY --from=build /opt/switchyard /opt/switchyard
 ENV PATH=/opt/switchyard/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -25,7 +28,7 @@ ENV PATH=/opt/switchyard/bin:$PATH \
     PORT=8080 \
     DATA_DIR=/data \
     LOG_FORMAT=json
-USER switchyard
+USER 10001:10001
 WORKDIR /data
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \

@@ -4,13 +4,15 @@ Piccolo finds its engine through this module, for the tables and for migrations 
 engine is created unconnected; `server.db.engine.connect_engine` points it at the database the
 settings name (or the embedded server) before anything runs. No extensions are requested: the
 schema uses only core PostgreSQL (`gen_random_uuid()`), which the embedded server also has.
+Its transactions always give their connection back (`server.db.transactions`).
 """
 
 from __future__ import annotations
 
 from piccolo.conf.apps import AppRegistry
-from piccolo.engine.postgres import PostgresEngine
 
-DB = PostgresEngine(config={}, extensions=())
+from server.db.transactions import ReleasingEngine
+
+DB = ReleasingEngine(config={}, extensions=())
 
 APP_REGISTRY = AppRegistry(apps=["server.db.piccolo_app"])

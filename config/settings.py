@@ -75,6 +75,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Access and secrets
     api_tokens: tuple[str, ...] = ()
     encryption_keys: tuple[str, ...] = ()
+    # When set, /metrics answers only `Authorization: Bearer <metrics_token>` (/health and
+    # /ready stay open for probes).
+    metrics_token: Annotated[str, Meta(min_length=16)] | None = None
 
     # Object store for published workflow documents
     object_store_url: str | None = None
@@ -97,9 +100,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     # Triggers, actions, guard rails, retention
     database_trigger_tables: tuple[str, ...] = ()
+    # Private hosts, addresses or networks actions may connect to: HTTP calls, OAuth2 token
+    # endpoints and the SMTP server of an email credential (all refused otherwise).
     http_allowed_hosts: tuple[str, ...] = ()
     max_payload_bytes: PositiveInt = 1_048_576
     retention_days: PositiveInt = 30
+
+    # HTTP limits, enforced as bytes arrive (server.http_limits). The request line and headers
+    # share one budget: 16 KB, Node's default, is ten times what webhook senders use.
+    http_max_header_bytes: Annotated[int, Meta(ge=1024)] = 16_384
+    http_max_headers: PositiveInt = 100  # Apache's LimitRequestFields
+    # A head must arrive within this of its first byte (of the connection, for the first one).
+    http_header_timeout_seconds: Seconds = 10.0
+    # A body must arrive within this of its head: 1 MB at 35 KB/s.
+    http_body_timeout_seconds: Seconds = 30.0
+    # Idle time between requests; behind a load balancer, set it above the balancer's own.
+    http_keepalive_timeout_seconds: Seconds = 5.0
+    # Open connections; keep it below the open-file limit (`ulimit -n`) minus the pool.
+    http_max_connections: PositiveInt = 1000
 
     def __post_init__(self) -> None:
         if self.database_url is not None and not re.match(r"^postgres(ql)?://", self.database_url):

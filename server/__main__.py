@@ -37,6 +37,7 @@ from server.db.variables import variables_writer
 from server.db.versions import get_version, latest_version
 from server.engine.document import WorkflowDocument, encode_document
 from server.errors import AppError
+from server.http_limits import HttpLimits, limited_protocol
 from server.keyring import load_keyring
 from server.log import configure_logging
 from server.queue.admin import dead_jobs_command, requeue_command
@@ -232,6 +233,8 @@ async def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         lifespan="on",
+        http=limited_protocol(HttpLimits.from_settings(settings)),
+        ws="none",  # no WebSocket routes: an upgrade request is served as plain HTTP
         log_config=None,
         access_log=False,
         server_header=False,

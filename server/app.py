@@ -19,15 +19,13 @@ from pathlib import Path
 import structlog
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 from piccolo.engine.postgres import PostgresEngine
 
 from config.settings import Role, Settings
 from server import health
 from server.actions.catalog import ACTIONS, CREDENTIAL_TYPES, TRIGGERS
 from server.actions.registry import BUILTIN_ACTIONS
-from server.api import problems
+from server.api import docs, problems
 from server.api.hook_cache import EndpointCache, forget_on_writes
 from server.api.hooks import HookController
 from server.api.openapi import declare_problem_responses
@@ -71,7 +69,7 @@ def create_app(
         announce: receives lines meant for the person who started the process (the local
             API token on the embedded default); never logged.
     """
-    route_handlers: list[object] = [*health.ROUTES]
+    route_handlers: list[object] = [*health.ROUTES, docs.assets_router()]
     endpoint_cache = EndpointCache()
     middleware = []
     if Role.API in settings.roles:
@@ -82,14 +80,7 @@ def create_app(
         lifespan=[partial(lifespan, settings=settings, on_crash=on_crash, announce=announce)],
         plugins=[problems.PLUGIN],
         exception_handlers=problems.EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        openapi_config=OpenAPIConfig(
-            title="Switchyard",
-            version="1",
-            path="/schema",
-            components=Components(
-                security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer")}
-            ),
-        ),
+        openapi_config=docs.openapi_config(),
         state=State({"settings": settings, "endpoint_cache": endpoint_cache}),
         middleware=middleware,
         request_max_body_size=settings.max_payload_bytes,  # larger bodies answer 413

@@ -2,17 +2,21 @@
 
 `/health` says the process is alive. `/ready` says it can do its work: the database answers
 and its schema is the one this build expects (so a replica of an older build never takes
-traffic against a newer schema, or the reverse). `/metrics` is Prometheus text.
+traffic against a newer schema, or the reverse). `/metrics` is Prometheus text; when
+METRICS_TOKEN is set it answers only `Authorization: Bearer <METRICS_TOKEN>` (401 otherwise),
+for deployments whose metrics port is reachable from outside. `/health` and `/ready` stay open:
+probes carry no credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from http import HTTPStatus
 
 import asyncpg
 import msgspec
-from litestar import MediaType, Response, get
+from litestar import MediaType, Request, Response, get
 from litestar.datastructures import State
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
@@ -65,8 +69,10 @@ QUEUE_OLDEST_DUE = Gauge(
 
 
 @get("/metrics", tags=["operations"], media_type=MediaType.TEXT)
-async def metrics(state: State) -> Response[bytes]:
-    """Prometheus metrics of this process, plus the queue's depth read from the database."""
+async def metrics(state: State, request: Request) -> Response[bytes]:  # type: ignore[type-arg]
+    """Prometheus metrics of this process, plus the queue's depth read from the database;
+    with METRICS_TOKEN set, only for `Authorization: Bearer <METRICS_TOKEN>`."""
+    _check_metrics_token(state.settings.metrics_token, request.headers.get("authorization", ""))
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
             async with engine_pool(state.engine).acquire() as connection:
@@ -81,6 +87,24 @@ async def metrics(state: State) -> Response[bytes]:
             if row.oldest_due_seconds is not None:
                 QUEUE_OLDEST_DUE.labels(row.kind).set(row.oldest_due_seconds)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def _check_metrics_token(expected: str | None, authorization: str) -> None:
+    if expected is None:
+        return
+    scheme, _, token = authorization.partition(" ")
+    # Compared in constant time, as bytes: the header may hold any character.
+    if scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode(), expected.encode()
+    ):
+        return
+    raise problem(
+        HTTPStatus.UNAUTHORIZED,
+        "/metrics needs 'Authorization: Bearer <token>' with the METRICS_TOKEN this process "
+        "was started with",
+        slug="unauthorized",
+        headers={"WWW-Authenticate": 'Bearer realm="switchyard-metrics"'},
+    )
 
 
 ROUTES = [health, ready, metrics]

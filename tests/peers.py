@@ -2,10 +2,12 @@
 
 `smtp_server` (aiosmtpd, no login), `smtp_auth_server` (STARTTLS, then a login) and
 `smtps_server` (TLS from the first byte) record every message they accept; a recipient named
-`busy@...` is refused with 451 (try later) and `unknown@...` with 550. `http_peer` and
-`https_peer` record every request and answer what the test programs per path (`reply`, or
-`respond` with a function); other paths get 404. TLS peers present a certificate for the name
-`localhost` only, which `tls_client_context` trusts.
+`busy@...` is refused with 451 (try later) and `unknown@...` with 550;
+`smtp_quit_refusing_server` answers QUIT with 451 after accepting the message. `http_peer`,
+`other_http_peer` (another port: another origin) and `https_peer` record every request and
+answer what the test programs per path (`reply`, or `respond` with a function); other paths
+get 404. TLS peers present a certificate for the name `localhost` only, which
+`tls_client_context` trusts.
 Servers live for the session; the per-test fixtures clear what they recorded and programmed.
 """
 
@@ -76,6 +78,14 @@ class Mailbox:
         return "250 Message accepted for delivery"
 
 
+class QuitRefusingMailbox(Mailbox):
+    """Accepts mail like `Mailbox`, then answers QUIT with a 4xx instead of 221: something
+    going wrong after the message was accepted."""
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        return "451 4.3.0 closing badly after accepting"
+
+
 class SmtpPeer(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     port: int
@@ -92,8 +102,8 @@ def _authenticate(
     return AuthResult(success=valid, handled=False)
 
 
-def _serve_smtp(**options: Any) -> Iterator[SmtpPeer]:
-    mailbox = Mailbox()
+def _serve_smtp(mailbox: Mailbox | None = None, **options: Any) -> Iterator[SmtpPeer]:
+    mailbox = mailbox or Mailbox()
     controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(), **options)
     controller.start()
     try:
@@ -120,6 +130,18 @@ def _smtp_auth_server(_tls_identity: TlsIdentity) -> Iterator[SmtpPeer]:
 @pytest.fixture(scope="session")
 def _smtps_server(_tls_identity: TlsIdentity) -> Iterator[SmtpPeer]:
     yield from _serve_smtp(ssl_context=_tls_identity.server)
+
+
+@pytest.fixture(scope="session")
+def _smtp_quit_refusing_server() -> Iterator[SmtpPeer]:
+    yield from _serve_smtp(QuitRefusingMailbox())
+
+
+@pytest.fixture
+def smtp_quit_refusing_server(_smtp_quit_refusing_server: SmtpPeer) -> SmtpPeer:
+    """An SMTP server on loopback that accepts mail, then answers QUIT with 451."""
+    _smtp_quit_refusing_server.mailbox.mails.clear()
+    return _smtp_quit_refusing_server
 
 
 @pytest.fixture
@@ -274,6 +296,11 @@ def _http_peer() -> Iterator[HttpPeer]:
 
 
 @pytest.fixture(scope="session")
+def _other_http_peer() -> Iterator[HttpPeer]:
+    yield from _serve_http(None)
+
+
+@pytest.fixture(scope="session")
 def _https_peer(_tls_identity: TlsIdentity) -> Iterator[HttpPeer]:
     yield from _serve_http(_tls_identity.server)
 
@@ -283,6 +310,13 @@ def http_peer(_http_peer: HttpPeer) -> HttpPeer:
     """A plain HTTP server on 127.0.0.1, cleared for this test."""
     _http_peer.reset()
     return _http_peer
+
+
+@pytest.fixture
+def other_http_peer(_other_http_peer: HttpPeer) -> HttpPeer:
+    """A second plain HTTP server on 127.0.0.1, on another port: another origin."""
+    _other_http_peer.reset()
+    return _other_http_peer
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ def run_command(
 class ServerProcess:
     def __init__(self, process: subprocess.Popen[str], port: int) -> None:
         self.process = process
+        self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._output: str | None = None
 

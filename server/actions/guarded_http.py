@@ -2,13 +2,16 @@
 
 `OutboundClient.send` checks the URL's host (`server.actions.outbound`), connects to a checked
 address while the Host header, TLS SNI and certificate verification keep the URL's host name,
-follows redirects itself (at most `max_redirects`, each hop checked again, credentials dropped
-when the origin changes), streams the body and stops at `max_response_bytes`, and bounds the
-whole exchange, DNS and redirects included, by `timeout_seconds`. Connections are never kept
-alive: a pooled connection is keyed by address, so reusing one for another host name would skip
-that name's certificate check. Transport failures become `RetryableError`; a certificate that
-does not verify, a refused address, an oversized answer or a redirect loop become
-`PermanentError`. `status_failure` maps an answer's status to the action error it calls for.
+follows redirects itself (at most `max_redirects`, each hop checked again; when the origin
+changes, the credentials and every caller-supplied header but those in CROSS_ORIGIN_HEADERS
+are dropped), streams the body and stops at `max_response_bytes`, and bounds the whole
+exchange, DNS and redirects included, by `timeout_seconds`. Connections are never kept alive: a
+pooled connection is keyed by address, so reusing one for another host name would skip that
+name's certificate check. Transport failures become `RetryableError`, except once a POST or
+PATCH was accepted (2xx): an answer that then cannot be read, or does not arrive in time, is a
+`PermanentError`, since a retry would apply the request again. A certificate that does not
+verify, a refused address, an oversized answer or a redirect loop become `PermanentError`.
+`status_failure` maps an answer's status to the action error it calls for.
 """
 
 from __future__ import annotations
@@ -32,9 +35,25 @@ from server.queue.jobs import PermanentError, RetryableError
 REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 # Headers that describe a body: dropped with the body when a redirect turns a request into GET.
 BODY_HEADERS: Final = frozenset({"content-type", "content-length", "content-encoding"})
-# Headers that carry credentials: never sent to an origin other than the request's own.
-CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
+# The caller's headers that a redirect may carry to another origin; every other one (an
+# `X-Api-Token` rendered from a secret, a cookie, a tenant id) stays with the request's own
+# origin. Content-Type and Content-Encoding describe the body and are left only while the body
+# is (`_redirected` drops them with it). Idempotency-Key travels with a kept body: a 307/308
+# sends the same effect to the new origin, which needs the key to apply a retry once.
+CROSS_ORIGIN_HEADERS: Final = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "user-agent",
+        "content-type",
+        "content-encoding",
+        "idempotency-key",
+    }
+)
 ERROR_SNIPPET_CHARS: Final = 200
+# Methods a repeat cannot apply twice (RFC 9110 9.2.2): their answers may be fetched again.
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 class OutboundRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,6 +69,7 @@ class OutboundRequest(msgspec.Struct, frozen=True, kw_only=True):
     max_response_bytes: int
     follow_redirects: bool = True
     max_redirects: int = 5
+    repeatable: bool = False  # a POST with no effect (a token request): accepted may retry
 
 
 class OutboundResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,11 +79,19 @@ class OutboundResponse(msgspec.Struct, frozen=True, kw_only=True):
     url: str
 
 
+class _Progress(msgspec.Struct, kw_only=True):
+    """How far one exchange got: set once a non-idempotent request was accepted (2xx), after
+    which a failure to read the answer must not send the request again."""
+
+    accepted: str | None = None
+
+
 class _Hop(msgspec.Struct, frozen=True, kw_only=True):
     method: str
     url: httpx.URL
     headers: dict[str, str]
     content: bytes | None
+    repeatable: bool = False
 
 
 class OutboundClient:
@@ -88,10 +116,16 @@ class OutboundClient:
             timeout=request.timeout_seconds,
             limits=httpx.Limits(max_keepalive_connections=0),
         )
+        progress = _Progress()
         try:
             async with asyncio.timeout(request.timeout_seconds), client:
-                return await _follow(client, request, allowed_hosts)
+                return await _follow(client, request, allowed_hosts, progress)
         except TimeoutError:
+            if progress.accepted is not None:
+                raise PermanentError(
+                    f"{progress.accepted}, but its answer did not arrive within "
+                    f"{request.timeout_seconds:g} s; the request is not sent again"
+                ) from None
             raise RetryableError(
                 f"{request.method} {_origin(httpx.URL(request.url))} took longer than "
                 f"{request.timeout_seconds:g} s"
@@ -99,20 +133,28 @@ class OutboundClient:
 
 
 async def _follow(
-    client: httpx.AsyncClient, request: OutboundRequest, allowed_hosts: Sequence[str]
+    client: httpx.AsyncClient,
+    request: OutboundRequest,
+    allowed_hosts: Sequence[str],
+    progress: _Progress,
 ) -> OutboundResponse:
     first = _parsed_url(request.url).copy_merge_params(request.params)
     headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-    hop = _Hop(method=request.method, url=first, headers=headers, content=request.content)
+    hop = _Hop(
+        method=request.method,
+        url=first,
+        headers=headers,
+        content=request.content,
+        repeatable=request.repeatable,
+    )
     for _ in range(request.max_redirects + 1):
         if _origin(hop.url) == _origin(first):
             sent = {**hop.headers, **request.auth_headers}
-        else:  # another origin must not see the caller's credentials, however they were given
-            sent = {k: v for k, v in hop.headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+        else:  # another origin sees none of the caller's headers but a short safe list
+            sent = {k: v for k, v in hop.headers.items() if k.lower() in CROSS_ORIGIN_HEADERS}
         target = await check_url(hop.url, allowed_hosts)
-        response = await _exchange(
-            client, target, msgspec.structs.replace(hop, headers=sent), request.max_response_bytes
-        )
+        sent_hop = msgspec.structs.replace(hop, headers=sent)
+        response = await _exchange(client, target, sent_hop, request.max_response_bytes, progress)
         location = response.headers.get("location")
         if not (request.follow_redirects and response.status in REDIRECT_STATUSES and location):
             return response
@@ -138,13 +180,13 @@ def _redirected(hop: _Hop, status: int, url: httpx.URL) -> _Hop:
 
 
 async def _exchange(
-    client: httpx.AsyncClient, target: Target, hop: _Hop, max_bytes: int
+    client: httpx.AsyncClient, target: Target, hop: _Hop, max_bytes: int, progress: _Progress
 ) -> OutboundResponse:
     """Try the checked addresses in resolver order until one accepts the connection."""
     failure: httpx.ConnectError | None = None
     for address in target.addresses:
         try:
-            return await _exchange_with(client, address, target, hop, max_bytes)
+            return await _exchange_with(client, address, target, hop, max_bytes, progress)
         except httpx.ConnectError as error:
             if _certificate_failure(error):
                 raise PermanentError(
@@ -155,7 +197,12 @@ async def _exchange(
 
 
 async def _exchange_with(
-    client: httpx.AsyncClient, address: str, target: Target, hop: _Hop, max_bytes: int
+    client: httpx.AsyncClient,
+    address: str,
+    target: Target,
+    hop: _Hop,
+    max_bytes: int,
+    progress: _Progress,
 ) -> OutboundResponse:
     extensions = {"sni_hostname": target.host} if hop.url.scheme == "https" else {}
     try:
@@ -173,9 +220,17 @@ async def _exchange_with(
         raise PermanentError(f"the request cannot be sent as given: {error}") from None
     except httpx.TransportError as error:
         raise RetryableError(f"{hop.method} {_origin(hop.url)} failed: {error!r}") from None
+    status = response.status_code
+    if 200 <= status < 300 and not (hop.repeatable or hop.method in IDEMPOTENT_METHODS):
+        progress.accepted = f"{hop.method} {_origin(hop.url)} was accepted (HTTP {status})"
     try:
         body = await _read_capped(response, max_bytes, hop)
     except httpx.TransportError as error:
+        if progress.accepted is not None:  # the effect happened: a retry would repeat it
+            raise PermanentError(
+                f"{progress.accepted}, but reading its answer failed: {error!r}; "
+                "the request is not sent again"
+            ) from None
         raise RetryableError(
             f"reading the answer of {_origin(hop.url)} failed: {error!r}"
         ) from None

@@ -105,6 +105,7 @@ class ClientCredentialsTokens:
             timeout_seconds=timeout_seconds,
             max_response_bytes=TOKEN_RESPONSE_MAX_BYTES,
             follow_redirects=False,
+            repeatable=True,  # asking for a token again changes nothing
         )
         started = self._clock()
         response = await self._client.send(request, allowed_hosts=allowed_hosts)

@@ -1,7 +1,7 @@
 """The outbound address guard: which hosts an action may connect to, decided before connecting.
 
-Actions that call URLs taken from workflow configuration (`http_request`, `sms`, an OAuth2 token
-endpoint) must not become a way into the private network: loopback, private (RFC 1918 and
+Actions that connect to hosts taken from workflow configuration or credentials (`http_request`,
+`sms`, an OAuth2 token endpoint, `email`'s SMTP server) must not become a way into the private network: loopback, private (RFC 1918 and
 unique-local), link-local, shared (CGNAT), multicast, reserved and unspecified addresses, and the
 cloud metadata endpoints among them, are refused unless `settings.http_allowed_hosts` lists the
 host name, the address or a network containing it (`10.0.0.0/8`). A host name is resolved once;
@@ -38,6 +38,14 @@ METADATA_ADDRESSES: Final = frozenset(
     )
 )
 NAT64_NETWORK: Final = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+class HostNotFoundError(PermanentError):
+    """DNS has no address for the host."""
+
+
+class ResolutionFailedError(RetryableError):
+    """Name resolution failed for a reason that may pass (no answer, a server failure)."""
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,7 +115,24 @@ async def check_url(url: httpx.URL, allowed_hosts: Sequence[str]) -> Target:
     host = url.raw_host.decode("ascii").lower().rstrip(".")
     if not host:
         raise PermanentError(f"URL {url} has no host")
-    port = url.port or DEFAULT_PORTS[url.scheme]
+    return await check_host(host, url.port or DEFAULT_PORTS[url.scheme], allowed_hosts)
+
+
+async def check_host(host: str, port: int, allowed_hosts: Sequence[str]) -> Target:
+    """Resolve `host` once and check every address, for any protocol (SMTP too).
+
+    `host` may be in any case, with a trailing dot, and an IPv6 literal in brackets.
+
+    Raises:
+        PermanentError: an address is refused (the message names the setting to change).
+        HostNotFoundError: DNS has no address for the host.
+        ResolutionFailedError: name resolution failed for a reason that may pass.
+    """
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise PermanentError("no host to connect to")
     literal = _ip_literal(host)
     addresses = [literal] if literal is not None else await _resolve(host, port)
     for address in addresses:
@@ -134,17 +159,17 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
         answers = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
         if error.errno == socket.EAI_NONAME:
-            raise PermanentError(
+            raise HostNotFoundError(
                 f"host {host} does not exist (DNS has no address for it)"
             ) from None
-        raise RetryableError(f"could not resolve {host}: {error.strerror}") from None
+        raise ResolutionFailedError(f"could not resolve {host}: {error.strerror}") from None
     addresses: list[IPAddress] = []
     for *_, sockaddr in answers:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
         if address not in addresses:
             addresses.append(address)
     if not addresses:
-        raise RetryableError(f"resolving {host} gave no address")
+        raise ResolutionFailedError(f"resolving {host} gave no address")
     return addresses
 
 

@@ -8,6 +8,7 @@ whole-graph rules (exactly one entry step) are checked at publish, and any time 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -36,7 +37,7 @@ class StepChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 async def _checked(step: Step) -> Step:
-    problems = validate_step(step, await action_schemas())
+    problems = await asyncio.to_thread(validate_step, step, await action_schemas())
     if problems:
         raise ValidationError(
             f"step {step.key!r} is not valid; fix each problem listed in errors",

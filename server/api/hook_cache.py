@@ -5,9 +5,9 @@ A delivery needs its endpoint (auth, secrets, answer mode) and the routes of its
 change rarely. So while this process listens on `switchyard_config` it keeps them per path:
 triggers on webhook_endpoint, workflow_subscription, workflow_definition and workflow_version
 notify that channel in every transaction that changes them (delivered at commit), from any
-replica or tool, and each notification empties the cache. This process's own API writes
-empty it too, before their answer leaves (`forget_on_writes`), so a client that changes an
-endpoint or a subscription and then sends a delivery never meets the old one. A change made
+replica or tool, and each notification empties the cache. This process's own successful API
+writes empty it too, before their answer leaves (`forget_on_writes`), so a client that changes
+an endpoint or a subscription and then sends a delivery never meets the old one. A change made
 elsewhere applies here when its notification arrives, normally within a millisecond of the
 commit. While the listening connection is down the cache is not used; after it (re)connects
 the cache starts empty, since notifications may have been missed meanwhile.
@@ -34,6 +34,7 @@ MAX_ENTRIES: Final = 10_000
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 # API writes that never change an endpoint or a route (they would only empty the cache).
 NOT_CONFIG_PATHS: Final = ("/api/v1/events",)
+MIN_REFUSED: Final = 400  # answers from here on changed nothing
 
 
 class EndpointCache:
@@ -95,8 +96,14 @@ class _ConfigListener(ChannelListener):
 
 def forget_on_writes(cache: EndpointCache) -> Callable[[ASGIApp], ASGIApp]:
     """ASGI middleware: an API request that may change configuration (any method but GET, HEAD
-    and OPTIONS under /api/v1) empties `cache` when its answer starts, after its transaction
-    committed and before the client can send anything else."""
+    and OPTIONS under /api/v1) empties `cache` when its successful answer starts, after its
+    transaction committed and before the client can send anything else.
+
+    Only answers below 400 count: a refused request changed nothing, and a request without a
+    valid token is always refused (401 from the router's guard, 404 or 405 off its routes), so
+    anonymous traffic cannot keep emptying the cache and send every delivery to the database.
+    A write that failed after its commit (a 5xx) is still heard through its notification.
+    """
 
     def middleware(app: ASGIApp) -> ASGIApp:
         async def forgetting(scope: Scope, receive: Receive, send: Send) -> None:
@@ -110,7 +117,7 @@ def forget_on_writes(cache: EndpointCache) -> Callable[[ASGIApp], ASGIApp]:
                 return
 
             async def send_after_forgetting(message: Message) -> None:
-                if message["type"] == "http.response.start":
+                if message["type"] == "http.response.start" and message["status"] < MIN_REFUSED:
                     cache.forget()
                 await send(message)
 

@@ -23,10 +23,12 @@ from litestar.plugins.problem_details import (
 )
 
 from server import errors
+from server.db.availability import DATABASE_AWAY_ERRORS
 
 log = structlog.get_logger(__name__)
 
 PROBLEM_TYPE_BASE = "https://switchyard.dev/problems/"
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 # Domain error class -> (status, type slug). Order matters: first match wins.
 DOMAIN_ERRORS: list[tuple[type[errors.AppError], HTTPStatus, str]] = [
@@ -87,6 +89,16 @@ def _from_data_error(error: asyncpg.DataError) -> ProblemDetailsException:
     )
 
 
+def _from_database_away(error: Exception) -> ProblemDetailsException:
+    log.warning("database_unavailable", error=f"{type(error).__name__}: {error}")
+    return problem(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "the database is not reachable right now; retry after the time in Retry-After",
+        slug="unavailable",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
 def _from_recursion_error(_: RecursionError) -> ProblemDetailsException:
     # msgspec refuses to decode JSON nested deeper than the interpreter's recursion limit.
     return problem(
@@ -113,6 +125,7 @@ PLUGIN = ProblemDetailsPlugin(
             errors.AppError: _from_domain_error,
             asyncpg.DataError: _from_data_error,
             RecursionError: _from_recursion_error,
+            **dict.fromkeys(DATABASE_AWAY_ERRORS, _from_database_away),
         },
     )
 )

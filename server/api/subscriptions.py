@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from litestar import Controller, delete, get, post
@@ -31,7 +32,7 @@ class SubscriptionController(Controller):
         self, workflow_id: FromPath[uuid.UUID], data: JSONBody[Subscription]
     ) -> SubscriptionRecord:
         """Start this workflow for events of `trigger_key` that pass `filter_conditions`."""
-        if problem := filter_problem(data.filter_conditions):
+        if problem := await asyncio.to_thread(filter_problem, data.filter_conditions):
             raise ValidationError(
                 "filter_conditions is not valid",
                 [{"field": "filter_conditions", "message": problem}],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import msgspec
@@ -68,7 +69,7 @@ class VersionController(Controller):
     ) -> ValidationReport:
         """Every problem that would stop this version from being published, without publishing."""
         document = await load_document(await versions.get_version(workflow_id, version_num))
-        problems = validate_document(document, await action_schemas())
+        problems = await asyncio.to_thread(validate_document, document, await action_schemas())
         return ValidationReport(valid=not problems, errors=problems)
 
     @post("/{version_num:int}/publish", status_code=HTTP_200_OK)

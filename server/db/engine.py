@@ -16,15 +16,19 @@ webhook waits its turn behind the worker's jobs instead of being overtaken again
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import structlog
 from piccolo.engine.postgres import PostgresEngine
 
 from server.db.fair_pool import make_fair
+
+log = structlog.get_logger(__name__)
 
 PICCOLO_CONF_MODULE = "config.piccolo_conf"
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -42,9 +46,10 @@ def piccolo_engine() -> PostgresEngine:
 
 @asynccontextmanager
 async def open_engine(
-    dsn: str, *, min_size: int = 1, max_size: int = 10
+    dsn: str, *, min_size: int = 1, max_size: int = 10, close_timeout_seconds: float = 5.0
 ) -> AsyncIterator[PostgresEngine]:
-    """Point the engine at `dsn`, open its pool, and close the pool on exit."""
+    """Point the engine at `dsn`, open its pool, and close the pool on exit (within
+    `close_timeout_seconds`, see `close_pool`)."""
     engine = piccolo_engine()
     engine.config = {
         "dsn": dsn,
@@ -57,7 +62,18 @@ async def open_engine(
     try:
         yield engine
     finally:
-        await engine.close_connection_pool()
+        await close_pool(engine_pool(engine), close_timeout_seconds)
+        engine.pool = None
+
+
+async def close_pool(pool: asyncpg.Pool, timeout_seconds: float) -> None:
+    """Close `pool`, waiting at most `timeout_seconds` for connections still out (a stuck
+    query, a connection lost mid-release); then terminate them, so shutdown is bounded."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_seconds)
+    except TimeoutError:
+        log.warning("pool_close_timed_out", waited_seconds=timeout_seconds)
+        pool.terminate()
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

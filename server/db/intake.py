@@ -24,8 +24,9 @@ import msgspec
 import structlog
 
 from server.db.runs import step_job
+from server.engine.bounded import evaluate_bounded
 from server.engine.document import Step, StepKind
-from server.engine.rendering import RenderError, evaluate
+from server.engine.rendering import RenderError
 from server.queue.client import Connection, job_arrays
 from server.queue.sql import enqueue_jobs_ctes
 
@@ -182,7 +183,7 @@ async def accept_event(
     `routes`: the trigger key's routes if the caller has read them (else they are read)."""
     if routes is None:
         routes = await read_routes(connection, trigger_key)
-    fan_out = _fan_out(routes, trigger_key, payload)
+    fan_out = await _fan_out(routes, trigger_key, payload)
     event_id = uuid.uuid4()
     row = await connection.fetchrow(
         RECORD_EVENT, event_id, trigger_key, trigger_type,
@@ -214,12 +215,12 @@ async def accept_event(
     )
 
 
-def _fan_out(routes: list[Route], trigger_key: str, payload: Any) -> _FanOut:
+async def _fan_out(routes: list[Route], trigger_key: str, payload: Any) -> _FanOut:
     """The executions an event of `trigger_key` starts, and its outcome with the reason."""
     starts: list[_Start] = []
     refusals: list[str] = []
     for route in routes:
-        reason = filter_refusal(route.filter_conditions, payload)
+        reason = await filter_refusal(route.filter_conditions, payload)
         if reason is not None:
             refusals.append(f"workflow {route.workflow_id}: {reason}")
         else:
@@ -248,13 +249,15 @@ def _fan_out_arrays(starts: list[_Start]) -> list[list[Any]]:
     ]
 
 
-def filter_refusal(filter_conditions: dict[str, Any], payload: Any) -> str | None:
+async def filter_refusal(filter_conditions: dict[str, Any], payload: Any) -> str | None:
     """Why a subscription's filter refuses this payload, or None when the event passes."""
     expression = filter_conditions.get("expression")
     if not expression:
         return None
     try:
-        passed = evaluate(expression, {"trigger": payload}, "filter_conditions.expression")
+        passed = await evaluate_bounded(
+            expression, {"trigger": payload}, "filter_conditions.expression"
+        )
     except RenderError as error:
         return f"filter failed: {error}"
     return None if passed else f"filter `{expression}` is false"
@@ -276,7 +279,7 @@ async def fan_out_recorded_event(
     if row is None:
         return None
     routes = await read_routes(connection, row["trigger_key"])
-    fan_out = _fan_out(routes, row["trigger_key"], msgspec.json.decode(row["payload"]))
+    fan_out = await _fan_out(routes, row["trigger_key"], msgspec.json.decode(row["payload"]))
     written = await connection.fetchrow(
         FAN_OUT_RECORDED_EVENT, event_id, fan_out.outcome, fan_out.detail,
         *_fan_out_arrays(fan_out.starts),

@@ -9,6 +9,7 @@ the stored document is exactly the published version.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Mapping
@@ -27,9 +28,12 @@ from server.errors import ConflictError, ValidationError
 from server.storage.object_store import ObjectStore
 
 
-def require_valid(document: WorkflowDocument, action_schemas: Mapping[str, dict[str, Any]]) -> None:
-    """Raise a ValidationError listing every problem of `document`, if it has any."""
-    problems = validate_document(document, action_schemas)
+async def require_valid(
+    document: WorkflowDocument, action_schemas: Mapping[str, dict[str, Any]]
+) -> None:
+    """Raise a ValidationError listing every problem of `document`, if it has any. Validation
+    compiles every template, work that grows with them: it runs off the event loop."""
+    problems = await asyncio.to_thread(validate_document, document, action_schemas)
     if problems:
         raise ValidationError(
             f"the workflow has {len(problems)} problem(s); fix each one listed in errors",
@@ -51,7 +55,7 @@ async def publish_version(
             f"create a new draft with POST /api/v1/workflows/{workflow_id}/versions"
         )
     document = await load_document(version)
-    require_valid(document, await action_schemas())
+    await require_valid(document, await action_schemas())
     key = object_key(workflow_id, version_num)
     await store.put(key, encode_document(masked(document)))
     async with transaction():
@@ -87,7 +91,7 @@ async def import_workflow(
     written to the object store before the transaction that creates the rows pointing to it.
     """
     document = normalized(document)
-    require_valid(document, await action_schemas())
+    await require_valid(document, await action_schemas())
     workflow_id = uuid.uuid4()
     key = None
     if publish:

@@ -27,6 +27,7 @@ from piccolo.query.methods.select import Select
 from server.crypto.aead import Keyring, Sealed, row_binding, seal, unseal
 from server.db.engine import engine_pool, piccolo_engine
 from server.db.tables import WorkflowDefinition, WorkflowVariable
+from server.engine.rendering import MIN_DESIGN_SECRET_LENGTH, secret_strings
 from server.errors import NotFoundError, ValidationError
 
 TABLE = "workflow_variable"
@@ -271,6 +272,7 @@ def _columns(
     elif existing is not None and existing.secret:
         return {"value": None, "secret": True}  # null keeps the stored secret
     elif existing is not None and existing.value is not None:
+        _check_secret_length(variable.key, existing.value, "secret")
         plaintext = msgspec.json.encode(existing.value)  # plain turned secret: seal its value
     if plaintext is None:
         return {"value": None, "secret": True, "ciphertext": None, "key_id": None}
@@ -279,7 +281,9 @@ def _columns(
 
 
 def _check_input(variable: VariableFields, prefix: str) -> None:
-    """What msgspec checks on decode, for inputs built in code (imports) too, plus size."""
+    """What msgspec checks on decode, for inputs built in code (imports) too, plus size, plus
+    the length of secrets (redaction finds a secret by its value: a short one is not told apart
+    from ordinary text)."""
     if not isinstance(variable.key, str) or not _KEY.match(variable.key):
         raise ValidationError(
             "variable key is not valid",
@@ -295,6 +299,37 @@ def _check_input(variable: VariableFields, prefix: str) -> None:
                 }
             ],
         )
+    if variable.secret and variable.value is not None:
+        _check_secret_length(variable.key, variable.value, f"{prefix}value")
+
+
+def _check_secret_length(key: str, value: object, field: str) -> None:
+    """A secret text or number, and each text inside a structured secret, needs
+    MIN_DESIGN_SECRET_LENGTH characters (numbers inside one, such as a port, are not secret)."""
+    texts = secret_strings([value]) if isinstance(value, str | int | float) else _texts(value)
+    if all(len(text) >= MIN_DESIGN_SECRET_LENGTH for text in texts):
+        return
+    raise ValidationError(
+        f"secret variable {key!r} is too short",
+        [
+            {
+                "field": field,
+                "message": f"a secret (and each text inside one) must have at least "
+                f"{MIN_DESIGN_SECRET_LENGTH} characters, so that it can be redacted wherever "
+                "it appears; use a longer secret, or a plain variable if it is not secret",
+            }
+        ],
+    )
+
+
+def _texts(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _texts(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _texts(item)]
+    return []
 
 
 async def _require_workflow(workflow_id: uuid.UUID, *, lock: bool) -> None:

@@ -2,7 +2,7 @@
 
 Auth types: `none`; `header_token` (a header, `X-Webhook-Token` unless `header` names another,
 must equal the secret); `hmac_sha256` (Standard Webhooks, a `whsec_...` secret); `github`
-(`X-Hub-Signature-256`, any secret string). An endpoint accepts one secret, or two while one
+(`X-Hub-Signature-256`, a secret of 16 characters or more). An endpoint accepts one secret, or two while one
 is rotated: `[current, previous]`. Both are stored as one JSON list sealed with AES-256-GCM
 bound to the row (`row_binding("webhook_endpoint", id)`), so `switchyard rotate-keys`
 re-encrypts them like every other sealed column; the number of secrets is kept, in clear, in
@@ -35,6 +35,7 @@ from server.triggers.signatures import generate_standard_secret, generate_token,
 TABLE = "webhook_endpoint"
 DEFAULT_TOKEN_HEADER = "X-Webhook-Token"  # noqa: S105 - a header name, not a secret
 MIN_TOKEN_LENGTH = 16
+MIN_GITHUB_SECRET_LENGTH = 16
 
 HeaderName = Annotated[
     str,
@@ -48,7 +49,9 @@ SecretValue = Annotated[
     Meta(
         min_length=1,
         max_length=500,
-        description="write-only; hmac_sha256: whsec_<base64>; header_token: 16+ characters",
+        description=(
+            "write-only; hmac_sha256: whsec_<base64>; header_token and github: 16+ characters"
+        ),
     ),
 ]
 
@@ -209,6 +212,14 @@ def _checked_secret(auth_type: AuthType, secret: str) -> str:
             "auth.secret",
             f"a header token must be at least {MIN_TOKEN_LENGTH} printable ASCII characters "
             "without leading or trailing spaces; or omit it to have one generated",
+        )
+    elif auth_type is AuthType.GITHUB and len(secret) < MIN_GITHUB_SECRET_LENGTH:
+        # A short secret makes the HMAC guessable offline from one signed delivery.
+        raise _invalid(
+            "auth.secret",
+            f"a GitHub webhook secret must be at least {MIN_GITHUB_SECRET_LENGTH} characters; "
+            "use a long random value (the same one in GitHub's webhook settings), or omit it "
+            "to have one generated",
         )
     return secret
 

@@ -9,54 +9,23 @@ caught at save time by `template_problems`; rendering comes with the execution e
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Iterator
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError
-from jinja2.exceptions import SecurityError
+from jinja2.nodes import Node
 from jinja2.nodes import Template as TemplateNode
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.parser import Parser
+
+from server.engine.sandbox import BoundedSandbox
+from server.engine.template_checks import VariableReads, static_problem, variable_reads
 
 MAX_TEMPLATE_LENGTH = 20_000
-MAX_PRODUCED_LENGTH = 1_000_000  # characters or items one operator may produce
-MAX_POWER_BITS = 4096
-_WIDE_FORMAT = re.compile(r"%[-#0 +]*(\*|\d{5,})")
-
-
-class BoundedSandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, plus bounds on the operators that allocate without limit.
-
-    `"a" * 10**9`, `2 ** 10**9` or `"%999999999s" % x` would freeze the event loop (shared by
-    the API, the worker and the scheduler) before any size check on the result could run, so
-    they are refused before they are computed.
-    """
-
-    intercepted_binops = frozenset({"*", "**", "%"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            _check_repeat(left, right)
-            _check_repeat(right, left)
-        elif operator == "**":
-            _check_power(left, right)
-        elif operator == "%" and isinstance(left, str) and _WIDE_FORMAT.search(left):
-            raise SecurityError("format widths over 9999 are not allowed in templates")
-        return super().call_binop(context, operator, left, right)
-
-
-def _check_repeat(sequence: Any, times: Any) -> None:
-    repeats = isinstance(sequence, str | list | tuple) and isinstance(times, int)
-    if repeats and len(sequence) * times > MAX_PRODUCED_LENGTH:
-        raise SecurityError(f"a template may not build values over {MAX_PRODUCED_LENGTH} long")
-
-
-def _check_power(base: Any, exponent: Any) -> None:
-    integers = isinstance(base, int) and isinstance(exponent, int)
-    if integers and abs(base) > 1 and exponent * abs(base).bit_length() > MAX_POWER_BITS:
-        raise SecurityError(f"a template may not compute numbers over {MAX_POWER_BITS} bits")
-
-
+# Parts (syntax nodes) of one template or expression: compiling grows with them, and a compile
+# is one uninterruptible piece of work; real templates have tens.
+MAX_TEMPLATE_NODES = 2_000
+MAX_TEMPLATE_DEPTH = 40
 ENVIRONMENT = BoundedSandbox(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
 )
@@ -84,10 +53,16 @@ def template_error(source: str) -> str | None:
     if len(source) > MAX_TEMPLATE_LENGTH:
         return f"template longer than {MAX_TEMPLATE_LENGTH} characters"
     try:
-        _parse(source)
+        tree = _parse(source)
+        problem = _size_problem(tree) or static_problem(tree)
+        if problem:
+            return problem
+        ENVIRONMENT.compile(source)  # unknown filters and tests are found here
     except TemplateSyntaxError as error:
         return f"template does not compile: {error.message} (line {error.lineno})"
-    return None
+    except (RecursionError, SyntaxError):
+        return "template nests too deeply; split it into simpler parts"
+    return problem
 
 
 def expression_error(source: str) -> str | None:
@@ -97,11 +72,43 @@ def expression_error(source: str) -> str | None:
     if len(source) > MAX_TEMPLATE_LENGTH:
         return f"expression longer than {MAX_TEMPLATE_LENGTH} characters"
     try:
+        tree = Parser(ENVIRONMENT, source, state="variable").parse_expression()
+        problem = _size_problem(tree) or static_problem(tree)
+        if problem:
+            return problem
         ENVIRONMENT.compile_expression(source)
     except TemplateSyntaxError as error:
         return f"expression does not compile: {error.message}"
+    except (RecursionError, SyntaxError):
+        return "expression nests too deeply; split it into simpler parts"
+    return problem
+
+
+def _size_problem(tree: Node) -> str | None:
+    """Too many parts, or nested too deeply (compiling `x + x + ...` grows with the square of
+    its depth, and Python refuses code nested over 200 levels)."""
+    parts = 0
+    pending = [(tree, 1)]
+    while pending:
+        node, depth = pending.pop()
+        parts += 1
+        if parts > MAX_TEMPLATE_NODES:
+            return f"template has over {MAX_TEMPLATE_NODES} parts; split it across steps"
+        if depth > MAX_TEMPLATE_DEPTH:
+            return (
+                f"template nests over {MAX_TEMPLATE_DEPTH} levels deep; split it into simpler parts"
+            )
+        pending.extend((child, depth + 1) for child in node.iter_child_nodes())
     return None
 
 
 def _parse(source: str) -> TemplateNode:
     return ENVIRONMENT.parse(source)
+
+
+@functools.lru_cache(maxsize=4096)
+def template_variable_reads(source: str, *, expression: bool = False) -> VariableReads:
+    """Which variables a template (or an expression) reads; see `variable_reads`."""
+    if expression:
+        return variable_reads(Parser(ENVIRONMENT, source, state="variable").parse_expression())
+    return variable_reads(_parse(source))

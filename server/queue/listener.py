@@ -32,6 +32,7 @@ CONNECTION_ERRORS: Final = (
     TimeoutError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # the protocol left mid-operation by a connection that broke
 )
 
 

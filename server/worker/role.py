@@ -228,13 +228,18 @@ class Worker:
         task = asyncio.create_task(self._runner.run(held), name=f"job-{job.id}")
         held.task = task
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda done: self._task_done(done, held))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[None], held: HeldJob) -> None:
         self._tasks.discard(task)
         self._changed.set()
         if not task.cancelled() and (error := task.exception()) is not None:
+            # Whatever escaped the runner, its job is no longer worked on: stop renewing its
+            # lease (a lease is renewed only while its handler is alive), so the rescuer takes
+            # it back once the lease runs out and another attempt runs it.
             log.error("job_runner_crashed", task=task.get_name(), exc_info=error)
+            if self._held.get(held.context.job_id) is held:
+                self._settle(held)
 
     def _free_slots(self) -> int:
         return max(self.claim_limit.value - len(self._tasks), 0)

@@ -18,10 +18,12 @@ import msgspec
 import structlog
 
 from server.actions.base import Action, ActionContext, Output
+from server.engine.bounded import evaluate_bounded, render_cfg_bounded
 from server.engine.document import Step
 from server.engine.graph import MAX_DELAY_SECONDS
 from server.engine.planning import StepStatus, success_branches
-from server.engine.rendering import RenderError, evaluate, redact, render_cfg
+from server.engine.recorded_output import recordable
+from server.engine.rendering import RenderError, redact, secret_strings
 from server.engine.retry import backoff_seconds
 from server.engine.step_policy import StepPolicy, action_cfg
 from server.queue.jobs import PermanentError, RetryableError
@@ -42,21 +44,20 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     input_data: Any = None
     wait_until: dt.datetime | None = None
     retry_delay: float | None = None  # set: retry this attempt after that many seconds
+    tainted: frozenset[str] = frozenset()  # values rendered from secrets: redacted wherever found
 
 
-def run_condition(step: Step, context: Mapping[str, Any]) -> Outcome:
+async def run_condition(step: Step, context: Mapping[str, Any]) -> Outcome:
     try:
+        chosen: str | bool | None = None
         if "cases" in step.cfg:
-            chosen: str | bool | None = next(
-                (
-                    case["branch"]
-                    for index, case in enumerate(step.cfg["cases"])
-                    if evaluate(case["expression"], context, f"cfg.cases[{index}].expression")
-                ),
-                None,
-            )
+            for index, case in enumerate(step.cfg["cases"]):
+                where = f"cfg.cases[{index}].expression"
+                if await evaluate_bounded(case["expression"], context, where):
+                    chosen = case["branch"]
+                    break
         else:
-            chosen = bool(evaluate(step.cfg["expression"], context, "cfg.expression"))
+            chosen = bool(await evaluate_bounded(step.cfg["expression"], context, "cfg.expression"))
     except RenderError as error:
         return failed(str(error))
     return Outcome(
@@ -66,9 +67,9 @@ def run_condition(step: Step, context: Mapping[str, Any]) -> Outcome:
     )
 
 
-def run_delay(step: Step, context: Mapping[str, Any], now: dt.datetime) -> Outcome:
+async def run_delay(step: Step, context: Mapping[str, Any], now: dt.datetime) -> Outcome:
     try:
-        until = _delay_until(step, context, now)
+        until = await _delay_until(step, context, now)
     except (RenderError, ValueError) as error:
         return failed(f"delay: {error}")
     if until <= now:
@@ -89,10 +90,10 @@ def delay_over(step: Step, now: dt.datetime) -> Outcome:
     )
 
 
-def _delay_until(step: Step, context: Mapping[str, Any], now: dt.datetime) -> dt.datetime:
+async def _delay_until(step: Step, context: Mapping[str, Any], now: dt.datetime) -> dt.datetime:
     if "seconds" in step.cfg:
         return now + dt.timedelta(seconds=float(step.cfg["seconds"]))
-    rendered = render_cfg({"until": step.cfg["until"]}, context)["until"]
+    rendered = (await render_cfg_bounded({"until": step.cfg["until"]}, context)).value["until"]
     until = dt.datetime.fromisoformat(str(rendered))
     until = until if until.tzinfo else until.replace(tzinfo=dt.UTC)
     if until - now > dt.timedelta(seconds=MAX_DELAY_SECONDS):
@@ -109,19 +110,22 @@ async def run_action(
     *,
     attempt: int,
     secrets: set[str],
+    secret_keys: frozenset[str] = frozenset(),
 ) -> Outcome:
-    """Render and run an action; `make_context(cfg)` builds its ActionContext."""
+    """Render and run an action; `make_context(cfg)` builds its ActionContext. Values rendered
+    from secret variables are shown as `[redacted]` and redacted from the output and error."""
     if action is None:
         return failed(f"unknown action {step.action_key!r}; it is not registered in this build")
     try:
-        cfg = render_cfg(action_cfg(step), context)
+        rendered = await render_cfg_bounded(action_cfg(step), context, secret_keys)
     except RenderError as error:
         return failed(str(error))
-    shown_input = redact(cfg, secrets)
+    tainted = frozenset(secret_strings(rendered.tainted))
+    secrets = secrets | tainted
+    shown_input = redact(rendered.shown, secrets)
     try:
         async with asyncio.timeout(policy.timeout_seconds):
-            output = await action.run(make_context(cfg))
-        return succeeded(step, output, shown_input)
+            output = await action.run(make_context(rendered.value))
     except TimeoutError:
         failure: Exception = RetryableError(f"timed out after {policy.timeout_seconds:g} s")
     except (RetryableError, PermanentError) as error:
@@ -129,20 +133,27 @@ async def run_action(
     except Exception as error:  # noqa: BLE001 - an action bug is one failed attempt, never the worker
         log.warning("action_raised", action_key=step.action_key, error_type=type(error).__name__)
         failure = RetryableError(f"{type(error).__name__}: {error}")
-    return classify(failure, policy, attempt, shown_input, secrets)
+    else:  # the effect happened: nothing from here on may turn into a retry that repeats it
+        outcome = succeeded(step, output, shown_input)
+        return msgspec.structs.replace(outcome, tainted=tainted)
+    outcome = classify(failure, policy, attempt, shown_input, secrets)
+    return msgspec.structs.replace(outcome, tainted=tainted)
 
 
 def succeeded(step: Step, output: Output, shown_input: Any) -> Outcome:
+    """A returned output, recorded as JSON data (`recordable`: converted, never raised). An
+    output that is no object or is over the size limit fails the step for good (no retry)."""
     if not isinstance(output, dict):
         return failed("the action returned no output object", shown_input)
-    size = len(msgspec.json.encode(output))
-    if size > MAX_OUTPUT_BYTES:
+    recorded = recordable(output)
+    if recorded.size > MAX_OUTPUT_BYTES:
         return failed(
-            f"output is {size} bytes, over the {MAX_OUTPUT_BYTES}-byte limit", shown_input
+            f"output is {recorded.size} bytes, over the {MAX_OUTPUT_BYTES}-byte limit",
+            shown_input,
         )
     return Outcome(
         status=StepStatus.SUCCESS,
-        output=output,
+        output=recorded.data,
         branches=success_branches(step),
         input_data=shown_input,
     )

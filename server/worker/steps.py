@@ -70,6 +70,7 @@ class _Run(msgspec.Struct, kw_only=True):
     outputs: dict[str, Any]  # succeeded steps' outputs (redacted, as stored)
     variables: dict[str, object]
     secrets: set[str]  # plaintext secret values: never stored, logged or shown
+    secret_keys: frozenset[str] = frozenset()  # the secret variables' keys
     states: dict[str, StepState] = msgspec.field(default_factory=dict)
     version: str | None = None  # the execution's version `states` are as of; None: unknown
     steps_run: int = 0  # the execution's steps_run at `version`
@@ -140,6 +141,7 @@ class StepRunner:
             outputs=start.outputs,
             variables=start.variables,
             secrets=secret_strings(start.variables[key] for key in start.secret_keys),
+            secret_keys=start.secret_keys,
             states=start.states,
             version=None if start.raced else start.version,
             steps_run=start.execution.steps_run,
@@ -177,14 +179,14 @@ class StepRunner:
             outcome = await run_action(
                 action, step, template_context,
                 self._contexts(run, step_key, job.attempt, None, policy),
-                policy, attempt=job.attempt, secrets=run.secrets,
+                policy, attempt=job.attempt, secrets=run.secrets, secret_keys=run.secret_keys,
             )  # fmt: skip
         elif step.kind is StepKind.CONDITION:
-            outcome = run_condition(step, template_context)
+            outcome = await run_condition(step, template_context)
         elif resume:  # a delay's wake-up job: the wait is over
             outcome = delay_over(step, dt.datetime.now(dt.UTC))
         else:
-            outcome = run_delay(step, template_context, dt.datetime.now(dt.UTC))
+            outcome = await run_delay(step, template_context, dt.datetime.now(dt.UTC))
         return await self._settle(job, run, step_key, outcome, started)
 
     async def _run_in_transaction(
@@ -205,7 +207,7 @@ class StepRunner:
                 outcome = await run_action(
                     self._actions.get(step.action_key or ""), step, template_context,
                     self._contexts(run, step_key, job.attempt, connection, policy),
-                    policy, attempt=job.attempt, secrets=run.secrets,
+                    policy, attempt=job.attempt, secrets=run.secrets, secret_keys=run.secret_keys,
                 )  # fmt: skip
                 if outcome.status is not StepStatus.SUCCESS:
                     raise _UndoAction(outcome)
@@ -500,7 +502,9 @@ async def _fail(connection: Connection, execution_id: uuid.UUID, error: str) -> 
 
 def redacted(outcome: Outcome, secrets: set[str]) -> Outcome:
     """The outcome with every secret value replaced, wherever it ended up (input, output,
-    error). One place for all of it: no path may store an outcome that skipped it."""
+    error), and every value rendered from one. One place for all of it: no path may store an
+    outcome that skipped it."""
+    secrets = secrets | outcome.tainted
     return msgspec.structs.replace(
         outcome,
         input_data=redact(outcome.input_data, secrets),

@@ -6,10 +6,11 @@ import httpx
 import pytest
 from piccolo.engine.postgres import PostgresEngine
 
-from config.settings import Role, Settings
+from config.settings import Role, Settings, SettingsError, load_settings
 from server.app import create_app
 from server.db.tokens import create_token
 from tests.apps import serving
+from tests.conftest import API_TOKEN
 
 
 @pytest.mark.parametrize(
@@ -61,3 +62,34 @@ async def test_malformed_query_values_are_problem_details_naming_the_field(
     response = await api_client.get("/api/v1/workflows", params={"cursor": "not-a-cursor"})
     assert response.status_code == 400
     assert "cursor" in response.json()["detail"]
+
+
+METRICS_TOKEN = "metrics-scraper-token-0123"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer", "Bearer wrong-token", f"Basic {METRICS_TOKEN}", f"Bearer {API_TOKEN}"],
+)
+async def test_metrics_need_the_metrics_token_when_one_is_set(
+    settings_for: Callable[..., Settings], authorization: str | None
+) -> None:
+    app = create_app(settings_for(roles=frozenset({Role.WORKER}), metrics_token=METRICS_TOKEN))
+    async with serving(app) as client:
+        headers = {"Authorization": authorization} if authorization is not None else {}
+        refused = await client.get("/metrics", headers=headers)
+        assert refused.status_code == 401
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert "METRICS_TOKEN" in refused.json()["detail"]
+        assert "switchyard_" not in refused.text
+        scraped = await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert scraped.status_code == 200
+        assert "switchyard_queue_jobs" in scraped.text
+        for probe in ("/health", "/ready"):  # kubelet probes carry no credentials
+            assert (await client.get(probe, headers=headers)).status_code == 200
+
+
+def test_a_short_metrics_token_stops_start_up() -> None:
+    with pytest.raises(SettingsError, match="METRICS_TOKEN"):
+        load_settings({"METRICS_TOKEN": "short"})

@@ -105,12 +105,14 @@ async def test_overwriting_a_secret_keeps_its_row_so_it_still_decrypts(
     api_client: httpx.AsyncClient, keyring: Keyring
 ) -> None:
     workflow_id = await _workflow()
-    body = {"key": "token", "value": "first", "secret": True}
+    body = {"key": "token", "value": "first-secret", "secret": True}
     await api_client.post(_url(workflow_id), json=body)
     row_id = (await _stored(workflow_id, "token"))["id"]
-    await api_client.post(_url(workflow_id), json={**body, "value": [1, 2]})
+    await api_client.post(_url(workflow_id), json={**body, "value": [12345678, "second-secret"]})
     assert (await _stored(workflow_id, "token"))["id"] == row_id
-    assert (await resolve_variables(workflow_id, keyring))[0] == {"token": [1, 2]}
+    assert (await resolve_variables(workflow_id, keyring))[0] == {
+        "token": [12345678, "second-secret"]
+    }
 
 
 async def test_making_a_plain_variable_secret_seals_its_value(
@@ -154,7 +156,9 @@ async def test_a_secret_copied_to_another_variable_row_fails_to_decrypt(
 ) -> None:
     workflow_id = await _workflow()
     for key in ("a", "b"):
-        await api_client.post(_url(workflow_id), json={"key": key, "value": key, "secret": True})
+        await api_client.post(
+            _url(workflow_id), json={"key": key, "value": f"{key}-secret", "secret": True}
+        )
     moved = (await _stored(workflow_id, "a"))["ciphertext"]
     await WorkflowVariable.update({WorkflowVariable.ciphertext: moved}).where(
         WorkflowVariable.key == "b"
@@ -284,3 +288,19 @@ def test_the_repr_of_a_secret_input_hides_its_value() -> None:
     assert SECRET not in repr(secret)
     assert SECRET not in str([secret])
     assert "'public'" in repr(VariableInput(key="k", value="public"))
+
+
+@pytest.mark.parametrize("value", ["short", 1234, ["long-enough-secret", "abc"], {"pin": "12"}])
+async def test_a_secret_too_short_to_redact_is_refused_naming_the_field(
+    api_client: httpx.AsyncClient, value: object
+) -> None:
+    workflow_id = await _workflow()
+    response = await api_client.post(
+        _url(workflow_id), json={"key": "token", "value": value, "secret": True}
+    )
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["errors"][0]["field"] == "value"
+    assert "at least 8 characters" in problem["errors"][0]["message"]
+    plain = await api_client.post(_url(workflow_id), json={"key": "token", "value": value})
+    assert plain.status_code in {200, 201}, plain.text

@@ -79,7 +79,9 @@ async def test_secrets_are_sealed_to_their_row(
     assert endpoint is not None
     assert endpoint.auth.secrets == (TOKEN,)
     assert TOKEN not in repr(endpoint)
-    other = await create_webhook(api_client, path="copy", auth={"type": "github", "secret": "x"})
+    other = await create_webhook(
+        api_client, path="copy", auth={"type": "github", "secret": "another-github-secret"}
+    )
     await (
         WebhookEndpoint.update({WebhookEndpoint.secret_ciphertext: row["secret_ciphertext"]})
         .where(WebhookEndpoint.id == uuid.UUID(other["id"]))
@@ -189,6 +191,52 @@ async def test_invalid_endpoints_are_refused_naming_the_field(
     named = {error.get("field") or error.get("key") for error in errors}
     assert field in named or any(field in error["message"] for error in errors), errors
     assert TOKEN not in response.text
+
+
+SHORT_GITHUB_SECRET = "fifteen-chars!!"  # one short of the minimum
+
+
+async def test_a_short_github_secret_is_refused_on_create(api_client: httpx.AsyncClient) -> None:
+    response = await api_client.post(
+        "/api/v1/webhooks",
+        json={
+            "trigger_key": "orders",
+            "path": "orders",
+            "auth": {"type": "github", "secret": SHORT_GITHUB_SECRET},
+        },
+    )
+    assert response.status_code == 422, response.text
+    message = _fields(response)["auth.secret"]
+    assert "at least 16 characters" in message
+    assert "omit it to have one generated" in message
+    assert SHORT_GITHUB_SECRET not in response.text
+    assert (await api_client.get("/api/v1/webhooks")).json()["items"] == []
+    sixteen = await create_webhook(
+        api_client, auth={"type": "github", "secret": SHORT_GITHUB_SECRET + "!"}
+    )
+    assert sixteen["auth"]["has_secret"] is True
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"secret": SHORT_GITHUB_SECRET},  # rotation on a github endpoint
+        {"type": "github", "secret": SHORT_GITHUB_SECRET},  # switching another type to github
+    ],
+)
+async def test_a_short_github_secret_is_refused_on_change(
+    api_client: httpx.AsyncClient, settings_for: Callable[..., Settings], auth: dict[str, str]
+) -> None:
+    initial = {"type": "github", "secret": TOKEN} if "type" not in auth else {"type": "none"}
+    created = await create_webhook(api_client, auth=initial)
+    response = await api_client.patch(f"/api/v1/webhooks/{created['id']}", json={"auth": auth})
+    assert response.status_code == 422, response.text
+    assert "at least 16 characters" in _fields(response)["auth.secret"]
+    assert SHORT_GITHUB_SECRET not in response.text
+    endpoint = await find_endpoint("orders", load_keyring(settings_for()))
+    assert endpoint is not None
+    assert endpoint.auth.type.value == initial["type"]
+    assert SHORT_GITHUB_SECRET not in endpoint.auth.secrets
 
 
 async def test_a_path_in_use_is_a_conflict(api_client: httpx.AsyncClient) -> None:

@@ -68,7 +68,17 @@ def steps_by_key(execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {step["step_key"]: step for step in execution["steps"]}
 
 
-from tests.peers import _http_peer, http_peer  # noqa: E402, F401 - fixtures, found by name
+from tests.broken_peers import broken_answer_peer  # noqa: E402, F401 - a fixture
+from tests.peers import (  # noqa: E402, F401 - fixtures, found by name
+    _http_peer,
+    _other_http_peer,
+    _smtp_quit_refusing_server,
+    _smtp_server,
+    http_peer,
+    other_http_peer,
+    smtp_quit_refusing_server,
+    smtp_server,
+)
 
 
 async def health_when(

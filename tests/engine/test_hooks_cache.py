@@ -113,3 +113,84 @@ async def test_an_api_write_drops_the_cache_before_its_answer(
     answer = await client.post("/hooks/orders", content=BODY, headers=JSON)
     assert answer.json()["outcome"] == "no_match"
     assert cache.hits == 0
+
+
+async def warm(cache: EndpointCache, client: httpx.AsyncClient) -> int:
+    """Deliver until one delivery is served from the cache (the notifications of the set-up's
+    own commits arrive asynchronously and may empty it once more); the hits so far."""
+    before = cache.hits
+    deadline = time.monotonic() + PROPAGATION_SECONDS
+    while cache.hits == before:
+        assert time.monotonic() < deadline, "deliveries are never served from the cache"
+        answer = await client.post("/hooks/orders", content=BODY, headers=JSON)
+        assert answer.status_code == 202, answer.text
+    return cache.hits
+
+
+async def kept_through(
+    cache: EndpointCache, client: httpx.AsyncClient, request: Callable[[], Awaitable[None]]
+) -> bool:
+    """Whether the cache still serves the endpoint after `request`. Tried a few times: a late
+    notification of the set-up may empty the cache once, but an emptying request always does."""
+    for _ in range(3):
+        hits = await warm(cache, client)
+        await request()
+        assert (await client.post("/hooks/orders", content=BODY, headers=JSON)).status_code == 202
+        if cache.hits == hits + 1:
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("POST", "/api/v1/workflows", {"authorization": ""}),
+        ("POST", "/api/v1/webhooks", {"authorization": "Bearer not-a-token"}),
+        ("DELETE", "/api/v1/workflows/00000000-0000-0000-0000-000000000000", {"authorization": ""}),
+        ("POST", "/api/v1/no-such-route", {"authorization": ""}),
+    ],
+)
+async def test_an_unauthenticated_write_leaves_the_cache_alone(
+    app_and_client: tuple[EndpointCache, httpx.AsyncClient],
+    method: str,
+    path: str,
+    headers: dict[str, str],
+) -> None:
+    cache, client = app_and_client
+    await import_published(client, echo_workflow())
+    await create_webhook(client)
+
+    async def refused() -> None:
+        answer = await client.request(method, path, json={}, headers=headers)
+        assert answer.status_code in {401, 404}, answer.text
+
+    assert await kept_through(cache, client, refused)
+
+
+async def test_a_refused_authenticated_write_leaves_the_cache_alone(
+    app_and_client: tuple[EndpointCache, httpx.AsyncClient],
+) -> None:
+    cache, client = app_and_client
+    await import_published(client, echo_workflow())
+    await create_webhook(client)
+
+    async def conflict() -> None:
+        taken = await client.post(
+            "/api/v1/webhooks",
+            json={"trigger_key": "orders", "path": "orders", "auth": {"type": "none"}},
+        )
+        assert taken.status_code == 409, taken.text
+
+    assert await kept_through(cache, client, conflict)
+
+
+async def test_an_authenticated_create_drops_the_cache(
+    app_and_client: tuple[EndpointCache, httpx.AsyncClient],
+) -> None:
+    cache, client = app_and_client
+    await import_published(client, echo_workflow())
+    await create_webhook(client)
+    hits = await warm(cache, client)
+    await create_webhook(client, path="other")
+    assert (await client.post("/hooks/orders", content=BODY, headers=JSON)).status_code == 202
+    assert cache.hits == hits  # the create emptied it: this delivery read the database

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 from typing import Any
 
@@ -11,6 +12,11 @@ from server.actions.email import EmailAction
 from server.queue.jobs import PermanentError, RetryableError
 from tests.action_contexts import Credentials, action_context
 from tests.peers import SMTP_PASSWORD, SMTP_USER, SmtpPeer, free_port
+
+# The peers listen on loopback, which the outbound guard refuses unless HTTP_ALLOWED_HOSTS
+# allows it: these tests allow it explicitly, as a deployment with a local relay would.
+LOOPBACK_PEERS = ("127.0.0.1", "localhost")
+MESSAGE = {"to": "ann@example.com", "subject": "S", "text": "x"}
 
 
 def smtp_credential(peer: SmtpPeer | None = None, **fields: Any) -> Credentials:
@@ -23,9 +29,15 @@ async def send(
     credentials: Credentials,
     *,
     tls: ssl.SSLContext | None = None,
+    allowed_hosts: tuple[str, ...] = LOOPBACK_PEERS,
     **options: Any,
 ) -> dict[str, Any]:
-    context = action_context({"credential": "mail", **cfg}, credentials=credentials, **options)
+    context = action_context(
+        {"credential": "mail", **cfg},
+        credentials=credentials,
+        allowed_hosts=allowed_hosts,
+        **options,
+    )
     return await EmailAction(tls=tls).run(context)
 
 
@@ -145,7 +157,49 @@ async def test_a_busy_mailbox_is_retryable_and_an_unknown_one_permanent(
 
 async def test_an_unreachable_server_is_retryable() -> None:
     with pytest.raises(RetryableError, match="could not be reached"):
-        await send({"to": "ann@example.com", "subject": "S", "text": "x"}, smtp_credential())
+        await send(MESSAGE, smtp_credential())
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "localhost", "LocalHost.", "[::1]", "127.0.0.2", "::ffff:127.0.0.1"]
+)
+async def test_loopback_smtp_hosts_are_refused_unless_allowed(
+    smtp_server: SmtpPeer, host: str
+) -> None:
+    # Only loopback here: were the guard broken, this test must not reach another network.
+    # Private and metadata addresses are judged by the same `check_host` (test_outbound.py).
+    with pytest.raises(PermanentError, match=r"it is a loopback address.*HTTP_ALLOWED_HOSTS"):
+        await send(MESSAGE, smtp_credential(smtp_server, host=host), allowed_hosts=())
+    assert smtp_server.mailbox.mails == []
+
+
+async def test_an_allowed_network_lets_mail_through_to_the_checked_address(
+    smtp_server: SmtpPeer,
+) -> None:
+    await send(MESSAGE, smtp_credential(smtp_server), allowed_hosts=("127.0.0.0/8",))
+    assert len(smtp_server.mailbox.mails) == 1
+
+
+async def test_refused_timed_out_and_unknown_servers_read_the_same() -> None:
+    """A closed port, a port that never answers and a name that does not resolve give one
+    message, so an email step cannot tell them apart and map a network."""
+    with socket.socket() as silent:  # accepts connections (backlog) but never greets
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        with pytest.raises(RetryableError) as timed_out:
+            await send(MESSAGE, smtp_credential(port=port), timeout_seconds=0.3)
+    with pytest.raises(RetryableError) as refused:  # the same port, now closed
+        await send(MESSAGE, smtp_credential(port=port))
+    with pytest.raises(RetryableError) as unknown:
+        await send(
+            MESSAGE,
+            smtp_credential(host="no-such-host.invalid", port=port),
+            allowed_hosts=(),
+        )
+    expected = f"SMTP server 127.0.0.1:{port} could not be reached or stopped answering"
+    assert str(timed_out.value) == str(refused.value) == expected
+    assert str(unknown.value) == expected.replace("127.0.0.1", "no-such-host.invalid")
 
 
 async def test_starttls_on_a_server_without_it_is_permanent(smtp_server: SmtpPeer) -> None:

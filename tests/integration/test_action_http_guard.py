@@ -13,6 +13,7 @@ from server.actions.http_request import HttpRequestAction
 from server.actions.oauth2 import ClientCredentialsTokens
 from server.queue.jobs import PermanentError, RetryableError
 from tests.action_contexts import action_context
+from tests.broken_peers import BrokenAnswerPeer
 from tests.peers import HttpPeer, RecordedRequest, Reply, free_port
 
 
@@ -88,8 +89,60 @@ async def test_redirects_are_followed_and_credentials_stay_with_their_origin(
     assert (landing.method, landing.body) == ("GET", b"")  # 302 after POST: GET, no body
     assert "authorization" not in landing.headers  # another origin: no credential
     assert "cookie" not in landing.headers
-    assert landing.headers["x-trace"] == "t1"
+    assert "x-trace" not in landing.headers  # nor any other header of the caller's
     assert "content-type" not in landing.headers
+
+
+CUSTOM_HEADERS = {
+    "X-Api-Token": "tok-7f3a9c2e",
+    "X-Tenant": "acme",
+    "Cookie": "session=1",
+    "Accept": "application/json",
+    "Accept-Language": "de",
+    "User-Agent": "Orders/1.0",
+}
+
+
+async def test_a_redirect_to_another_origin_carries_only_the_safe_headers(
+    http_peer: HttpPeer, other_http_peer: HttpPeer
+) -> None:
+    http_peer.reply(
+        "/start", status=307, headers={"Location": f"{other_http_peer.base_url}/landing"}
+    )
+    other_http_peer.reply("/landing", json={"landed": True})
+    output = await call(
+        {
+            "method": "POST",
+            "url": f"{http_peer.base_url}/start",
+            "json": {"a": 1},
+            "headers": CUSTOM_HEADERS,
+            "credential": "key",
+            "auth": "api_key",
+        },
+        credentials={"key": ("api_key", {"api_key": "k", "header": "X-Key"})},
+    )
+    assert output["body"] == {"landed": True}
+    [start] = http_peer.requests
+    assert start.headers["x-api-token"] == "tok-7f3a9c2e"
+    assert start.headers["x-key"] == "k"
+    [landing] = other_http_peer.requests
+    assert (landing.method, landing.body) == ("POST", b'{"a":1}')  # 307 keeps the body
+    for name in ("x-api-token", "x-tenant", "cookie", "x-key", "authorization"):
+        assert name not in landing.headers, name
+    assert landing.headers["accept"] == "application/json"
+    assert landing.headers["accept-language"] == "de"
+    assert landing.headers["user-agent"] == "Orders/1.0"
+    assert landing.headers["content-type"] == "application/json"  # the body went along
+    assert landing.headers["idempotency-key"] == start.headers["idempotency-key"]
+
+
+async def test_a_redirect_within_the_origin_keeps_every_header(http_peer: HttpPeer) -> None:
+    http_peer.reply("/start", status=302, headers={"Location": "/moved"})
+    http_peer.reply("/moved", json={"moved": True})
+    await call({"url": f"{http_peer.base_url}/start", "headers": CUSTOM_HEADERS})
+    _start, moved = http_peer.requests
+    for name, value in CUSTOM_HEADERS.items():
+        assert moved.headers[name.lower()] == value, name
 
 
 async def test_a_redirect_to_a_refused_address_is_refused(http_peer: HttpPeer) -> None:
@@ -203,3 +256,42 @@ async def test_the_query_adds_to_parameters_already_in_the_url(http_peer: HttpPe
     http_peer.reply("/search", json={})
     await call({"url": f"{http_peer.base_url}/search?a=1", "query": {"b": "2"}})
     assert http_peer.requests[0].query == {"a": ["1"], "b": ["2"]}
+
+
+async def test_an_accepted_post_whose_answer_stalls_is_not_retried(
+    broken_answer_peer: BrokenAnswerPeer,
+) -> None:
+    broken_answer_peer.hang = True
+    with pytest.raises(PermanentError, match=r"was accepted \(HTTP 201\), but its answer did not"):
+        await call(
+            {"method": "POST", "url": f"{broken_answer_peer.base_url}/x", "timeout_seconds": 0.3}
+        )
+    assert broken_answer_peer.requests == 1
+
+
+async def test_a_get_whose_answer_breaks_off_is_retryable(
+    broken_answer_peer: BrokenAnswerPeer,
+) -> None:
+    with pytest.raises(RetryableError, match=r"reading the answer of .* failed"):
+        await call({"url": f"{broken_answer_peer.base_url}/x"})
+
+
+async def test_a_token_request_whose_answer_breaks_off_is_retryable(
+    broken_answer_peer: BrokenAnswerPeer, http_peer: HttpPeer
+) -> None:
+    """Asking for an OAuth2 token again has no effect: unlike an accepted POST, it retries."""
+    fields = {
+        "token_url": f"{broken_answer_peer.base_url}/token",
+        "client_id": "c",
+        "client_secret": "s",
+    }
+    with pytest.raises(RetryableError, match=r"reading the answer of .* failed"):
+        await call(
+            {
+                "url": f"{http_peer.base_url}/api",
+                "credential": "oauth",
+                "auth": "oauth2_client_credentials",
+            },
+            credentials={"oauth": ("oauth2_client_credentials", fields)},
+        )
+    assert http_peer.requests == []

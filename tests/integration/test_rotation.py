@@ -49,7 +49,7 @@ async def _seed(keyring: Keyring, credentials: int = 3) -> tuple[uuid.UUID, uuid
     await workflow.save()
     variables = [
         VariableInput(key="plain", value="visible"),
-        VariableInput(key="token", value="tok", secret=True),
+        VariableInput(key="token", value="tok-secret", secret=True),
         VariableInput(key="password", value={"nested": [1]}, secret=True),
         VariableInput(key="unset", secret=True),
     ]
@@ -79,7 +79,7 @@ async def _assert_readable_with(
     values, secret_keys = await resolve_variables(workflow_id, keyring)
     assert values == {
         "plain": "visible",
-        "token": "tok",
+        "token": "tok-secret",
         "password": {"nested": [1]},
         "unset": None,
     }

@@ -104,3 +104,28 @@ async def test_a_sigkilled_workers_job_is_rescued_and_run_again(
     assert reran == [2]
     [rescued] = [e for e in logs if e["event"] == "job_rescued"]
     assert (rescued["job_id"], rescued["attempt"], rescued["state"]) == (job_id, 1, "queued")
+
+
+class _Escape(BaseException):
+    """Raised through every `except Exception` of the runner, as a protocol error once did."""
+
+
+async def test_a_job_whose_runner_crashed_is_not_renewed_but_rescued_and_run_again(
+    database_dsn: str, connection: asyncpg.Connection
+) -> None:
+    attempts: list[int] = []
+
+    async def crashing_once(context: JobContext) -> None:
+        attempts.append(context.attempt)
+        if context.attempt == 1:
+            raise _Escape
+
+    await client.enqueue_job(connection, NewJob(kind="crashy", max_attempts=3))
+    with capture_logs() as logs:
+        settings = fast_settings(job_lease_seconds=0.6)
+        async with worker_on(database_dsn, {"crashy": crashing_once}, settings):
+            await eventually(lambda: _gone(connection), what="job rescued and completed")
+    assert attempts == [1, 2]
+    events = [e["event"] for e in logs]
+    assert "job_runner_crashed" in events
+    assert "job_rescued" in events

@@ -8,7 +8,8 @@ import ipaddress
 import pytest
 
 from server.actions.guarded_http import retry_after_seconds
-from server.actions.outbound import is_allowed, refusal_reason
+from server.actions.outbound import check_host, is_allowed, refusal_reason
+from server.queue.jobs import PermanentError
 
 
 @pytest.mark.parametrize(
@@ -66,3 +67,25 @@ def test_retry_after_takes_seconds_or_an_http_date() -> None:
     assert retry_after_seconds("Tue, 01 Jan 2030 11:00:00 GMT", now) == 0.0
     assert retry_after_seconds("soon", now) is None
     assert retry_after_seconds(None, now) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("10.0.0.1", "a private address"),
+        ("192.168.1.10", "a private address"),
+        ("[fd00::1]", "a private address"),
+        ("169.254.169.254", "a cloud metadata address"),
+        ("100.64.0.1", "a non-public address"),
+        ("LOCALHOST.", "a loopback address"),
+    ],
+)
+async def test_a_host_of_any_protocol_is_checked_before_anything_connects(
+    host: str, reason: str
+) -> None:
+    """`check_host` (what SMTP uses; URLs go through it too) only resolves and judges."""
+    with pytest.raises(PermanentError, match=f"it is {reason}; .* to HTTP_ALLOWED_HOSTS"):
+        await check_host(host, 25, allowed_hosts=())
+    allowed = await check_host(host, 25, allowed_hosts=("0.0.0.0/0", "::/0"))
+    assert allowed.port == 25
+    assert allowed.addresses

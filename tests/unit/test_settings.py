@@ -76,3 +76,17 @@ def test_bad_values_name_the_variable_and_what_is_allowed(
 
 def test_unknown_environment_variables_are_ignored() -> None:
     assert load_settings({"HOME": "/root", "PATH": "/bin"}).port == 8080
+
+
+def test_http_limits_have_safe_defaults_and_read_their_variables() -> None:
+    defaults = load_settings({})
+    assert (defaults.http_max_header_bytes, defaults.http_max_headers) == (16_384, 100)
+    assert (defaults.http_header_timeout_seconds, defaults.http_body_timeout_seconds) == (10, 30)
+    assert (defaults.http_keepalive_timeout_seconds, defaults.http_max_connections) == (5, 1000)
+    settings = load_settings({"HTTP_MAX_CONNECTIONS": "50", "HTTP_HEADER_TIMEOUT_SECONDS": "0.5"})
+    assert (settings.http_max_connections, settings.http_header_timeout_seconds) == (50, 0.5)
+
+
+def test_a_header_budget_below_one_kilobyte_is_refused() -> None:
+    with pytest.raises(SettingsError, match="HTTP_MAX_HEADER_BYTES"):
+        load_settings({"HTTP_MAX_HEADER_BYTES": "100"})

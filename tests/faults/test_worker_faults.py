@@ -1,0 +1,194 @@
+"""A worker frozen past its lease, a worker stopped mid-step, and a burst of duplicated
+deliveries with no worker at all: each step's effect is recorded once and nothing is stranded."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import API_TOKEN
+from tests.faults.conftest import Process, sized
+from tests.peers import HttpPeer, RecordedRequest, Reply
+
+WAIT_SECONDS = 120.0
+WORKER = {"JOB_LEASE_SECONDS": "1", "JOB_POLL_INTERVAL_SECONDS": "0.2"}
+
+
+def slow_then_task(peer_url: str, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "steps": [
+            {"key": "call", "kind": "action", "action_key": "http_request",
+             "cfg": {"method": "POST", "url": f"{peer_url}/slow",
+                     "retry": {"max_attempts": 5, "timeout_seconds": 30}}},
+            {"key": "task", "kind": "action", "action_key": "task_management",
+             "cfg": {"operation": "create", "title": "after {{ steps.call.output.status }}"}},
+        ],
+        "edges": [{"from": "call", "to": "task"}],
+    }  # fmt: skip
+
+
+@pytest.fixture
+async def api(
+    processes: Callable[..., Process], database_dsn: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    server = processes(database_dsn, "api", "api")
+    await asyncio.to_thread(server.wait_ready)
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
+    ) as client:
+        yield client
+
+
+async def eventually(condition: Callable[[], Any], what: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not await condition():
+        assert time.monotonic() < deadline, f"{what} not reached within {WAIT_SECONDS} s"
+        await asyncio.sleep(0.1)
+
+
+async def execution(client: httpx.AsyncClient, execution_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = (await client.get(f"/api/v1/executions/{execution_id}")).json()
+    return body
+
+
+async def test_a_frozen_worker_that_wakes_after_its_lease_changes_nothing(
+    api: httpx.AsyncClient,
+    processes: Callable[..., Process],
+    database_dsn: str,
+    connection: asyncpg.Connection,
+    http_peer: HttpPeer,
+) -> None:
+    def slow(request: RecordedRequest) -> Reply:
+        time.sleep(2.0)
+        return Reply(status=200, body=b"{}", headers={"Content-Type": "application/json"})
+
+    http_peer.respond("/slow", slow)
+    imported = await api.post("/api/v1/workflows/import", params={"publish": "true"},
+                              json=slow_then_task(http_peer.base_url, "Zombie"))  # fmt: skip
+    zombie = processes(database_dsn, "worker", "zombie", **WORKER)
+    await asyncio.to_thread(zombie.wait_ready)
+    started = await api.post(f"/api/v1/workflows/{imported.json()['id']}/run", json={"input": {}})
+    execution_id = started.json()["execution_id"]
+
+    async def called(times: int) -> bool:
+        return len(http_peer.requests_to("/slow")) >= times
+
+    await eventually(lambda: called(1), "the first call")
+    zombie.signal(signal.SIGSTOP)  # frozen mid-step, holding the lease it can no longer renew
+    rescuer = processes(database_dsn, "worker", "rescuer", **WORKER)
+    await asyncio.to_thread(rescuer.wait_ready)
+
+    async def succeeded() -> bool:
+        return bool((await execution(api, execution_id))["status"] == "SUCCESS")
+
+    await eventually(succeeded, "the run finished by the other worker")
+    before = await execution(api, execution_id)
+    zombie.signal(signal.SIGCONT)  # wakes, finishes its call, tries to record it
+    await asyncio.sleep(4)
+    after = await execution(api, execution_id)
+    assert after == before  # the late completion was fenced out
+    assert [step["step_key"] for step in after["steps"]] == ["call", "task"]
+    assert await connection.fetchval("SELECT count(*) FROM tasks") == 1
+    assert len(http_peer.requests_to("/slow")) == 2  # the step ran again, with the same key
+    keys = {request.headers["idempotency-key"] for request in http_peer.requests_to("/slow")}
+    assert len(keys) == 1
+
+
+async def test_sigterm_during_long_steps_stops_claiming_and_exits_within_the_grace(
+    api: httpx.AsyncClient,
+    processes: Callable[..., Process],
+    database_dsn: str,
+    connection: asyncpg.Connection,
+    http_peer: HttpPeer,
+) -> None:
+    def slow(request: RecordedRequest) -> Reply:
+        time.sleep(1.5)
+        return Reply(status=200, body=b"{}", headers={"Content-Type": "application/json"})
+
+    http_peer.respond("/slow", slow)
+    imported = await api.post("/api/v1/workflows/import", params={"publish": "true"},
+                              json=slow_then_task(http_peer.base_url, "Stopping"))  # fmt: skip
+    workflow_id = imported.json()["id"]
+    runs = sized(20, 200)
+    for _ in range(runs):
+        await api.post(f"/api/v1/workflows/{workflow_id}/run", json={"input": {}})
+    worker = processes(database_dsn, "worker", "stopping", WORKER_CONCURRENCY="4", **WORKER)
+    await asyncio.to_thread(worker.wait_ready)
+
+    async def busy() -> bool:
+        return len(http_peer.requests_to("/slow")) >= 4
+
+    await eventually(busy, "four steps in flight")
+    exit_seconds = await asyncio.to_thread(worker.terminate, 15)
+    assert exit_seconds < 5 + 3  # SHUTDOWN_GRACE_SECONDS is 5
+    calls_at_exit = len(http_peer.requests_to("/slow"))
+    assert calls_at_exit <= 8  # it stopped claiming: at most the in-flight ones and a chain
+    finisher = processes(database_dsn, "worker", "finisher", **WORKER)
+    await asyncio.to_thread(finisher.wait_ready)
+
+    async def all_done() -> bool:
+        left = await connection.fetchval(
+            "SELECT count(*) FROM workflow_execution WHERE status <> 'SUCCESS'"
+        )
+        return bool(left == 0)
+
+    await eventually(all_done, "every run finished by the next worker")
+    assert await connection.fetchval("SELECT count(*) FROM tasks") == runs
+
+
+async def test_a_burst_of_duplicated_deliveries_with_no_worker_runs_each_delivery_once(
+    api: httpx.AsyncClient,
+    processes: Callable[..., Process],
+    database_dsn: str,
+    connection: asyncpg.Connection,
+) -> None:
+    hook = await api.post(
+        "/api/v1/webhooks", json={"trigger_key": "burst", "path": "burst", "auth": {"type": "none"}}
+    )
+    assert hook.status_code == 201, hook.text
+    document = {
+        "name": "Burst",
+        "steps": [{"key": "shape", "kind": "action", "action_key": "transform",
+                   "cfg": {"output": {"id": "{{ trigger.id }}"}}}],
+        "subscriptions": [{"trigger_key": "burst", "filter_conditions": {}}],
+    }  # fmt: skip
+    imported = await api.post("/api/v1/workflows/import", params={"publish": "true"}, json=document)
+    assert imported.status_code == 201, imported.text
+    unique, copies = sized(300, 3000), 3
+    semaphore = asyncio.Semaphore(24)
+
+    async def deliver(delivery: int) -> int:
+        async with semaphore:
+            response = await api.post(
+                "/hooks/burst", json={"id": delivery}, headers={"Idempotency-Key": f"d{delivery}"}
+            )
+            return response.status_code
+
+    answers = await asyncio.gather(
+        *(deliver(delivery) for _ in range(copies) for delivery in range(unique))
+    )
+    assert set(answers) <= {200, 202}, set(answers)
+    worker = processes(database_dsn, "worker", "late", **WORKER)
+    await asyncio.to_thread(worker.wait_ready)
+
+    async def drained() -> bool:
+        done = await connection.fetchval(
+            "SELECT count(*) FROM workflow_execution WHERE status = 'SUCCESS'"
+        )
+        return bool(done >= unique)
+
+    await eventually(drained, "the backlog drained")
+    await asyncio.sleep(1)
+    rows = await connection.fetch(
+        "SELECT (s.result_data->>'id')::int AS id, count(*) FROM step_execution s GROUP BY 1"
+    )
+    per_delivery = {row["id"]: row["count"] for row in rows}
+    assert per_delivery == dict.fromkeys(range(unique), 1)

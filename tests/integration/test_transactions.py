@@ -1,0 +1,40 @@
+"""Transactions give their connection back on every path, so an outage never shrinks the pool
+and shutdown never waits on a connection nobody will release (issue 11's third defect)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from server.db.engine import engine_pool, open_engine, transaction
+from server.db.tables import WorkflowDefinition
+from tests.db_proxy import DatabaseProxy, database_proxy
+
+
+async def _transaction_cut_short(proxy: DatabaseProxy) -> None:
+    async with transaction() as tx:
+        sleeping = asyncio.create_task(tx.connection.execute("SELECT pg_sleep(5)"))
+        await asyncio.sleep(0.2)
+        await proxy.cut()
+        await sleeping
+
+
+async def test_a_connection_lost_inside_a_transaction_goes_back_to_the_pool(
+    database_dsn: str,
+) -> None:
+    async with database_proxy(database_dsn) as proxy:
+        async with open_engine(proxy.dsn, min_size=1, max_size=1) as engine:
+            for _ in range(3):  # each time the pool's only connection dies mid-transaction
+                with pytest.raises(Exception):  # noqa: B017, PT011 - any connection error
+                    await _transaction_cut_short(proxy)
+                await proxy.restore()
+            async with asyncio.timeout(10):  # the pool still serves
+                async with transaction():
+                    assert await WorkflowDefinition.count().run() == 0
+            await proxy.cut()
+            held = await engine_pool(engine).acquire()  # a connection nobody gives back
+            assert held is not None
+            started = time.monotonic()
+        assert time.monotonic() - started < 8.0  # closing the pool did not wait forever
