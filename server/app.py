@@ -33,7 +33,7 @@ from server.api.routes import api_router
 from server.crypto.tokens import hash_token
 from server.db import tokens
 from server.db.database import database_dsn
-from server.db.engine import engine_pool, open_engine
+from server.db.engine import engine_pool, open_engine, piccolo_engine
 from server.db.migrations import migrate
 from server.db.registry import seed_registries
 from server.db.runs import STEP_JOB_KIND
@@ -190,9 +190,13 @@ async def ensure_local_token(data_dir: Path) -> str:
     path = data_dir / LOCAL_TOKEN_FILE
     if path.exists():
         token = path.read_text().strip()
-        if not await tokens.is_live_token(hash_token(token)):
+        if not await tokens.token_stored(hash_token(token)):
             await tokens.store_token("local (make run)", token)
-        return token
+            return token
+        async with engine_pool(piccolo_engine()).acquire() as connection:
+            if await tokens.is_live_token(connection, hash_token(token)):
+                return token
+        path.unlink()  # revoked or expired: make a new one
     token = await tokens.create_token("local (make run)")
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as file:

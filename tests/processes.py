@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -16,7 +17,9 @@ import httpx
 
 SWITCHYARD = [sys.executable, "-m", "server"]
 START_TIMEOUT_SECONDS = 40.0
-ENVIRONMENT_TO_DROP = ("DATABASE_URL", "POSTGRES_HOST", "API_TOKENS", "ROLES", "PORT")
+ENVIRONMENT_TO_DROP = ("DATABASE_URL", "POSTGRES_HOST", "API_TOKENS", "ROLES", "PORT", "DATA_DIR")
+# `switchyard run` records its data directory under XDG_STATE_HOME: never the real user's.
+TEST_STATE_HOME = Path(tempfile.gettempdir()) / f"switchyard-test-state-{os.getpid()}"
 
 
 def free_port() -> int:
@@ -29,15 +32,22 @@ def free_port() -> int:
 def environment(**values: str) -> dict[str, str]:
     """This process's environment without Switchyard settings, plus `values`."""
     env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_TO_DROP}
+    env["XDG_STATE_HOME"] = str(TEST_STATE_HOME)
     env.update(values)
     return env
 
 
 def run_command(
-    args: list[str], env: Mapping[str, str], timeout: float = 60
+    args: list[str], env: Mapping[str, str], timeout: float = 60, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*SWITCHYARD, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [*SWITCHYARD, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
     )
 
 

@@ -1,24 +1,35 @@
-"""`POST /api/v1/events`: an event for a registered `event` trigger source.
+"""`/api/v1/events`: send an event for a registered `event` trigger source; list, read and
+replay the events of every trigger.
 
 The answer (202) comes after the event and the executions it starts are committed. A repeated
 `idempotency_key` for the same trigger answers with the first event and its executions and
-starts nothing new, also when the two requests race.
+starts nothing new, also when the two requests race. A replay sends a recorded event's payload
+again through the same intake, as a new event (no idempotency key; its `source` names the
+original), to whatever subscribes to its trigger key now: after fixing a workflow forward, the
+event that found it broken runs it again. A manual run's event is replayed as a new manual run
+of the same workflow.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from http import HTTPStatus
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, post
+from litestar import Controller, get, post
 from litestar.datastructures import State
-from litestar.params import JSONBody
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
+from piccolo.engine.postgres import PostgresEngine
 
+from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, page, time_and_id
 from server.api.problems import problem
-from server.db.engine import transaction
+from server.db import event_replay, events
+from server.db.engine import engine_pool, transaction
+from server.db.events import EventView
 from server.db.intake import accept_event
 from server.db.registry import trigger_type_of
 from server.db.trigger_health import IntakeOutcome, IntakeRecorder
@@ -77,5 +88,47 @@ class EventController(Controller):
             event_id=accepted.event_id,
             execution_ids=accepted.execution_ids,
             duplicate=accepted.duplicate,
+            outcome=outcome.value,
+        )
+
+    @get("/")
+    async def list_events(
+        self,
+        engine: NamedDependency[PostgresEngine],
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+        trigger_key: FromQuery[str | None] = None,
+        since: FromQuery[dt.datetime | None] = None,
+    ) -> Page[EventView]:
+        """Events of every trigger, newest first, with their outcome (`accepted`, `no_match`,
+        `filtered`, `pending`), its detail and the executions they started; filter by
+        `trigger_key` and `since` (received at or after)."""
+        async with engine_pool(engine).acquire() as connection:
+            items = await events.list_events(
+                connection, limit=limit + 1, before=time_and_id(cursor),
+                trigger_key=trigger_key, since=since,
+            )  # fmt: skip
+        return page(items, limit, lambda item: (item.received_at, item.id))
+
+    @get("/{event_id:uuid}")
+    async def get_event(
+        self, engine: NamedDependency[PostgresEngine], event_id: FromPath[uuid.UUID]
+    ) -> EventView:
+        """One event with its outcome, detail and execution ids."""
+        async with engine_pool(engine).acquire() as connection:
+            return await events.get_event(connection, event_id)
+
+    @post("/{event_id:uuid}/replay", status_code=HTTP_202_ACCEPTED)
+    async def replay_event(self, event_id: FromPath[uuid.UUID], state: State) -> EventAccepted:
+        """Accept the event's payload again as a new event of its trigger key, through the
+        normal intake (the subscriptions and latest published versions of now); a manual
+        run's event starts its workflow again. Answers like POST /events."""
+        accepted = await event_replay.replay_event(event_id)
+        outcome = IntakeOutcome(accepted.outcome)
+        state.intake_recorder.record(accepted.trigger_key, outcome)
+        return EventAccepted(
+            event_id=accepted.event_id,
+            execution_ids=accepted.execution_ids,
+            duplicate=False,
             outcome=outcome.value,
         )

@@ -44,6 +44,11 @@ class RetryFrom(StrEnum):
     START = "start"
 
 
+class RetryVersion(StrEnum):
+    PINNED = "pinned"
+    LATEST = "latest"
+
+
 class RunRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     input: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -103,7 +108,15 @@ class ExecutionController(Controller):
         self,
         execution_id: FromPath[uuid.UUID],
         from_: Annotated[RetryFrom, QueryParameter(name="from")] = RetryFrom.FAILED,
+        version: FromQuery[RetryVersion] = RetryVersion.PINNED,
     ) -> ExecutionDetail:
-        """Run a FAILED execution again on its version: from its failed steps, or `from=start`."""
-        await control.retry_execution(execution_id, from_start=from_ is RetryFrom.START)
+        """Run a FAILED execution again: from its failed steps, or `from=start`; on its pinned
+        version, or `version=latest`: on the workflow's latest published version (fixing
+        forward), where the steps that succeeded keep their results (matched by key) and the
+        rest run on the new version."""
+        await control.retry_execution(
+            execution_id,
+            from_start=from_ is RetryFrom.START,
+            latest=version is RetryVersion.LATEST,
+        )
         return await get_execution_detail(execution_id)

@@ -33,7 +33,7 @@ LISTENER_NAME: Final = "config_listener"
 MAX_ENTRIES: Final = 10_000
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 # API writes that never change an endpoint or a route (they would only empty the cache).
-NOT_CONFIG_PATHS: Final = ("/api/v1/events",)
+NOT_CONFIG_PATHS: Final = ("/api/v1/events", "/api/v1/tokens")
 MIN_REFUSED: Final = 400  # answers from here on changed nothing
 
 

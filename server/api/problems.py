@@ -4,13 +4,18 @@ Domain errors (`server.errors`) carry no HTTP knowledge; this module maps each c
 status, title and `type`. Litestar's own errors (404, 405, 400 on a malformed body) are
 converted too, keeping their `extra` (the invalid fields). Anything unexpected becomes a 500
 problem with no internals in it, logged with its traceback.
+
+Every problem answer is logged as it leaves (`request_refused` at warning for a 4xx,
+`request_failed` at error for a 5xx) with the method, the route template (not the concrete
+path, so ids and webhook paths do not fan out), the status and the problem `type` — never the
+detail or the body, which may echo what a client sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import structlog
@@ -41,6 +46,22 @@ DOMAIN_ERRORS: list[tuple[type[errors.AppError], HTTPStatus, str]] = [
 ]
 
 
+SERVER_ERROR: Final = 500
+
+
+class LoggedProblem(ProblemDetailsException):
+    """A problem detail that logs itself (route, status, type) when it becomes the answer."""
+
+    def to_response(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        route = request.scope.get("path_template") or "(no route)"
+        fields = {"method": request.method, "route": route, "status": self.status_code}
+        if self.status_code >= SERVER_ERROR:
+            log.error("request_failed", problem_type=self.type_, **fields)
+        else:
+            log.warning("request_refused", problem_type=self.type_, **fields)
+        return super().to_response(request)
+
+
 def problem(
     status: HTTPStatus,
     detail: str,
@@ -50,7 +71,7 @@ def problem(
     headers: dict[str, str] | None = None,
 ) -> ProblemDetailsException:
     """A problem detail with a stable `type`, the status phrase as title and a usable detail."""
-    return ProblemDetailsException(
+    return LoggedProblem(
         status_code=status.value,
         title=status.phrase,
         detail=detail,
@@ -108,7 +129,7 @@ def _from_recursion_error(_: RecursionError) -> ProblemDetailsException:
 
 
 def unexpected_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    log.error("request_failed", path=request.url.path, method=request.method, exc_info=error)
+    log.error("request_crashed", path=request.url.path, method=request.method, exc_info=error)
     return problem(
         HTTPStatus.INTERNAL_SERVER_ERROR,
         "the server failed to handle this request; it has been logged, retry later",

@@ -17,6 +17,7 @@ from server.api.registry import RegistryController
 from server.api.schedules import ScheduleController
 from server.api.subscriptions import SubscriptionController
 from server.api.tasks import TaskController
+from server.api.tokens import TokenController
 from server.api.variables import VariableController
 from server.api.versions import VersionController
 from server.api.webhooks import WebhookController
@@ -49,6 +50,7 @@ def api_router() -> Router:
             VariableController,
             WebhookController,
             ScheduleController,
+            TokenController,
         ],
         security=[{"BearerToken": []}],
     )

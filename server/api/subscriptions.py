@@ -11,9 +11,11 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from server.api.pagination import Page
 from server.db import subscriptions
+from server.db.registry import known_trigger_keys
 from server.db.subscriptions import SubscriptionRecord
-from server.engine.document import Subscription
+from server.engine.document import Subscription, WorkflowDocument
 from server.engine.graph import filter_problem
+from server.engine.references import subscription_problems
 from server.errors import ValidationError
 
 
@@ -31,11 +33,18 @@ class SubscriptionController(Controller):
     async def create_subscription(
         self, workflow_id: FromPath[uuid.UUID], data: JSONBody[Subscription]
     ) -> SubscriptionRecord:
-        """Start this workflow for events of `trigger_key` that pass `filter_conditions`."""
+        """Start this workflow for events of `trigger_key` that pass `filter_conditions`;
+        the key must be registered (a trigger source, webhook or schedule)."""
         if problem := await asyncio.to_thread(filter_problem, data.filter_conditions):
             raise ValidationError(
                 "filter_conditions is not valid",
                 [{"field": "filter_conditions", "message": problem}],
+            )
+        document = WorkflowDocument(name="subscription", subscriptions=[data])
+        for unknown in subscription_problems(document, await known_trigger_keys()):
+            raise ValidationError(
+                f"trigger key {data.trigger_key!r} is not registered",
+                [{"field": "trigger_key", "message": unknown.message}],
             )
         return await subscriptions.create_subscription(workflow_id, data)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import msgspec
@@ -14,10 +13,9 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from server.api.pagination import Page, VersionNumber
 from server.db import versions
 from server.db.documents import load_document
-from server.db.publishing import publish_version
-from server.db.registry import action_schemas
+from server.db.publishing import document_problems, publish_version
 from server.db.versions import EdgeRecord, StepRecord, VersionSummary
-from server.engine.graph import Problem, validate_document
+from server.engine.graph import Problem
 
 
 class DraftCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -65,11 +63,16 @@ class VersionController(Controller):
 
     @get("/{version_num:int}/validation")
     async def validate_version(
-        self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber
+        self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber, state: State
     ) -> ValidationReport:
-        """Every problem that would stop this version from being published, without publishing."""
+        """Every problem that would stop this version from being published, without publishing:
+        among them templates reading unknown steps, steps that cannot have run yet or unknown
+        variables (the workflow's), subscriptions to unregistered trigger keys, and HTTP calls
+        to private addresses HTTP_ALLOWED_HOSTS does not allow."""
         document = await load_document(await versions.get_version(workflow_id, version_num))
-        problems = await asyncio.to_thread(validate_document, document, await action_schemas())
+        problems = await document_problems(
+            document, http_allowed_hosts=state.settings.http_allowed_hosts
+        )
         return ValidationReport(valid=not problems, errors=problems)
 
     @post("/{version_num:int}/publish", status_code=HTTP_200_OK)
@@ -77,5 +80,10 @@ class VersionController(Controller):
         self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber, state: State
     ) -> VersionView:
         """Validate, snapshot to the object store and freeze the draft; new executions use it."""
-        version = await publish_version(workflow_id, version_num, store=state.object_store)
+        version = await publish_version(
+            workflow_id,
+            version_num,
+            store=state.object_store,
+            http_allowed_hosts=state.settings.http_allowed_hosts,
+        )
         return await _view(version)

@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
@@ -19,7 +19,7 @@ from server.api.pagination import (
     page,
     time_and_id,
 )
-from server.db import workflows
+from server.db import publishing, workflows
 from server.db.documents import load_document
 from server.db.publishing import import_workflow
 from server.db.variables import variables_writer
@@ -120,6 +120,31 @@ class WorkflowController(Controller):
             publish=publish,
             store=state.object_store,
             write_variables=variables_writer(state.keyring),
+            http_allowed_hosts=state.settings.http_allowed_hosts,
+        )
+        return ImportResult(
+            id=version.workflow_id, version_num=version.version_num, published=publish
+        )
+
+    @put("/{workflow_id:uuid}/document", status_code=HTTP_201_CREATED)
+    async def replace_document(
+        self,
+        workflow_id: FromPath[uuid.UUID],
+        data: JSONBody[WorkflowDocument],
+        state: State,
+        publish: FromQuery[bool] = False,
+    ) -> ImportResult:
+        """Fix forward: the document becomes the workflow's next version (or replaces its
+        draft), validated like an import; its name, variables and subscriptions replace the
+        workflow's (a secret given as null keeps its value). `publish=true` publishes it: new
+        runs, and `POST /executions/{id}/retry?version=latest`, use it."""
+        version = await publishing.replace_document(
+            workflow_id,
+            data,
+            publish=publish,
+            store=state.object_store,
+            write_variables=variables_writer(state.keyring),
+            http_allowed_hosts=state.settings.http_allowed_hosts,
         )
         return ImportResult(
             id=version.workflow_id, version_num=version.version_num, published=publish

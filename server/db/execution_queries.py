@@ -13,6 +13,17 @@ from server.db.tables import StepExecution, WorkflowExecution
 from server.errors import NotFoundError
 
 
+class Attempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt of a step, as the worker recorded it."""
+
+    attempt: int
+    status: str
+    error: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime
+    duration_ms: float | None
+
+
 class StepView(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     step_id: uuid.UUID
@@ -22,7 +33,11 @@ class StepView(msgspec.Struct, frozen=True, kw_only=True):
     result_data: Any
     error: str | None
     attempts: int
-    execution_time: float | None
+    duration_ms: float | None
+    """How long the last attempt ran, in milliseconds."""
+    attempts_history: list[Attempt]
+    """Every attempt, oldest first, the last one included (a step run again by a retry of
+    its execution keeps its earlier attempts)."""
     branches: list[str]
     created_at: dt.datetime
     started_at: dt.datetime | None
@@ -108,7 +123,8 @@ async def get_execution_detail(execution_id: uuid.UUID) -> ExecutionDetail:
             StepExecution.result_data,
             StepExecution.error,
             StepExecution.attempts,
-            StepExecution.execution_time,
+            StepExecution.execution_time.as_alias("duration_ms"),
+            StepExecution.attempts_history,
             StepExecution.branches,
             StepExecution.created_at,
             StepExecution.started_at,
@@ -120,4 +136,29 @@ async def get_execution_detail(execution_id: uuid.UUID) -> ExecutionDetail:
         .output(load_json=True)
         .run()
     )
+    for step in steps:
+        step["attempts_history"] = attempts_history(step)
     return msgspec.convert({**row, "steps": steps}, ExecutionDetail)
+
+
+FINISHED_STEP = frozenset({"SUCCESS", "FAILED"})
+
+
+def attempts_history(step: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every attempt of a step: the retried ones stored in `attempts_history`, then its last
+    attempt, which is the step row itself (its start is its end less its duration)."""
+    history: list[dict[str, Any]] = list(step["attempts_history"] or [])
+    finished, duration = step["finished_at"], step["duration_ms"]
+    if step["status"] in FINISHED_STEP and finished is not None and step["attempts"] > 0:
+        started = None if duration is None else finished - dt.timedelta(milliseconds=duration)
+        history.append(
+            {
+                "attempt": step["attempts"],
+                "status": step["status"],
+                "error": step["error"],
+                "started_at": started,
+                "finished_at": finished,
+                "duration_ms": duration,
+            }
+        )
+    return history

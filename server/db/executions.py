@@ -165,9 +165,18 @@ WHERE e.id = $1
 """  # noqa: S608 - only constant SQL is interpolated
 
 
+def _attempt_entry(status: str, error: str, attempts: str, started: str, duration: str) -> str:
+    """A JSON array of one `attempts_history` entry, from SQL expressions."""
+    return f"""jsonb_build_array(jsonb_build_object(
+            'attempt', {attempts}::int, 'status', {status}::text, 'error', {error}::text,
+            'started_at', {started}::timestamptz, 'finished_at', clock_timestamp(),
+            'duration_ms', {duration}::float8))"""
+
+
 def _record_cte(first: int, only_if: str) -> str:
-    """CTE `recorded`: the step's result. Parameters from `$first`: step key, status, input,
-    output, error, attempts, execution time, branches (`StepResult`, `_result_arguments`)."""
+    """CTE `recorded`: the step's result (its last attempt: the attempts before it are in
+    `attempts_history`). Parameters from `$first`: step key, status, input, output, error,
+    attempts, execution time, branches (`StepResult`, `_result_arguments`)."""
     key, status, input_data, output, error, attempts, duration, branches = (
         f"${first + offset}" for offset in range(8)
     )
@@ -256,10 +265,15 @@ SELECT (SELECT version FROM execution) AS version,
        (SELECT count(*) FROM enqueued_wake) AS woken
 """  # noqa: S608 - built from constants
 
-RECORD_ATTEMPT_ERROR: Final = """
-UPDATE step_execution SET error = $3, attempts = $4, input_data = coalesce($5::jsonb, input_data)
+# A failed attempt that will be retried: its error, and its entry appended to the step's
+# history ($6 its start, $7 its duration in milliseconds). Only retried attempts are appended:
+# the last attempt is the step row's own columns (`attempts`, `status`, `error`,
+# `execution_time`, `finished_at`), so a step that succeeds at once writes no history at all.
+RECORD_ATTEMPT_ERROR: Final = f"""
+UPDATE step_execution SET error = $3, attempts = $4, input_data = coalesce($5::jsonb, input_data),
+    attempts_history = attempts_history || {_attempt_entry("'FAILED'", "$3", "$4", "$6", "$7")}
 WHERE execution_id = $1 AND step_key = $2 AND status = 'RUNNING'
-"""
+"""  # noqa: S608 - constant SQL only
 
 SET_EXECUTION_STATUS: Final = """
 UPDATE workflow_execution
@@ -272,14 +286,6 @@ CANCEL_ACTIVE_STEPS: Final = """
 UPDATE step_execution SET status = 'CANCELLED', finished_at = now()
 WHERE execution_id = $1 AND status IN ('PENDING', 'WAITING')
 """
-
-# Retry forgets the steps that will be planned again: cancelled ones, and the failed steps that
-# ended the run. The planner then re-derives them from their finished predecessors.
-FORGET_STEPS: Final = """
-DELETE FROM step_execution
-WHERE execution_id = $1 AND (status = 'CANCELLED' OR step_key = ANY($2::text[]))
-"""
-FORGET_ALL_STEPS: Final = "DELETE FROM step_execution WHERE execution_id = $1"
 
 
 def _json(value: Any) -> str | None:
@@ -537,10 +543,13 @@ async def record_attempt_error(
     error: str,
     attempts: int,
     input_data: Any,
+    started_at: dt.datetime,
+    duration_ms: float,
 ) -> None:
     await connection.execute(
-        RECORD_ATTEMPT_ERROR, execution_id, step_key, _text(error), attempts, _json(input_data)
-    )
+        RECORD_ATTEMPT_ERROR, execution_id, step_key, _text(error), attempts, _json(input_data),
+        started_at, duration_ms,
+    )  # fmt: skip
 
 
 async def set_execution_status(
@@ -556,16 +565,6 @@ async def set_execution_status(
 
 async def cancel_active_steps(connection: Connection, execution_id: uuid.UUID) -> None:
     await connection.execute(CANCEL_ACTIVE_STEPS, execution_id)
-
-
-async def forget_steps(
-    connection: Connection, execution_id: uuid.UUID, step_keys: list[str] | None
-) -> None:
-    """Delete cancelled steps and `step_keys` (None: every step) so planning redoes them."""
-    if step_keys is None:
-        await connection.execute(FORGET_ALL_STEPS, execution_id)
-    else:
-        await connection.execute(FORGET_STEPS, execution_id, step_keys)
 
 
 GRAPH_STEPS: Final = """

@@ -11,29 +11,51 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Sequence
 
 import msgspec
 
-from server.db.documents import VariablesWriter, insert_document, load_document, object_key
+from server.db.documents import (
+    VariablesWriter,
+    insert_document,
+    load_document,
+    next_version_target,
+    object_key,
+    write_version,
+)
 from server.db.engine import transaction
-from server.db.registry import action_schemas
+from server.db.registry import action_schemas, known_trigger_keys
 from server.db.tables import WorkflowVersion
 from server.db.versions import PUBLISHED, VersionSummary, get_version, lock_draft
 from server.engine.document import WorkflowDocument, encode_document, masked, normalized
-from server.engine.graph import validate_document
+from server.engine.graph import Problem, validate_document
 from server.errors import ConflictError, ValidationError
 from server.storage.object_store import ObjectStore
 
 
-async def require_valid(
-    document: WorkflowDocument, action_schemas: Mapping[str, dict[str, Any]]
-) -> None:
-    """Raise a ValidationError listing every problem of `document`, if it has any. Validation
-    compiles every template, work that grows with them: it runs off the event loop."""
-    problems = await asyncio.to_thread(validate_document, document, action_schemas)
+async def document_problems(
+    document: WorkflowDocument, *, http_allowed_hosts: Sequence[str]
+) -> list[Problem]:
+    """Every problem of `document` against the registries (actions, trigger keys) and the
+    HTTP_ALLOWED_HOSTS setting. Validation compiles every template, work that grows with
+    them: it runs off the event loop."""
+    schemas, trigger_keys = await action_schemas(), await known_trigger_keys()
+    return await asyncio.to_thread(
+        functools.partial(
+            validate_document,
+            document,
+            schemas,
+            trigger_keys=trigger_keys,
+            http_allowed_hosts=http_allowed_hosts,
+        )
+    )
+
+
+async def require_valid(document: WorkflowDocument, *, http_allowed_hosts: Sequence[str]) -> None:
+    """Raise a ValidationError listing every problem of `document`, if it has any."""
+    problems = await document_problems(document, http_allowed_hosts=http_allowed_hosts)
     if problems:
         raise ValidationError(
             f"the workflow has {len(problems)} problem(s); fix each one listed in errors",
@@ -46,6 +68,7 @@ async def publish_version(
     version_num: int,
     *,
     store: ObjectStore,
+    http_allowed_hosts: Sequence[str] = (),
 ) -> VersionSummary:
     """Validate, snapshot and freeze a draft; it becomes the version new executions use."""
     version = await get_version(workflow_id, version_num)
@@ -55,7 +78,7 @@ async def publish_version(
             f"create a new draft with POST /api/v1/workflows/{workflow_id}/versions"
         )
     document = await load_document(version)
-    await require_valid(document, await action_schemas())
+    await require_valid(document, http_allowed_hosts=http_allowed_hosts)
     key = object_key(workflow_id, version_num)
     await store.put(key, encode_document(masked(document)))
     async with transaction():
@@ -84,6 +107,7 @@ async def import_workflow(
     publish: bool,
     store: ObjectStore,
     write_variables: VariablesWriter,
+    http_allowed_hosts: Sequence[str] = (),
 ) -> VersionSummary:
     """Create a whole workflow from `document` in one transaction, all or nothing.
 
@@ -91,7 +115,7 @@ async def import_workflow(
     written to the object store before the transaction that creates the rows pointing to it.
     """
     document = normalized(document)
-    await require_valid(document, await action_schemas())
+    await require_valid(document, http_allowed_hosts=http_allowed_hosts)
     workflow_id = uuid.uuid4()
     key = None
     if publish:
@@ -100,4 +124,36 @@ async def import_workflow(
     async with transaction():
         return await insert_document(
             document, workflow_id=workflow_id, write_variables=write_variables, published_key=key
+        )
+
+
+async def replace_document(
+    workflow_id: uuid.UUID,
+    document: WorkflowDocument,
+    *,
+    publish: bool,
+    store: ObjectStore,
+    write_variables: VariablesWriter,
+    http_allowed_hosts: Sequence[str] = (),
+) -> VersionSummary:
+    """Make `document` the next version of an existing workflow, all or nothing (fixing
+    forward): validated like an import; its definition fields, variables (a secret given as
+    null keeps its stored value) and subscriptions replace the workflow's. The version is a
+    new one after the latest, or the workflow's draft if it has one (replaced). With
+    `publish`, the snapshot is written first and the version is published, so new runs and
+    `retry?version=latest` use it."""
+    document = normalized(document)
+    await require_valid(document, http_allowed_hosts=http_allowed_hosts)
+    target = await next_version_target(workflow_id)
+    key = object_key(workflow_id, target) if publish else None
+    if key is not None:
+        await store.put(key, encode_document(masked(document)))
+    async with transaction():
+        if await next_version_target(workflow_id, lock=True) != target:
+            raise ConflictError(
+                f"workflow {workflow_id} got a new version while this one was being saved; "
+                "send the document again"
+            )
+        return await write_version(
+            workflow_id, target, document, write_variables=write_variables, published_key=key
         )

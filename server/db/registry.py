@@ -123,6 +123,19 @@ async def action_schemas() -> dict[str, dict[str, Any]]:
     return {row["action_key"]: row["cfg_schema"] for row in rows}
 
 
+KNOWN_TRIGGER_KEYS = """
+SELECT trigger_key FROM workflow_trigger_registry
+UNION SELECT trigger_key FROM webhook_endpoint
+UNION SELECT trigger_key FROM schedule_trigger
+"""
+
+
+async def known_trigger_keys() -> frozenset[str]:
+    """Every trigger key something can fire: registered sources, webhooks and schedules."""
+    rows = await WorkflowActionRegistry.raw(KNOWN_TRIGGER_KEYS).run()
+    return frozenset(row["trigger_key"] for row in rows)
+
+
 async def register_trigger(
     *,
     trigger_key: str,

@@ -48,6 +48,19 @@ WHERE d.id = $1
   AND NOT EXISTS (SELECT 1 FROM workflow_edge e WHERE e.to_step_id = s.id)
 """
 
+# The name a failure is logged with; read only when something failed (never on the hot path).
+WORKFLOW_NAME: Final = "SELECT name FROM workflow_definition WHERE id = $1"
+EXECUTION_WORKFLOW: Final = """
+SELECT d.id AS workflow_id, d.name
+FROM workflow_execution e JOIN workflow_definition d ON d.id = e.workflow_id
+WHERE e.id = $1
+"""
+
+
+async def workflow_name(connection: Connection, workflow_id: uuid.UUID) -> str:
+    """The workflow's name ('' once it is deleted), for logging a failure."""
+    return str(await connection.fetchval(WORKFLOW_NAME, workflow_id) or "")
+
 
 def step_job_key(execution_id: uuid.UUID, step_id: uuid.UUID, *, resume: bool = False) -> str:
     """At most one live job per step of an execution (a delay's wake-up is a second key)."""
@@ -124,7 +137,14 @@ async def fail_execution(connection: Connection, execution_id: uuid.UUID, error:
     """Stop an execution: FAILED, its queued steps withdrawn, running ones left to finish."""
     await set_execution_status(connection, execution_id, "FAILED", error=error, steps_run=1)
     await stop_pending_work(connection, execution_id)
-    log.info("execution_finished", status="FAILED", execution_id=str(execution_id))
+    workflow = await connection.fetchrow(EXECUTION_WORKFLOW, execution_id)
+    log.error(
+        "execution_failed",
+        error=error,  # callers pass an error already redacted of secrets
+        execution_id=str(execution_id),
+        workflow_id=str(workflow["workflow_id"]) if workflow else None,
+        workflow_name=workflow["name"] if workflow else None,
+    )
 
 
 async def stop_pending_work(connection: Connection, execution_id: uuid.UUID) -> None:

@@ -204,6 +204,9 @@ class StepExecution(Table, tablename="step_execution"):
     error = Text(null=True, default=None)
     attempts = Integer(default=0)
     execution_time = DoublePrecision(null=True, default=None)  # milliseconds
+    # The retried attempts: {attempt, status, error, started_at, finished_at, duration_ms}
+    # (the last attempt is this row); added by a raw migration (2026-12-07T18:00:00).
+    attempts_history = JSONB(default=[])
     branches = Array(Varchar(length=100), default=list)  # branch keys taken; see engine.planning
     created_at = Timestamptz(default=TimestamptzNow())
     started_at = Timestamptz(null=True, default=None)
@@ -275,3 +278,4 @@ class ApiToken(Table, tablename="api_token"):
     created_at = Timestamptz(default=TimestamptzNow())
     last_used_at = Timestamptz(null=True, default=None)
     revoked_at = Timestamptz(null=True, default=None)
+    expires_at = Timestamptz(null=True, default=None)

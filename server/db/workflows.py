@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from piccolo.columns.combination import WhereRaw
@@ -116,16 +116,30 @@ async def _locked_workflow(workflow_id: uuid.UUID) -> WorkflowSummary:
     return msgspec.convert(row, WorkflowSummary)
 
 
+# The events whose executions a workflow's deletion takes with it keep the reason, so an
+# accepted event left without executions still says why (`switchyard check` holds it to that).
+NOTE_EVENTS_OF_DELETED_WORKFLOW: Final = """
+UPDATE trigger_event SET outcome_detail = left(
+    coalesce(outcome_detail || '; ', '') || format('executions deleted with workflow %s', $1::uuid),
+    2000)
+WHERE id IN (SELECT trigger_event_id FROM workflow_execution
+             WHERE workflow_id = $1 AND trigger_event_id IS NOT NULL)
+"""
+
+
 async def delete_workflow(workflow_id: uuid.UUID) -> None:
-    """Delete a definition with its versions, variables, subscriptions and executions."""
-    deleted = await (
-        WorkflowDefinition.delete()
-        .where(WorkflowDefinition.id == workflow_id)
-        .returning(WorkflowDefinition.id)
-        .run()
-    )
-    if not deleted:
-        raise NotFoundError(f"workflow {workflow_id} not found")
+    """Delete a definition with its versions, variables, subscriptions and executions; the
+    events that started those executions record that they were deleted."""
+    async with transaction() as tx:
+        await tx.connection.execute(NOTE_EVENTS_OF_DELETED_WORKFLOW, workflow_id)
+        deleted = await (
+            WorkflowDefinition.delete()
+            .where(WorkflowDefinition.id == workflow_id)
+            .returning(WorkflowDefinition.id)
+            .run()
+        )
+        if not deleted:
+            raise NotFoundError(f"workflow {workflow_id} not found")
 
 
 async def list_workflows(

@@ -3,21 +3,33 @@
 A publishable workflow has exactly one entry step, edges between known steps only, branch keys
 that the source step's kind can take, no cycles, known actions whose `cfg` satisfies the
 action's JSON schema, well-formed condition and delay settings, templates and expressions that
-compile, and bounded sizes. `validate_document` returns a list of `Problem`s (empty: valid);
+compile, templates that read only known variables and earlier steps (`server.engine.references`),
+and bounded sizes. `validate_document` returns a list of `Problem`s (empty: valid);
 it never raises for bad input. Pure: the action schemas are passed in.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
 from jsonschema import Draft202012Validator
 
 from server.engine.document import Edge, Step, StepKind, WorkflowDocument
+from server.engine.problems import Problem
+from server.engine.references import address_problems, reference_problems, subscription_problems
 from server.engine.templates import expression_error, string_leaves, template_error
+
+__all__ = [
+    "Problem",
+    "allowed_branches",
+    "filter_problem",
+    "steps_in_cycles",
+    "validate_document",
+    "validate_step",
+]
 
 MAX_CFG_BYTES = 64 * 1024
 MAX_DELAY_SECONDS = 366 * 24 * 3600
@@ -26,22 +38,25 @@ DELAY_BRANCHES = frozenset({"default"})
 CONDITION_BRANCHES = frozenset({"true", "false", "default", "error"})
 
 
-class Problem(msgspec.Struct, frozen=True, kw_only=True):
-    """One reason a document cannot be saved or published."""
-
-    field: str
-    message: str
-
-
 def validate_document(
-    document: WorkflowDocument, action_schemas: Mapping[str, dict[str, Any]]
+    document: WorkflowDocument,
+    action_schemas: Mapping[str, dict[str, Any]],
+    *,
+    trigger_keys: Collection[str] | None = None,
+    http_allowed_hosts: Sequence[str] = (),
 ) -> list[Problem]:
-    """All problems of `document`; `action_schemas` maps known action keys to cfg schemas."""
+    """All problems of `document`; `action_schemas` maps known action keys to cfg schemas,
+    `trigger_keys` are the registered trigger keys (None: subscriptions are not checked) and
+    `http_allowed_hosts` the HTTP_ALLOWED_HOSTS setting."""
     problems = list(_duplicate_keys(document))
     for step in document.steps:
         problems.extend(validate_step(step, action_schemas))
     problems.extend(_edge_problems(document))
+    problems.extend(reference_problems(document))
+    problems.extend(address_problems(document, http_allowed_hosts))
     problems.extend(_subscription_problems(document))
+    if trigger_keys is not None:
+        problems.extend(subscription_problems(document, trigger_keys))
     return problems
 
 

@@ -6,7 +6,8 @@ the arguments are constants: `"x"|center(10**9)`, `"%300000000s" % x`, `range(10
 loops over constant ranges whose iterations multiply past the limit, and methods the sandbox
 never allows. `variable_reads` says which `vars.<key>` a template reads and whether it reads
 `vars` as a whole (`vars|tojson`, `vars[name]`): the engine stores anything rendered from a
-secret variable as `[redacted]`.
+secret variable as `[redacted]`, and validation refuses unknown variables. `step_reads` says
+the same of `steps.<key>`: validation refuses unknown steps and steps that cannot have run yet.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from server.engine.sandbox import (
 )
 
 VARIABLES: Final = "vars"
+STEPS: Final = "steps"
 
 
 class VariableReads(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,6 +38,7 @@ class VariableReads(msgspec.Struct, frozen=True, kw_only=True):
 
     keys: frozenset[str]
     whole: bool
+    assigned: bool = False  # the template assigns the name (`{% set vars = ... %}`, a loop)
 
     def reads_any(self, keys: frozenset[str]) -> bool:
         return bool(keys) and (self.whole or not self.keys.isdisjoint(keys))
@@ -140,6 +143,18 @@ def _check_loops(node: nodes.Node, outer: int) -> None:
 
 def variable_reads(tree: nodes.Node) -> VariableReads:
     """The variables a parsed template or expression reads."""
+    return name_reads(tree, VARIABLES)
+
+
+def step_reads(tree: nodes.Node) -> VariableReads:
+    """The earlier steps a parsed template or expression reads (`steps.<key>` with a constant
+    key); `whole`: it reads `steps` in another way (`steps|tojson`, `steps[name]`)."""
+    return name_reads(tree, STEPS)
+
+
+def name_reads(tree: nodes.Node, name: str) -> VariableReads:
+    """The constant keys read from the context name `name` (`name.key`, `name["key"]`), and
+    whether the name is read in another way or assigned (then what it reads is unknown)."""
     keys: set[str] = set()
     uses = 0
     lookups = (nodes.Getattr, nodes.Getitem)
@@ -147,14 +162,17 @@ def variable_reads(tree: nodes.Node) -> VariableReads:
         if not isinstance(node, lookups):
             continue
         target = node.node
-        if isinstance(target, nodes.Name) and target.name == VARIABLES:
+        if isinstance(target, nodes.Name) and target.name == name:
             key = node.attr if isinstance(node, nodes.Getattr) else _const(node.arg)
             if isinstance(key, str):
                 keys.add(key)
                 uses += 1
-    names = sum(
-        1
-        for name in itertools.chain([tree], tree.find_all(nodes.Name))
-        if isinstance(name, nodes.Name) and name.name == VARIABLES
+    names = [
+        found
+        for found in itertools.chain([tree], tree.find_all(nodes.Name))
+        if isinstance(found, nodes.Name) and found.name == name
+    ]
+    assigned = any(found.ctx != "load" for found in names)
+    return VariableReads(
+        keys=frozenset(keys), whole=assigned or len(names) > uses, assigned=assigned
     )
-    return VariableReads(keys=frozenset(keys), whole=names > uses)

@@ -19,7 +19,12 @@ from jinja2.nodes import Template as TemplateNode
 from jinja2.parser import Parser
 
 from server.engine.sandbox import BoundedSandbox
-from server.engine.template_checks import VariableReads, static_problem, variable_reads
+from server.engine.template_checks import (
+    VariableReads,
+    static_problem,
+    step_reads,
+    variable_reads,
+)
 
 MAX_TEMPLATE_LENGTH = 20_000
 # Parts (syntax nodes) of one template or expression: compiling grows with them, and a compile
@@ -112,3 +117,11 @@ def template_variable_reads(source: str, *, expression: bool = False) -> Variabl
     if expression:
         return variable_reads(Parser(ENVIRONMENT, source, state="variable").parse_expression())
     return variable_reads(_parse(source))
+
+
+@functools.lru_cache(maxsize=4096)
+def template_step_reads(source: str, *, expression: bool = False) -> VariableReads:
+    """Which earlier steps a template (or an expression) reads; see `step_reads`."""
+    if expression:
+        return step_reads(Parser(ENVIRONMENT, source, state="variable").parse_expression())
+    return step_reads(_parse(source))

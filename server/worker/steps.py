@@ -10,7 +10,10 @@ transaction), so a chain of steps runs without a queue round trip per step; the 
 jobs of their own. When nothing is left for this job, the same transaction completes it. A
 committed step therefore always has its successors (in this job or queued), and a rolled-back
 one (crash, lost lease) has none and runs again. A retryable failure with attempts left
-records the error and hands the job back to the queue with the step's backoff.
+records the error and hands the job back to the queue with the step's backoff; that statement
+also appends the attempt (start, end, error, duration) to the step's `attempts_history`, and
+the last attempt is the step's own row, so keeping every attempt costs no round trip and
+nothing at all for a step that succeeds at once.
 
 A job goes on only while the next step's timeout still fits in the worker's job timeout, and
 for at most MAX_STEPS_PER_JOB steps, so one long execution cannot hold a worker slot forever.
@@ -34,7 +37,7 @@ from server.actions.base import Action
 from server.crypto.aead import Keyring
 from server.db import executions as runs_sql
 from server.db.executions import ExecutionRow, ExecutionStatus, PlannedStep, StepResult
-from server.db.runs import fail_execution, step_job
+from server.db.runs import fail_execution, step_job, workflow_name
 from server.engine.document import Step, StepKind
 from server.engine.planning import ACTIVE, Graph, StepState, StepStatus, plan
 from server.engine.rendering import redact, secret_strings
@@ -60,6 +63,8 @@ MAX_STEPS_PER_JOB: Final = 100
 # Published versions whose graphs a worker keeps in memory (they never change; a miss costs
 # two reads).
 GRAPH_CACHE_SIZE: Final = 512
+# How long a workflow's name is reused for failure logs before it is read again.
+WORKFLOW_NAME_TTL_SECONDS: Final = 60.0
 
 
 class _Run(msgspec.Struct, kw_only=True):
@@ -98,6 +103,7 @@ class StepRunner:
         self._keyring = keyring
         self._actions = actions
         self._graphs: dict[uuid.UUID, Graph] = {}
+        self._workflow_names: dict[uuid.UUID, tuple[float, str]] = {}  # id -> (read at, name)
 
     async def __call__(self, job: JobContext) -> None:
         execution_id = uuid.UUID(job.payload["execution_id"])
@@ -220,11 +226,16 @@ class StepRunner:
     ) -> str | None:
         if outcome.retry_delay is not None:
             outcome = redacted(outcome, run.secrets)
+            elapsed = time.monotonic() - started
             async with job.connection() as connection:
                 await runs_sql.record_attempt_error(
                     connection, run.execution.id, step_key, error=outcome.error or "failed",
                     attempts=job.attempt, input_data=outcome.input_data,
+                    started_at=_wall_clock(elapsed), duration_ms=round(elapsed * 1000, 3),
                 )  # fmt: skip
+                await self._log_failure(
+                    connection, "step_attempt_failed", run, step_key, outcome, job
+                )
             raise RetryableError(outcome.error or "step attempt failed", delay=outcome.retry_delay)
         return await self._complete(job, run, step_key, outcome, started, None)
 
@@ -258,7 +269,14 @@ class StepRunner:
         STEP_DURATION.labels(run.graph.steps[step_key].kind.value, outcome.status.value).observe(
             time.monotonic() - started
         )
-        log.info("step_finished", status=outcome.status.value, attempts=job.attempt)
+        if outcome.status is StepStatus.FAILED:
+            if connection is not None:
+                await self._log_failure(connection, "step_failed", run, step_key, outcome, job)
+            else:
+                async with job.connection() as alone:
+                    await self._log_failure(alone, "step_failed", run, step_key, outcome, job)
+        else:
+            log.info("step_finished", status=outcome.status.value, attempts=job.attempt)
         if self._short_way(run, step_key, outcome):
             if connection is not None:
                 settled = await self._settle_short(connection, job, run, step_key, outcome, result)
@@ -456,6 +474,35 @@ class StepRunner:
             run.secrets, connection, timeout_seconds=policy.timeout_seconds,
         )  # fmt: skip
 
+    async def _log_failure(
+        self,
+        connection: Connection,
+        event: str,
+        run: _Run,
+        step_key: str,
+        outcome: Outcome,
+        job: JobContext,
+    ) -> None:
+        """A warning naming the workflow (id and name), execution, step and the (redacted)
+        error. The name is read on a failure only, and kept a minute per workflow."""
+        workflow_id = run.execution.workflow_id
+        now = time.monotonic()
+        kept = self._workflow_names.get(workflow_id)
+        if kept is None or now - kept[0] > WORKFLOW_NAME_TTL_SECONDS:
+            if len(self._workflow_names) >= GRAPH_CACHE_SIZE:
+                self._workflow_names.clear()
+            kept = (now, await workflow_name(connection, workflow_id))
+            self._workflow_names[workflow_id] = kept
+        log.warning(
+            event,
+            error=outcome.error,
+            workflow_id=str(workflow_id),
+            workflow_name=kept[1],
+            execution_id=str(run.execution.id),
+            step_key=step_key,
+            attempts=job.attempt,
+        )
+
     async def _graph(self, connection: Connection, version_id: uuid.UUID) -> Graph:
         """The version's graph, from the cache of the GRAPH_CACHE_SIZE most recently used."""
         graph = self._graphs.pop(version_id, None)
@@ -498,6 +545,11 @@ class _UndoAction(Exception):  # noqa: N818 - a control-flow signal, not an erro
 async def _fail(connection: Connection, execution_id: uuid.UUID, error: str) -> None:
     await fail_execution(connection, execution_id, error)
     EXECUTIONS_FINISHED.labels(ExecutionStatus.FAILED).inc()
+
+
+def _wall_clock(elapsed: float) -> dt.datetime:
+    """When an attempt that has run for `elapsed` seconds (monotonic) started, in UTC."""
+    return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=elapsed)
 
 
 def redacted(outcome: Outcome, secrets: set[str]) -> Outcome:

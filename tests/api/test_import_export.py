@@ -34,6 +34,14 @@ DOCUMENT: dict[str, Any] = {
 }
 
 
+async def register_source(client: httpx.AsyncClient, trigger_key: str = "lead-intake") -> None:
+    """Subscriptions must name a registered trigger key to publish."""
+    response = await client.post(
+        "/api/v1/registry/triggers", json={"trigger_key": trigger_key, "type": "event"}
+    )
+    assert response.status_code == 201, response.text
+
+
 def masked(document: dict[str, Any]) -> dict[str, Any]:
     expected = copy.deepcopy(document)
     for variable in expected["variables"]:
@@ -48,6 +56,7 @@ def masked(document: dict[str, Any]) -> dict[str, Any]:
 async def test_import_publishes_and_export_returns_the_same_document_with_secrets_masked(
     api_client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
+    await register_source(api_client)
     response = await api_client.post(
         "/api/v1/workflows/import", params={"publish": "true"}, json=DOCUMENT
     )
@@ -99,6 +108,7 @@ async def test_wrongly_typed_documents_answer_400_naming_the_field(
 async def test_the_view_matches_the_export_of_the_published_version(
     api_client: httpx.AsyncClient,
 ) -> None:
+    await register_source(api_client)
     created = (await api_client.post("/api/v1/workflows/import?publish=true", json=DOCUMENT)).json()
     exported = (await api_client.get(f"/api/v1/workflows/{created['id']}/export")).json()
     from piccolo.engine import engine_finder
@@ -107,3 +117,47 @@ async def test_the_view_matches_the_export_of_the_published_version(
     assert engine is not None
     rows = await engine.run_ddl("SELECT document FROM workflow_latest_json")
     assert json.loads(rows[0]["document"]) == exported
+
+
+async def test_a_document_put_on_a_workflow_becomes_its_next_version_or_replaces_its_draft(
+    api_client: httpx.AsyncClient,
+) -> None:
+    await register_source(api_client)
+    created = (await api_client.post("/api/v1/workflows/import?publish=true", json=DOCUMENT)).json()
+    url = f"/api/v1/workflows/{created['id']}/document"
+    edited = copy.deepcopy(DOCUMENT)
+    edited["name"] = "Lead routing"
+    edited["variables"][1]["value"] = None  # as exports show a secret: the stored value stays
+    edited["steps"][1]["cfg"]["title"] = "Call {{ trigger.name }} now"
+
+    draft = await api_client.put(url, json=edited)
+    assert draft.status_code == 201, draft.text
+    assert draft.json() == {"id": created["id"], "version_num": 2, "published": False}
+    edited["tags"] = ["sales", "fixed"]
+    again = await api_client.put(url, params={"publish": "true"}, json=edited)
+    assert again.json() == {"id": created["id"], "version_num": 2, "published": True}
+
+    versions = (await api_client.get(f"/api/v1/workflows/{created['id']}/versions")).json()
+    assert [(v["version_num"], v["status"]) for v in versions["items"]] == [
+        (1, "published"),
+        (2, "published"),
+    ]
+    exported = (await api_client.get(f"/api/v1/workflows/{created['id']}/export")).json()
+    assert exported == masked(edited)
+    variables = (await api_client.get(f"/api/v1/workflows/{created['id']}/variables")).json()
+    assert {v["key"]: v["has_value"] for v in variables["items"]} == {
+        "api_key": True,
+        "owner": True,
+    }
+    workflows = (await api_client.get("/api/v1/workflows")).json()["items"]
+    assert [w["name"] for w in workflows] == ["Lead routing"]  # no duplicate workflow
+
+    broken = copy.deepcopy(edited)
+    broken["steps"][1]["cfg"]["title"] = "Call {{ steps.hott.output }}"
+    refused = await api_client.put(url, params={"publish": "true"}, json=broken)
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == "steps[task].cfg.title"
+    missing = await api_client.put(
+        "/api/v1/workflows/00000000-0000-0000-0000-000000000000/document", json=edited
+    )
+    assert missing.status_code == 404

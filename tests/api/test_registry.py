@@ -61,7 +61,9 @@ async def test_bodies_over_the_payload_limit_answer_413(api_client: httpx.AsyncC
     assert response.headers["content-type"] == "application/problem+json"
 
 
-async def test_subscription_filters_are_validated(api_client: httpx.AsyncClient) -> None:
+async def test_subscription_filters_and_trigger_keys_are_validated(
+    api_client: httpx.AsyncClient,
+) -> None:
     workflow = (await api_client.post("/api/v1/workflows", json={"name": "w"})).json()
     url = f"/api/v1/workflows/{workflow['id']}/subscriptions"
     bad = await api_client.post(
@@ -69,6 +71,14 @@ async def test_subscription_filters_are_validated(api_client: httpx.AsyncClient)
     )
     assert bad.status_code == 422
     assert bad.json()["errors"][0]["field"] == "filter_conditions"
+    unknown = await api_client.post(url, json={"trigger_key": "t"})
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["field"] == "trigger_key"
+    assert (
+        'POST /api/v1/registry/triggers {"trigger_key": "t", "type": "event"}'
+        in (unknown.json()["errors"][0]["message"])
+    )
+    await api_client.post("/api/v1/registry/triggers", json={"trigger_key": "t", "type": "event"})
     good = await api_client.post(url, json={"trigger_key": "t"})
     listed = (await api_client.get(url)).json()["items"]
     assert [s["id"] for s in listed] == [good.json()["id"]]

@@ -20,15 +20,18 @@ WAIT_SECONDS = 20.0
 
 
 @pytest.fixture
-async def engine_client(settings_for: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(
-        settings_for(
-            roles=frozenset({Role.API, Role.WORKER}),
-            job_poll_interval_seconds=0.2,
-            http_allowed_hosts=("127.0.0.1",),
-        )
+def engine_settings(settings_for: Callable[..., Settings]) -> Settings:
+    """The settings of `engine_client`'s app (for `tests.invariants.assert_invariants`)."""
+    return settings_for(
+        roles=frozenset({Role.API, Role.WORKER}),
+        job_poll_interval_seconds=0.2,
+        http_allowed_hosts=("127.0.0.1",),
     )
-    async with serving(app, token=API_TOKEN) as client:
+
+
+@pytest.fixture
+async def engine_client(engine_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(create_app(engine_settings), token=API_TOKEN) as client:
         yield client
 
 

@@ -12,8 +12,10 @@ import asyncpg
 import httpx
 from structlog.testing import capture_logs
 
+from config.settings import Settings
 from tests.engine.conftest import import_published, run, steps_by_key, wait_for
-from tests.engine.test_workers import api_only, start_worker  # noqa: F401 - fixtures
+from tests.engine.test_workers import api_only, api_settings, start_worker  # noqa: F401 - fixtures
+from tests.invariants import assert_invariants
 from tests.peers import HttpPeer, RecordedRequest, Reply
 from tests.processes import ServerProcess
 
@@ -108,6 +110,7 @@ async def test_secrets_reach_the_peer_but_never_the_records_or_logs(
 
 async def test_a_worker_killed_mid_step_loses_nothing_and_makes_one_task(
     api_only: httpx.AsyncClient,  # noqa: F811 - fixture
+    api_settings: Settings,  # noqa: F811 - fixture
     start_worker: Callable[[], ServerProcess],  # noqa: F811 - fixture
     http_peer: HttpPeer,
 ) -> None:
@@ -150,6 +153,7 @@ async def test_a_worker_killed_mid_step_loses_nothing_and_makes_one_task(
     assert steps_by_key(execution)["call"]["attempts"] == 2  # re-run after the lease expired
     tasks = await api_client_tasks(api_only, execution_id)
     assert [task["title"] for task in tasks] == ["once"]
+    await assert_invariants(api_settings)
 
 
 async def api_client_tasks(client: httpx.AsyncClient, execution_id: str) -> list[dict[str, Any]]:

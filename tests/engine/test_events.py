@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from tests.engine.conftest import health_when, import_published, wait_for
-from tests.engine.test_workers import api_only, start_worker  # noqa: F401 - fixtures
+from tests.engine.test_workers import api_only, api_settings, start_worker  # noqa: F401 - fixtures
 from tests.processes import ServerProcess
 
 NOTIFY: dict[str, Any] = {

@@ -51,20 +51,21 @@ async def test_repeat_deliveries_are_served_from_the_cache(
     app_and_client: tuple[EndpointCache, httpx.AsyncClient],
 ) -> None:
     cache, client = app_and_client
-    await import_published(client, echo_workflow())
     await create_webhook(client)
-    for _ in range(3):
+    await import_published(client, echo_workflow())
+    hits = await warm(cache, client)  # the set-up's own notifications may arrive late
+    for _ in range(2):
         answer = await client.post("/hooks/orders", content=BODY, headers=JSON)
         assert answer.status_code == 202, answer.text
-    assert cache.hits == 2
+    assert cache.hits == hits + 2
 
 
 async def test_a_change_made_elsewhere_drops_the_cached_endpoint(
     app_and_client: tuple[EndpointCache, httpx.AsyncClient], database_dsn: str
 ) -> None:
     _, client = app_and_client
-    await import_published(client, echo_workflow())
     await create_webhook(client)
+    await import_published(client, echo_workflow())
     assert (await client.post("/hooks/orders", content=BODY, headers=JSON)).status_code == 202
     other = await asyncpg.connect(database_dsn)  # another replica, or a tool
     try:
@@ -83,8 +84,8 @@ async def test_a_subscription_changed_elsewhere_reroutes_the_next_deliveries(
     app_and_client: tuple[EndpointCache, httpx.AsyncClient], database_dsn: str
 ) -> None:
     _, client = app_and_client
-    await import_published(client, echo_workflow())
     await create_webhook(client)
+    await import_published(client, echo_workflow())
     first = (await client.post("/hooks/orders", content=BODY, headers=JSON)).json()
     assert first["outcome"] == "accepted"
     other = await asyncpg.connect(database_dsn)
@@ -104,8 +105,8 @@ async def test_an_api_write_drops_the_cache_before_its_answer(
     app_and_client: tuple[EndpointCache, httpx.AsyncClient],
 ) -> None:
     cache, client = app_and_client
-    workflow_id = await import_published(client, echo_workflow())
     await create_webhook(client)
+    workflow_id = await import_published(client, echo_workflow())
     assert (await client.post("/hooks/orders", content=BODY, headers=JSON)).status_code == 202
     changed = await client.patch(f"/api/v1/workflows/{workflow_id}", json={"is_active": False})
     assert changed.status_code == 200, changed.text
@@ -157,8 +158,8 @@ async def test_an_unauthenticated_write_leaves_the_cache_alone(
     headers: dict[str, str],
 ) -> None:
     cache, client = app_and_client
-    await import_published(client, echo_workflow())
     await create_webhook(client)
+    await import_published(client, echo_workflow())
 
     async def refused() -> None:
         answer = await client.request(method, path, json={}, headers=headers)
@@ -171,8 +172,8 @@ async def test_a_refused_authenticated_write_leaves_the_cache_alone(
     app_and_client: tuple[EndpointCache, httpx.AsyncClient],
 ) -> None:
     cache, client = app_and_client
-    await import_published(client, echo_workflow())
     await create_webhook(client)
+    await import_published(client, echo_workflow())
 
     async def conflict() -> None:
         taken = await client.post(
@@ -188,8 +189,8 @@ async def test_an_authenticated_create_drops_the_cache(
     app_and_client: tuple[EndpointCache, httpx.AsyncClient],
 ) -> None:
     cache, client = app_and_client
-    await import_published(client, echo_workflow())
     await create_webhook(client)
+    await import_published(client, echo_workflow())
     hits = await warm(cache, client)
     await create_webhook(client, path="other")
     assert (await client.post("/hooks/orders", content=BODY, headers=JSON)).status_code == 202

@@ -51,6 +51,7 @@ def _chain(*keys: str, first: dict[str, Any] | None = None) -> dict[str, Any]:
 async def test_a_new_endpoint_is_live_at_once_and_a_deleted_one_is_gone(
     engine_client: httpx.AsyncClient,
 ) -> None:
+    await create_webhook(engine_client, path="first")  # makes the key "orders" known
     await import_published(engine_client, echo_workflow())  # subscribed before the endpoint
     created = await create_webhook(engine_client)
     accepted = await engine_client.post("/hooks/orders", content=BODY, headers=JSON)

@@ -6,7 +6,9 @@ from typing import Any
 
 import httpx
 
+from config.settings import Settings
 from tests.engine.conftest import import_published, run, steps_by_key, wait_for
+from tests.invariants import assert_invariants
 
 LEADS: dict[str, Any] = {
     "name": "Lead processing",
@@ -36,6 +38,7 @@ LEADS: dict[str, Any] = {
 
 async def test_the_true_branch_creates_a_task_and_skips_the_other(
     engine_client: httpx.AsyncClient,
+    engine_settings: Settings,
 ) -> None:
     workflow_id = await import_published(engine_client, LEADS)
     execution = await wait_for(
@@ -52,10 +55,12 @@ async def test_the_true_branch_creates_a_task_and_skips_the_other(
     task = (await engine_client.get(f"/api/v1/tasks/{task_id}")).json()
     assert task["title"] == "Call Ann"
     assert task["execution_id"] == execution["id"]
+    await assert_invariants(engine_settings)
 
 
 async def test_the_false_branch_waits_durably_then_continues(
     engine_client: httpx.AsyncClient,
+    engine_settings: Settings,
 ) -> None:
     workflow_id = await import_published(engine_client, LEADS)
     execution_id = await run(engine_client, workflow_id, {"score": 10, "name": "Bob"})
@@ -69,6 +74,7 @@ async def test_the_false_branch_waits_durably_then_continues(
         "SKIPPED", "SUCCESS", "SUCCESS",
     )  # fmt: skip
     assert steps["note"]["result_data"] == {"after": "delay"}
+    await assert_invariants(engine_settings)
 
 
 def fan_out_document(width: int) -> dict[str, Any]:
@@ -111,6 +117,7 @@ def fan_out_document(width: int) -> dict[str, Any]:
 
 async def test_a_fan_out_of_ten_joins_once_and_every_step_runs_once(
     engine_client: httpx.AsyncClient,
+    engine_settings: Settings,
 ) -> None:
     document = fan_out_document(10)
     assert len(document["steps"]) == 20
@@ -121,9 +128,12 @@ async def test_a_fan_out_of_ten_joins_once_and_every_step_runs_once(
     assert sorted(keys) == sorted(step["key"] for step in document["steps"])  # each exactly once
     assert all(step["status"] == "SUCCESS" and step["attempts"] == 1 for step in execution["steps"])
     assert steps_by_key(execution)["join"]["result_data"] == {"total": sum(range(10))}
+    await assert_invariants(engine_settings)
 
 
-async def test_a_failing_step_takes_its_error_edge(engine_client: httpx.AsyncClient) -> None:
+async def test_a_failing_step_takes_its_error_edge(
+    engine_client: httpx.AsyncClient, engine_settings: Settings
+) -> None:
     document = {
         "name": "Errors",
         "steps": [
@@ -159,10 +169,12 @@ async def test_a_failing_step_takes_its_error_edge(engine_client: httpx.AsyncCli
     assert "cfg.values.x" in steps["broken"]["error"]
     assert "missing" in steps["broken"]["error"]
     assert (steps["handled"]["status"], steps["normal"]["status"]) == ("SUCCESS", "SKIPPED")
+    await assert_invariants(engine_settings)
 
 
 async def test_a_refused_task_fails_its_step_writes_nothing_and_takes_the_error_edge(
     engine_client: httpx.AsyncClient,
+    engine_settings: Settings,
 ) -> None:
     document = {
         "name": "Refused task",
@@ -198,13 +210,16 @@ async def test_a_refused_task_fails_its_step_writes_nothing_and_takes_the_error_
     assert steps["handled"]["status"] == "SUCCESS"
     tasks = await engine_client.get("/api/v1/tasks", params={"execution_id": execution_id})
     assert tasks.json()["items"] == []
+    await assert_invariants(engine_settings)
 
 
 async def test_an_unhandled_failure_fails_the_execution_and_retry_resumes_it(
     engine_client: httpx.AsyncClient,
+    engine_settings: Settings,
 ) -> None:
     document = {
         "name": "Needs a variable",
+        "variables": [{"key": "mode", "value": {}}],
         "steps": [
             {
                 "key": "first",
@@ -216,7 +231,7 @@ async def test_an_unhandled_failure_fails_the_execution_and_retry_resumes_it(
                 "key": "uses",
                 "kind": "action",
                 "action_key": "set_variables",
-                "cfg": {"values": {"mode": "{{ vars.mode }}"}},
+                "cfg": {"values": {"mode": "{{ vars.mode.value }}"}},
             },
         ],
         "edges": [{"from": "first", "to": "uses"}],
@@ -228,7 +243,8 @@ async def test_an_unhandled_failure_fails_the_execution_and_retry_resumes_it(
     assert "step 'uses' failed" in failed["error"]
 
     variable = await engine_client.post(
-        f"/api/v1/workflows/{workflow_id}/variables", json={"key": "mode", "value": "fast"}
+        f"/api/v1/workflows/{workflow_id}/variables",
+        json={"key": "mode", "value": {"value": "fast"}},
     )
     assert variable.status_code in (200, 201)
     retried = await engine_client.post(f"/api/v1/executions/{execution_id}/retry")
@@ -241,9 +257,12 @@ async def test_an_unhandled_failure_fails_the_execution_and_retry_resumes_it(
 
     again = await engine_client.post(f"/api/v1/executions/{execution_id}/retry")
     assert again.status_code == 409
+    await assert_invariants(engine_settings)
 
 
-async def test_cancel_drops_waiting_work(engine_client: httpx.AsyncClient) -> None:
+async def test_cancel_drops_waiting_work(
+    engine_client: httpx.AsyncClient, engine_settings: Settings
+) -> None:
     document = {
         "name": "Long wait",
         "steps": [
@@ -268,6 +287,7 @@ async def test_cancel_drops_waiting_work(engine_client: httpx.AsyncClient) -> No
     assert (
         await engine_client.post(f"/api/v1/executions/{execution_id}/cancel")
     ).status_code == 409
+    await assert_invariants(engine_settings)
 
 
 async def test_runs_need_a_published_active_workflow(engine_client: httpx.AsyncClient) -> None:
@@ -306,6 +326,7 @@ async def test_executions_are_listed_newest_first_with_filters(
 
 async def test_deleting_a_workflow_deletes_its_executions_and_keeps_its_tasks(
     engine_client: httpx.AsyncClient,
+    engine_settings: Settings,
 ) -> None:
     workflow_id = await import_published(engine_client, LEADS)
     execution_id = await run(engine_client, workflow_id, {"score": 90, "name": "Zed"})
@@ -314,6 +335,7 @@ async def test_deleting_a_workflow_deletes_its_executions_and_keeps_its_tasks(
     assert (await engine_client.get(f"/api/v1/executions/{execution_id}")).status_code == 404
     tasks = (await engine_client.get("/api/v1/tasks")).json()["items"]
     assert [(task["title"], task["execution_id"]) for task in tasks] == [("Call Zed", None)]
+    await assert_invariants(engine_settings)
 
 
 async def test_secret_values_never_reach_errors(engine_client: httpx.AsyncClient) -> None:
@@ -333,21 +355,23 @@ async def test_secret_values_never_reach_errors(engine_client: httpx.AsyncClient
 
 async def test_retry_reruns_the_failure_that_ended_the_run_not_a_handled_one(
     engine_client: httpx.AsyncClient,
+    engine_settings: Settings,
 ) -> None:
     document = {
         "name": "Handled then failed",
+        "variables": [{"key": "mode", "value": {}}, {"key": "other", "value": {}}],
         "steps": [
             {
                 "key": "a",
                 "kind": "action",
                 "action_key": "set_variables",
-                "cfg": {"values": {"x": "{{ vars.mode }}"}},
+                "cfg": {"values": {"x": "{{ vars.mode.x }}"}},
             },
             {
                 "key": "handler",
                 "kind": "action",
                 "action_key": "set_variables",
-                "cfg": {"values": {"y": "{{ vars.other }}"}},
+                "cfg": {"values": {"y": "{{ vars.other.y }}"}},
             },
             {"key": "b", "kind": "action", "action_key": "set_variables", "cfg": {"values": {}}},
         ],
@@ -359,7 +383,7 @@ async def test_retry_reruns_the_failure_that_ended_the_run_not_a_handled_one(
     assert failed["status"] == "FAILED"
     assert "step 'handler' failed" in failed["error"]
     await engine_client.post(
-        f"/api/v1/workflows/{workflow_id}/variables", json={"key": "other", "value": "ok"}
+        f"/api/v1/workflows/{workflow_id}/variables", json={"key": "other", "value": {"y": "ok"}}
     )
     assert (await engine_client.post(f"/api/v1/executions/{execution_id}/retry")).status_code == 202
     done = await wait_for(engine_client, execution_id)
@@ -371,3 +395,4 @@ async def test_retry_reruns_the_failure_that_ended_the_run_not_a_handled_one(
         "SKIPPED",
     )
     assert steps["handler"]["result_data"] == {"y": "ok"}
+    await assert_invariants(engine_settings)

@@ -85,8 +85,8 @@ async def create(client: httpx.AsyncClient, **fields: object) -> dict[str, Any]:
 async def test_a_fire_records_an_event_and_starts_the_subscribed_workflow(
     full_client: httpx.AsyncClient, connection: asyncpg.Connection
 ) -> None:
+    schedule = await create(full_client, payload={"report": "daily"})  # registers "tick"
     workflow_id = await import_published(full_client, ON_TICK)
-    schedule = await create(full_client, payload={"report": "daily"})
 
     async def executed() -> bool:
         page = await full_client.get("/api/v1/executions", params={"workflow_id": workflow_id})

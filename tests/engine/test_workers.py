@@ -16,13 +16,19 @@ from tests.apps import serving
 from tests.conftest import API_TOKEN
 from tests.engine.conftest import import_published, run, steps_by_key, wait_for
 from tests.engine.test_runs import fan_out_document
+from tests.invariants import assert_invariants
 from tests.processes import ServerProcess, environment, switchyard_run
 
 
 @pytest.fixture
-async def api_only(settings_for: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings_for(roles=frozenset({Role.API})))
-    async with serving(app, token=API_TOKEN) as client:
+def api_settings(settings_for: Callable[..., Settings]) -> Settings:
+    # The same outbound allowance as the workers (`start_worker`): publishing checks it.
+    return settings_for(roles=frozenset({Role.API}), http_allowed_hosts=("127.0.0.1",))
+
+
+@pytest.fixture
+async def api_only(api_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(create_app(api_settings), token=API_TOKEN) as client:
         yield client
 
 
@@ -51,7 +57,7 @@ def start_worker(database_dsn: str, tmp_path: Path) -> Iterator[Callable[[], Ser
 
 
 async def test_two_workers_run_each_step_once_and_each_join_once(
-    api_only: httpx.AsyncClient, start_worker: Callable[[], ServerProcess]
+    api_only: httpx.AsyncClient, api_settings: Settings, start_worker: Callable[[], ServerProcess]
 ) -> None:
     await asyncio.to_thread(start_worker)
     await asyncio.to_thread(start_worker)
@@ -63,10 +69,11 @@ async def test_two_workers_run_each_step_once_and_each_join_once(
         keys = [step["step_key"] for step in execution["steps"]]
         assert len(keys) == len(set(keys)) == 20
         assert steps_by_key(execution)["join"]["result_data"] == {"total": 45}
+    await assert_invariants(api_settings)
 
 
 async def test_a_delay_survives_the_worker_being_killed(
-    api_only: httpx.AsyncClient, start_worker: Callable[[], ServerProcess]
+    api_only: httpx.AsyncClient, api_settings: Settings, start_worker: Callable[[], ServerProcess]
 ) -> None:
     document = {
         "name": "Durable delay",
@@ -91,3 +98,4 @@ async def test_a_delay_survives_the_worker_being_killed(
     done = await wait_for(api_only, execution_id)
     assert done["status"] == "SUCCESS"
     assert steps_by_key(done)["after"]["result_data"] == {"woke": True}
+    await assert_invariants(api_settings)

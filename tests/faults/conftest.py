@@ -121,3 +121,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/faults/" in str(item.fspath):
             item.add_marker(pytest.mark.timeout(3600 if LARGE else 300))
+
+
+@pytest.fixture
+def switchyard_check(tmp_path: Path) -> Callable[[str], str]:
+    """Run `switchyard check` (the operator's command) on a scenario's database and object
+    store, with no grace: after a scenario nothing may be stalled, pending or left behind."""
+
+    def check(database_url: str) -> str:
+        graces = ["--pending-grace", "0", "--stall-grace", "0", "--lease-grace", "0",
+                  "--finish-grace", "0"]  # fmt: skip
+        env = environment(DATABASE_URL=database_url, ENCRYPTION_KEYS=ENCRYPTION_KEY)
+        done = subprocess.run(
+            [*SWITCHYARD, "check", "--data-dir", str(tmp_path / "data"), *graces],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, f"switchyard check:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    return check

@@ -32,7 +32,10 @@ DOCUMENT = {
 
 
 async def test_a_database_that_refuses_statements_gets_503s_and_nothing_half_written(
-    processes: Callable[..., Process], database_dsn: str, connection: asyncpg.Connection
+    processes: Callable[..., Process],
+    database_dsn: str,
+    connection: asyncpg.Connection,
+    switchyard_check: Callable[[str], str],
 ) -> None:
     server = processes(database_dsn, "api,worker", "server", JOB_LEASE_SECONDS="3")
     await asyncio.to_thread(server.wait_ready)
@@ -84,3 +87,4 @@ async def test_a_database_that_refuses_statements_gets_503s_and_nothing_half_wri
     assert {row["steps"] for row in rows} == {2}  # whole runs, nothing half-written
     assert await connection.fetchval("SELECT count(*) FROM tasks") == len(rows)
     assert server.terminate(timeout=15) < 15
+    switchyard_check(database_dsn)

@@ -111,7 +111,9 @@ async def _while_away(client: httpx.AsyncClient) -> list[httpx.Response]:
 
 
 async def test_the_database_restarting_and_going_away_loses_and_strands_nothing(
-    cluster: OwnCluster, drill_client: tuple[httpx.AsyncClient, Process, str]
+    switchyard_check: Callable[[str], str],
+    cluster: OwnCluster,
+    drill_client: tuple[httpx.AsyncClient, Process, str],
 ) -> None:
     client, server, dsn = drill_client
     sender = Sender(client)
@@ -160,6 +162,7 @@ async def test_the_database_restarting_and_going_away_loses_and_strands_nothing(
     assert set(statuses.values()) == {"SUCCESS"}, statuses
     assert tasks == len(statuses)
     exit_seconds = server.terminate(timeout=15)
+    switchyard_check(dsn)
     print(  # noqa: T201 - the scenario's figures
         f"\ndatabase restarts: {len(sender.accepted)} events, 2 restarts + {outages} outages;"
         f" {len(sender.unavailable)} answers 503 while away; SIGTERM exit in {exit_seconds:.1f} s"

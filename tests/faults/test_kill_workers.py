@@ -62,6 +62,7 @@ async def unfinished(connection: asyncpg.Connection) -> int:
 
 
 async def test_workers_killed_during_the_drain_lose_and_duplicate_nothing(
+    switchyard_check: Callable[[str], str],
     processes: Callable[..., Process],
     database_dsn: str,
     connection: asyncpg.Connection,
@@ -115,6 +116,7 @@ async def test_workers_killed_during_the_drain_lose_and_duplicate_nothing(
     repeated = sum(1 for seen in keys.values() if seen > 1)
     for worker in workers:
         assert worker.terminate(timeout=15) < 15
+    switchyard_check(database_dsn)
     print(  # noqa: T201 - the scenario's figures, for the README at full size
         f"\nkill workers: {executions} executions, {kills} SIGKILLs, drained in {drained:.1f} s;"
         f" tasks {tasks}; peer keys {len(keys)}, seen twice {repeated}"

@@ -97,7 +97,10 @@ async def cursor_at(connection: asyncpg.Connection, depth: int, where: str = "tr
 
 
 async def test_a_large_backlog_drains_at_full_rate_and_pages_cost_the_same_at_any_depth(
-    processes: Callable[..., Process], database_dsn: str, connection: asyncpg.Connection
+    switchyard_check: Callable[[str], str],
+    processes: Callable[..., Process],
+    database_dsn: str,
+    connection: asyncpg.Connection,
 ) -> None:
     small, large = sized(100, 10_000), sized(1_000, 200_000)
     api = processes(database_dsn, "api", "api")
@@ -144,6 +147,7 @@ async def test_a_large_backlog_drains_at_full_rate_and_pages_cost_the_same_at_an
         f" page p99 ms {', '.join(f'{k} {v:.1f}' for k, v in pages.items())};"
         f" {size / total:.0f} bytes per execution"
     )
+    switchyard_check(database_dsn)
     if LARGE:
         assert large_rate >= 0.8 * small_rate
         assert max(pages.values()) < 50, pages

@@ -26,7 +26,10 @@ DOCUMENT = {
 
 
 async def test_a_terminated_listener_comes_back_and_polling_covers_the_gap(
-    processes: Callable[..., Process], database_dsn: str, connection: asyncpg.Connection
+    switchyard_check: Callable[[str], str],
+    processes: Callable[..., Process],
+    database_dsn: str,
+    connection: asyncpg.Connection,
 ) -> None:
     server = processes(database_dsn, "api,worker", "server",
                        JOB_POLL_INTERVAL_SECONDS=str(POLL_SECONDS))  # fmt: skip
@@ -55,3 +58,4 @@ async def test_a_terminated_listener_comes_back_and_polling_covers_the_gap(
                 assert time.monotonic() < deadline, "the listener did not come back"
                 await asyncio.sleep(0.1)
     assert max(waits) < POLL_SECONDS + 1.5, waits
+    switchyard_check(database_dsn)

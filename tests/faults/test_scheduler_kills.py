@@ -31,7 +31,10 @@ async def _sleep_to_just_before_a_tick(rng: random.Random) -> None:
 
 
 async def test_schedulers_killed_near_tick_boundaries_fire_every_tick_once(
-    processes: Callable[..., Process], database_dsn: str, connection: asyncpg.Connection
+    switchyard_check: Callable[[str], str],
+    processes: Callable[..., Process],
+    database_dsn: str,
+    connection: asyncpg.Connection,
 ) -> None:
     await connection.execute(INSERT_SCHEDULE, uuid.uuid4())
     schedulers = [processes(database_dsn, "scheduler") for _ in range(3)]
@@ -62,3 +65,4 @@ async def test_schedulers_killed_near_tick_boundaries_fire_every_tick_once(
     expected = [window[0] + dt.timedelta(seconds=n) for n in range(len(window))]
     assert window == expected  # no tick lost while replicas were being killed
     assert window[-1] - window[0] >= dt.timedelta(seconds=kills)
+    switchyard_check(database_dsn)

@@ -60,6 +60,7 @@ async def execution(client: httpx.AsyncClient, execution_id: str) -> dict[str, A
 
 
 async def test_a_frozen_worker_that_wakes_after_its_lease_changes_nothing(
+    switchyard_check: Callable[[str], str],
     api: httpx.AsyncClient,
     processes: Callable[..., Process],
     database_dsn: str,
@@ -100,9 +101,12 @@ async def test_a_frozen_worker_that_wakes_after_its_lease_changes_nothing(
     assert len(http_peer.requests_to("/slow")) == 2  # the step ran again, with the same key
     keys = {request.headers["idempotency-key"] for request in http_peer.requests_to("/slow")}
     assert len(keys) == 1
+    zombie.terminate(15)
+    switchyard_check(database_dsn)
 
 
 async def test_sigterm_during_long_steps_stops_claiming_and_exits_within_the_grace(
+    switchyard_check: Callable[[str], str],
     api: httpx.AsyncClient,
     processes: Callable[..., Process],
     database_dsn: str,
@@ -142,9 +146,11 @@ async def test_sigterm_during_long_steps_stops_claiming_and_exits_within_the_gra
 
     await eventually(all_done, "every run finished by the next worker")
     assert await connection.fetchval("SELECT count(*) FROM tasks") == runs
+    switchyard_check(database_dsn)
 
 
 async def test_a_burst_of_duplicated_deliveries_with_no_worker_runs_each_delivery_once(
+    switchyard_check: Callable[[str], str],
     api: httpx.AsyncClient,
     processes: Callable[..., Process],
     database_dsn: str,
@@ -192,3 +198,4 @@ async def test_a_burst_of_duplicated_deliveries_with_no_worker_runs_each_deliver
     )
     per_delivery = {row["id"]: row["count"] for row in rows}
     assert per_delivery == dict.fromkeys(range(unique), 1)
+    switchyard_check(database_dsn)

@@ -107,6 +107,7 @@ def test_import_and_export_commands_round_trip_a_document(
     source.write_text(json.dumps(document))
     env = environment(DATABASE_URL=database_dsn)
     data_dir = ["--data-dir", str(tmp_path / "data")]
+    asyncio.run(register_event_source(database_dsn, "cli"))
     imported = run_command(["import", str(source), "--publish", *data_dir], env)
     assert imported.returncode == 0, imported.stderr
     result = json.loads(imported.stdout)
@@ -120,6 +121,57 @@ def test_import_and_export_commands_round_trip_a_document(
         "variables": [],
         **document,
     }
+
+
+async def register_event_source(dsn: str, trigger_key: str) -> None:
+    """What `POST /api/v1/registry/triggers` does for an event source (subscriptions to a
+    trigger key nothing registers are refused at publish)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(
+            "INSERT INTO workflow_trigger_registry (trigger_key, type, description, config,"
+            " is_builtin) VALUES ($1, 'event', '', '{}', false)",
+            trigger_key,
+        )
+    finally:
+        await connection.close()
+
+
+def test_import_with_workflow_makes_the_next_version_of_that_workflow(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    step = {"key": "set", "kind": "action", "action_key": "set_variables"}
+    document = {
+        "name": "Fixed from the command line",
+        "variables": [{"key": "owner", "value": "ops@example.com", "secret": False}],
+        "steps": [{**step, "cfg": {"values": {"to": "{{ vars.owner }}"}}}],
+    }
+    source = tmp_path / "workflow.json"
+    source.write_text(json.dumps(document))
+    env = environment(DATABASE_URL=database_dsn)
+    data_dir = ["--data-dir", str(tmp_path / "data")]
+    first = run_command(["import", str(source), "--publish", *data_dir], env)
+    assert first.returncode == 0, first.stderr
+    workflow_id = json.loads(first.stdout)["id"]
+
+    broken = {**document, "steps": [{**step, "cfg": {"values": {"to": "{{ vars.ownr }}"}}}]}
+    source.write_text(json.dumps(broken))
+    refused = run_command(
+        ["import", str(source), "--workflow", workflow_id, "--publish", *data_dir], env
+    )
+    assert refused.returncode == 1
+    assert "vars.ownr is not a variable of this workflow; variables: owner" in refused.stderr
+
+    fixed = {**document, "variables": [], "steps": [{**step, "cfg": {"values": {"to": "x"}}}]}
+    source.write_text(json.dumps(fixed))
+    second = run_command(
+        ["import", str(source), "--workflow", workflow_id, "--publish", *data_dir], env
+    )
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout) == {"id": workflow_id, "version_num": 2, "published": True}
+    exported = run_command(["export", workflow_id, *data_dir], env)
+    assert json.loads(exported.stdout)["steps"][0]["cfg"] == {"values": {"to": "x"}}
+    assert json.loads(exported.stdout)["variables"] == []  # replaced, as import does
 
 
 def test_import_refuses_a_file_that_is_not_a_document(database_dsn: str, tmp_path: Path) -> None:

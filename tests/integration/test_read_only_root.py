@@ -120,6 +120,8 @@ def _run_a_workflow(url: str) -> None:
     }
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
+        source = {"trigger_key": "orders", "type": "event"}
+        assert client.post("/api/v1/registry/triggers", json=source).status_code == 201
         imported = client.post(
             "/api/v1/workflows/import", params={"publish": "true"}, json=document
         )

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from server.queue import client
 from server.queue.jobs import NewJob
 from server.worker.handlers import JobContext
+from tests.invariants import assert_invariants
 from tests.queue_support import eventually, fast_settings, worker_on
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,6 +105,7 @@ async def test_a_sigkilled_workers_job_is_rescued_and_run_again(
     assert reran == [2]
     [rescued] = [e for e in logs if e["event"] == "job_rescued"]
     assert (rescued["job_id"], rescued["attempt"], rescued["state"]) == (job_id, 1, "queued")
+    await assert_invariants(database_dsn)
 
 
 class _Escape(BaseException):
@@ -129,3 +131,4 @@ async def test_a_job_whose_runner_crashed_is_not_renewed_but_rescued_and_run_aga
     events = [e["event"] for e in logs]
     assert "job_runner_crashed" in events
     assert "job_rescued" in events
+    await assert_invariants(database_dsn)

@@ -13,6 +13,7 @@ from server.queue import client
 from server.queue.jobs import NewJob
 from server.worker.handlers import JobContext, JobHandler
 from server.worker.role import Worker
+from tests.invariants import assert_invariants
 from tests.queue_support import eventually, fast_settings, worker_on
 
 
@@ -57,6 +58,7 @@ async def test_stop_lets_in_flight_jobs_finish_and_claims_nothing_new(database_d
         await connection.close()
     assert first is not None
     assert [tuple(row) for row in rows] == [(second, "queued", 0)]
+    await assert_invariants(database_dsn)
 
 
 async def test_stop_releases_jobs_unfinished_after_the_grace_period(database_dsn: str) -> None:
@@ -90,3 +92,4 @@ async def test_stop_releases_jobs_unfinished_after_the_grace_period(database_dsn
     ]
     assert {(r["locked_by"], r["lease_token"]) for r in rows} == {(None, None)}
     assert all("released unfinished at shutdown of worker" in r["last_error"] for r in rows)
+    await assert_invariants(database_dsn)  # released: no lease left behind

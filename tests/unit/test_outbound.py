@@ -8,7 +8,8 @@ import ipaddress
 import pytest
 
 from server.actions.guarded_http import retry_after_seconds
-from server.actions.outbound import check_host, is_allowed, refusal_reason
+from server.actions.outbound import check_host
+from server.engine.addresses import is_allowed, refusal_reason
 from server.queue.jobs import PermanentError
 
 
