@@ -3,7 +3,7 @@
     python -m bench.e2e [--dsn postgresql://postgres@127.0.0.1:5432] [--duration 30]
                         [--warmup 10] [--concurrency 8,32] [--rates 50] [--no-peer] [--json]
                         [--worker-concurrency 256] [--pool-size 32] [--worker-processes 0]
-                        [--main-roles api,worker]
+                        [--main-roles api,worker] [--target-lag SECONDS]
 
 On loopback, both systems on the PostgreSQL server of `--dsn`, each in a fresh database
 (`bench_switchyard`, `bench_n8n`). Switchyard (`switchyard run`, api and worker roles) gets a
@@ -18,7 +18,8 @@ answers at p50 = clients / throughput, so its latency mostly restates the throug
 means. Prints per system and level: executions/s (in the load window, and including the drain),
 accepted webhooks/s, answer p50/p99, drain lag, lost, failed and unrecorded executions, peak
 RSS, CPU per execution of the server and of its database backends, and the cores other work
-took meanwhile; then the ratios ours/n8n and the targets (met or MISSED). Progress and
+took meanwhile, and the answer times of a liveness probe (`/health`, n8n's `/healthz`) sent
+every 100 ms during each level; then the ratios ours/n8n and the targets (met or MISSED). Progress and
 warnings go to standard error; the servers' logs stay in a temporary folder named at the start.
 
 `--json` prints one JSON object instead. Each system maps every figure to its value per level
@@ -29,6 +30,8 @@ is better):
     {"systems": {"switchyard": {"executions_per_s": {"8": 412.3, "32": 420.1, "50/s": 50.0},
                                 "executions_per_s_with_drain": {...},
                                 "response_p50_ms": {...}, "response_p99_ms": {...},
+                                "health_p50_ms": {...}, "health_p99_ms": {...},
+                                "health_max_ms": {...}, "health_failures": {...},
                                 "lost": {...}, "rss_mb": {...}, "failed": {...},
                                 "unrecorded": {...},
                                 "drain_lag_s": {...}, "accepted": {...}, "refused": {...},
@@ -36,7 +39,8 @@ is better):
                                 "db_cpu_ms_per_execution": {...}, "other_cpu_cores": {...}},
                  "n8n": {... the same keys ...}},
      "ratios": {"executions_vs_n8n_c8": 2.4, "response_p50_vs_n8n_c8": 0.1,
-                "response_p99_vs_n8n_c8": ..., "rss_vs_n8n_c8": 0.2, ... "_c32": ...,
+                "response_p99_vs_n8n_c8": ..., "health_p99_vs_n8n_c8": ...,
+                "rss_vs_n8n_c8": 0.2, ... "_c32": ...,
                 "response_p50_vs_n8n_r50": ...}}
 
 With `--no-peer` only Switchyard runs and `ratios` is empty.
@@ -69,12 +73,16 @@ RATIO_NAMES: Final = {
     "executions_per_s": "executions",
     "response_p50_ms": "response_p50",
     "response_p99_ms": "response_p99",
+    "health_p99_ms": "health_p99",
     "rss_mb": "rss",
 }
 # The targets of the end-to-end issue: ours/n8n executions/s, our p50, ours/n8n RSS.
 MIN_EXECUTIONS_RATIO: Final = 2.0
 MAX_RESPONSE_P50_MS: Final = 10.0
 MAX_RSS_RATIO: Final = 1 / 3
+# Issue 10: the answer p99 no worse than n8n's; the liveness check answers well under a second.
+MAX_RESPONSE_P99_RATIO: Final = 1.0
+MAX_HEALTH_MS: Final = 1000.0
 # Cores kept busy by other work (before the run, and `other_cpu_cores` during it) worth a note.
 BUSY_CORES: Final = 0.5
 
@@ -119,6 +127,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--main-roles", default="api,worker",
         help="ROLES of the main Switchyard process (with `api`; `api` alone needs "
         "--worker-processes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--target-lag", type=float, default=None,
+        help="Switchyard's WORKER_TARGET_LAG_SECONDS (default: its own; 0: off)",
     )  # fmt: skip
     parser.add_argument(
         "--n8n-pool-size", type=int, default=N8N_POOL_SIZE, help="n8n's DB_POSTGRESDB_POOL_SIZE"
@@ -167,6 +179,7 @@ def make_servers(arguments: argparse.Namespace, say: Callable[[str], None]) -> l
                     pool_size=arguments.pool_size,
                     worker_processes=arguments.worker_processes,
                     main_roles=arguments.main_roles,
+                    target_lag=arguments.target_lag,
                 )
             )
         elif name == PEER and not arguments.no_peer:
@@ -216,6 +229,13 @@ def targets(results: Results) -> list[tuple[str, bool]]:
                 ours.response_p50_ms <= MAX_RESPONSE_P50_MS,
             )
         )
+        checks.append(
+            (
+                f"{name}: /health max {ours.health_max_ms:.1f} ms < {MAX_HEALTH_MS:.0f} ms, "
+                f"{ours.health_failures} failed",
+                ours.health_max_ms < MAX_HEALTH_MS and ours.health_failures == 0,
+            )
+        )
         peer = results.get(PEER, {}).get(level)
         if peer is None or level.endswith("/s"):
             continue
@@ -224,6 +244,13 @@ def targets(results: Results) -> list[tuple[str, bool]]:
             (
                 f"{name}: executions/s {speedup:.2f}x n8n >= {MIN_EXECUTIONS_RATIO:.0f}x",
                 speedup >= MIN_EXECUTIONS_RATIO and peer.executions_per_s > 0,
+            )
+        )
+        tail = ours.response_p99_ms / peer.response_p99_ms if peer.response_p99_ms else 0
+        checks.append(
+            (
+                f"{name}: response p99 {tail:.2f}x n8n <= {MAX_RESPONSE_P99_RATIO:.0f}x",
+                0 < tail <= MAX_RESPONSE_P99_RATIO,
             )
         )
         memory = ours.rss_mb / peer.rss_mb if peer.rss_mb else float("inf")
@@ -238,6 +265,9 @@ COLUMNS: Final = (
     ("+drain/s", "executions_per_s_with_drain", "{:>9.1f}"),
     ("p50 ms", "response_p50_ms", "{:>8.2f}"),
     ("p99 ms", "response_p99_ms", "{:>8.2f}"),
+    ("health p50", "health_p50_ms", "{:>11.2f}"),
+    ("p99", "health_p99_ms", "{:>8.2f}"),
+    ("max", "health_max_ms", "{:>8.1f}"),
     ("drain s", "drain_lag_s", "{:>8.2f}"),
     ("lost", "lost", "{:>5}"),
     ("failed", "failed", "{:>7}"),

@@ -19,6 +19,10 @@ Per level:
   executions that ended failed; `unrecorded`: successful executions whose record is incomplete
   (ours: fewer than three successful steps or no task; n8n: no saved execution data or no Set
   node in it); all three must be 0;
+- `health_p50_ms` / `health_p99_ms` / `health_max_ms`: answer times of the server's liveness
+  check (ours `/health`, n8n's `/healthz`), GET every HEALTH_PROBE_SECONDS on one keep-alive
+  connection during the load: how long an operator's probe waits while the server is saturated;
+  `health_failures`: probes with no 2xx answer;
 - `rss_mb`: peak resident memory of the server's process tree, sampled during load and drain;
 - `cpu_ms_per_execution` / `db_cpu_ms_per_execution`: CPU time of that tree, and of the
   PostgreSQL backends serving it, over load and drain, per finished execution (steadier than
@@ -46,14 +50,23 @@ from typing import Final
 import asyncpg
 import msgspec
 
-from bench.e2e_load import Request, post_once, run_load, run_paced_load
-from bench.e2e_processes import HOST, CpuAccount, MemorySampler
+from bench.e2e_load import (
+    LoadResult,
+    ProbeResult,
+    Request,
+    post_once,
+    probe_health,
+    run_load,
+    run_paced_load,
+)
+from bench.e2e_processes import HOST, CpuAccount, CpuUse, MemorySampler
 
 WEBHOOK_LIVE_TIMEOUT_SECONDS: Final = 120.0
 DRAIN_TIMEOUT_SECONDS: Final = 600.0
 # A drain with no execution finishing for this long is over: the rest are lost.
 DRAIN_STALL_SECONDS: Final = 20.0
 DRAIN_POLL_SECONDS: Final = 0.25
+HEALTH_PROBE_SECONDS: Final = 0.1
 # Bound on requests per phase, far above what either server answers in the phase.
 MAX_REQUESTS_PER_SECOND: Final = 20_000
 DATABASE_PIDS: Final = """
@@ -109,6 +122,10 @@ class LevelFigures(msgspec.Struct, frozen=True, kw_only=True):
     executions_per_s_with_drain: float
     response_p50_ms: float
     response_p99_ms: float
+    health_p50_ms: float
+    health_p99_ms: float
+    health_max_ms: float
+    health_failures: int
     lost: int
     failed: int
     unrecorded: int
@@ -128,6 +145,7 @@ class Server(ABC):
     name: str
     port: int
     accepted_statuses: frozenset[int]  # answers that mean "the event is durable"
+    health_path: str  # the liveness check (no database), probed during each level
 
     @abstractmethod
     def running(self, admin_dsn: str, run_dir: Path) -> AbstractAsyncContextManager[None]:
@@ -187,22 +205,22 @@ async def measure_level(
     memory = MemorySampler(server.process_ids())
     cpu = CpuAccount(server.process_ids())
     sampling = asyncio.create_task(memory.run())
+    health = ProbeResult()
     try:
         since = dt.datetime.now(dt.UTC)
         cpu.start(await server.database_pids())
-        if rate is not None:
-            load = await run_paced_load(
-                HOST, server.port, lambda n: server.request(label, n),
-                rate=rate, duration_s=plan.duration_s, max_in_flight=MAX_IN_FLIGHT,
-                accepted_statuses=server.accepted_statuses,
-            )  # fmt: skip
-        else:
-            load = await run_load(
-                HOST, server.port, lambda n: server.request(label, n),
-                concurrency=clients or 1, duration_s=plan.duration_s,
-                max_requests=int(plan.duration_s * MAX_REQUESTS_PER_SECOND) + 1,
-                accepted_statuses=server.accepted_statuses,
-            )  # fmt: skip
+        probing = asyncio.create_task(
+            probe_health(
+                HOST, server.port, server.health_path,
+                interval_s=HEALTH_PROBE_SECONDS, result=health,
+            )
+        )  # fmt: skip
+        try:
+            load = await run_level_load(server, plan, label, clients=clients, rate=rate)
+        finally:
+            probing.cancel()
+            with suppress(asyncio.CancelledError):
+                await probing
         tally = await drain(server, since, load.accepted)
         used = cpu.stop(await server.database_pids())
     finally:
@@ -211,6 +229,37 @@ async def measure_level(
             await sampling
     for sample in load.samples:
         print(f"{server.name} {label}: {sample}", file=sys.stderr)
+    return await figures_of(server, load, tally, health, since=since, memory=memory, used=used)
+
+
+async def run_level_load(
+    server: Server, plan: Plan, label: str, *, clients: int | None, rate: float | None
+) -> LoadResult:
+    """The level's webhooks: an open loop at `rate`, else `clients` closed-loop clients."""
+    if rate is not None:
+        return await run_paced_load(
+            HOST, server.port, lambda n: server.request(label, n),
+            rate=rate, duration_s=plan.duration_s, max_in_flight=MAX_IN_FLIGHT,
+            accepted_statuses=server.accepted_statuses,
+        )  # fmt: skip
+    return await run_load(
+        HOST, server.port, lambda n: server.request(label, n),
+        concurrency=clients or 1, duration_s=plan.duration_s,
+        max_requests=int(plan.duration_s * MAX_REQUESTS_PER_SECOND) + 1,
+        accepted_statuses=server.accepted_statuses,
+    )  # fmt: skip
+
+
+async def figures_of(
+    server: Server,
+    load: LoadResult,
+    tally: Tally,
+    health: ProbeResult,
+    *,
+    since: dt.datetime,
+    memory: MemorySampler,
+    used: CpuUse,
+) -> LevelFigures:
     window_s = load.stopped_at - load.started_at
     succeeded = await server.succeeded_between(
         dt.datetime.fromtimestamp(load.started_at, dt.UTC),
@@ -225,6 +274,10 @@ async def measure_level(
         executions_per_s_with_drain=round(tally.succeeded / span_s, 1),
         response_p50_ms=round(percentile(load.latencies_ms, 50), 2),
         response_p99_ms=round(percentile(load.latencies_ms, 99), 2),
+        health_p50_ms=round(percentile(health.latencies_ms, 50), 2),
+        health_p99_ms=round(percentile(health.latencies_ms, 99), 2),
+        health_max_ms=round(max(health.latencies_ms, default=0.0), 2),
+        health_failures=health.failures,
         lost=max(0, load.accepted - tally.succeeded),
         failed=tally.failed,
         unrecorded=unrecorded,

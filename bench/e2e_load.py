@@ -74,11 +74,17 @@ class HttpConnection:
         self._writer: asyncio.StreamWriter | None = None
 
     async def post(self, request: Request) -> Response:
+        return await self.send("POST", request)
+
+    async def get(self, path: str) -> Response:
+        return await self.send("GET", Request(path=path, headers={}, body=b""))
+
+    async def send(self, method: str, request: Request) -> Response:
         if self._reader is None or self._writer is None or self._writer.is_closing():
             async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
                 self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
         head = [
-            f"POST {request.path} HTTP/1.1",
+            f"{method} {request.path} HTTP/1.1",
             f"Host: {self._host}:{self._port}",
             f"Content-Length: {len(request.body)}",
             *(f"{name}: {value}" for name, value in request.headers.items()),
@@ -236,6 +242,39 @@ async def exchange(
     else:
         result.refused += 1
         result.note(f"{response.status}: {response.body[:300]!r}")
+
+
+class ProbeResult(msgspec.Struct, kw_only=True):
+    """What a health probe saw: answer times (milliseconds) and failures."""
+
+    latencies_ms: list[float] = msgspec.field(default_factory=list)
+    failures: int = 0  # non-2xx answers, timeouts, resets
+
+
+async def probe_health(
+    host: str, port: int, path: str, *, interval_s: float, result: ProbeResult
+) -> None:
+    """GET `path` every `interval_s` seconds (from one request's start to the next's) on a
+    keep-alive connection, recording each answer's time in `result`, until cancelled. A slow
+    answer delays the next probe rather than overlapping it: the probe measures how long an
+    operator's liveness check waits, not how many it can pile up."""
+    connection = HttpConnection(host, port)
+    try:
+        while True:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
+                    response = await connection.get(path)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+                result.failures += 1
+                await connection.close()
+            else:
+                result.latencies_ms.append((time.perf_counter() - started) * 1000)
+                if not 200 <= response.status < 300:
+                    result.failures += 1
+            await asyncio.sleep(max(0.0, started + interval_s - time.perf_counter()))
+    finally:
+        await connection.close()
 
 
 async def post_once(host: str, port: int, request: Request) -> Response:

@@ -173,6 +173,7 @@ def workflow() -> dict[str, Any]:
 class N8nServer(Server):
     name = "n8n"
     accepted_statuses = frozenset({200})
+    health_path = "/healthz"
 
     def __init__(self, *, cache: Path, pool_size: int, say: Say) -> None:
         self.cache = cache

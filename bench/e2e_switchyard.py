@@ -108,6 +108,7 @@ def standard_signature(secret: str, message_id: str, timestamp: str, body: bytes
 class SwitchyardServer(Server):
     name = "switchyard"
     accepted_statuses = frozenset({202})  # 200 would be a replayed delivery
+    health_path = "/health"
 
     def __init__(
         self,
@@ -116,11 +117,13 @@ class SwitchyardServer(Server):
         pool_size: int,
         worker_processes: int,
         main_roles: str = "api,worker",
+        target_lag: float | None = None,
     ) -> None:
         self.worker_concurrency = worker_concurrency
         self.pool_size = pool_size
         self.worker_processes = worker_processes
         self.main_roles = main_roles
+        self.target_lag = target_lag  # None: Switchyard's default
         self.port = free_port()
         self._secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         self._run_id = secrets.token_hex(4)
@@ -148,6 +151,8 @@ class SwitchyardServer(Server):
             "LOG_LEVEL": "WARNING",
             "SHUTDOWN_GRACE_SECONDS": "5",
         }
+        if self.target_lag is not None:
+            env["WORKER_TARGET_LAG_SECONDS"] = str(self.target_lag)
         async with AsyncExitStack() as stack:
             await self._start(stack, env, run_dir / "switchyard.log")
             # Extra worker-only replicas (--worker-processes): the migrations are done by now.

@@ -85,6 +85,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     # Worker and queue
     worker_concurrency: Annotated[int, Meta(ge=1, le=1000)] = 8
+    # The event-loop lag the worker keeps under: past it the worker claims fewer jobs
+    # (server.worker.pacing), so the API and /health of the same process answer while the
+    # worker is saturated. 0 turns the pacing off.
+    worker_target_lag_seconds: Annotated[float, Meta(ge=0, le=10)] = 0.05
     job_poll_interval_seconds: Seconds = 1.0
     job_lease_seconds: Seconds = 30.0
     job_timeout_seconds: Seconds = 300.0

@@ -9,6 +9,9 @@ Released connections are not reset: asyncpg's default reset costs a round trip o
 asyncpg still rolls back a transaction left open and drops listener callbacks. Code that
 changes a pooled connection's session (settings, session-level advisory locks) does it inside
 `changed_session`, which resets that connection before it goes back.
+
+The pool serves its waiters first come, first served (`server.db.fair_pool`): under load a
+webhook waits its turn behind the worker's jobs instead of being overtaken again and again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 import asyncpg
 import structlog
 from piccolo.engine.postgres import PostgresEngine
+
+from server.db.fair_pool import make_fair
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +58,7 @@ async def open_engine(
         "server_settings": {"application_name": "switchyard"},
     }
     await engine.start_connection_pool(min_size=min_size, max_size=max_size, reset=_keep_session)
+    make_fair(engine_pool(engine))
     try:
         yield engine
     finally:

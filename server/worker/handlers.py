@@ -24,6 +24,7 @@ import msgspec
 
 from server.queue.client import Connection, complete_job, continue_job
 from server.queue.jobs import ClaimedJob, Lease, LeaseLostError, NewJob, Payload
+from server.worker import metrics
 
 ACQUIRE_TIMEOUT_SECONDS: Final = 10.0
 
@@ -82,8 +83,11 @@ class JobContext:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
-        """A pooled connection for reads and writes that need not commit with the job."""
+        """A pooled connection for reads and writes that need not commit with the job. The
+        wait for it is a metric (the API's requests wait in the same line: `server.db.fair_pool`)."""
+        asked = time.perf_counter()
         async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
+            metrics.POOL_WAIT.observe(time.perf_counter() - asked)
             yield connection
 
     @asynccontextmanager
@@ -99,7 +103,7 @@ class JobContext:
         if self.completed:
             raise RuntimeError(f"job {self.job.id} is already completed; use one transaction")
         self._continuation, self._settled_here = None, False
-        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
+        async with self.connection() as connection:
             self._in_transaction = True
             try:
                 async with connection.transaction():

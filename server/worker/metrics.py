@@ -61,3 +61,29 @@ def for_kind(kind: str) -> KindMetrics:
         dead=JOBS_DEAD.labels(kind),
         duration=JOB_DURATION.labels(kind),
     )
+
+
+# What the worker paces itself by (server.worker.pacing): the event loop's lag and its jobs'
+# waits for a pooled connection, and the limit on jobs held at once it sets from them.
+LOOP_LAG_BUCKETS_SECONDS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+LOOP_LAG = Histogram(
+    "switchyard_event_loop_lag_seconds",
+    "How late the worker's lag monitor woke up: what any callback waits for the loop.",
+    buckets=LOOP_LAG_BUCKETS_SECONDS,
+)
+POOL_WAIT = Histogram(
+    "switchyard_worker_pool_wait_seconds",
+    "How long a job waited for a pooled connection (the API's requests wait in the same line).",
+    buckets=LOOP_LAG_BUCKETS_SECONDS,
+)
+CLAIM_LIMIT = Gauge(
+    "switchyard_worker_claim_limit",
+    "Jobs this worker may hold at once now (at most WORKER_CONCURRENCY; lowered while the "
+    "event loop lags).",
+)
+CLAIM_LIMIT_CUTS = Counter(
+    "switchyard_worker_claim_limit_cuts",
+    "Times the worker lowered its claim limit because the event loop lagged.",
+)

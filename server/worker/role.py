@@ -5,11 +5,13 @@
 
 One claim loop runs the worker's cycle on a pooled connection it keeps: a single statement
 completes the jobs whose handlers returned since the last cycle and claims as many due jobs as
-there are free slots (`worker_concurrency` handler tasks). It sleeps until a LISTEN wake-up
-(`server.queue.listener`), a freed slot, or the next poll, planned from the database: the
-earlier of `job_poll_interval_seconds` and the next queued job's `run_at`. A heartbeat keeps the
-leases of held jobs alive; a rescuer re-queues jobs whose worker died (`leases.py`). Each loop is
-supervised: a crash is reported to `on_crash`, never silent.
+there are free slots (`worker_concurrency` handler tasks, fewer while the event loop lags: the
+claim limit of `pacing.py`, so the API and /health sharing the loop keep answering). It sleeps
+until a LISTEN wake-up (`server.queue.listener`), a freed slot, or the next poll, planned from
+the database: the earlier of `job_poll_interval_seconds` and the next queued job's `run_at`. A
+heartbeat keeps the leases of held jobs alive; a rescuer re-queues jobs whose worker died
+(`leases.py`); a monitor samples the loop's lag (`pacing.py`). Each loop is supervised: a crash
+is reported to `on_crash`, never silent.
 
 Handlers are `async def handler(context: JobContext) -> None` by job kind (`handlers.py`); an
 unknown kind makes the job dead with a message naming the kinds this worker has. Handlers raise
@@ -61,6 +63,7 @@ from server.worker import metrics
 from server.worker.execution import HeldJob, JobRunner
 from server.worker.handlers import ACQUIRE_TIMEOUT_SECONDS, JobContext, JobHandler, JobPhase
 from server.worker.leases import LeaseKeeper
+from server.worker.pacing import ClaimLimit, LoopLagMonitor
 from server.worker.shutdown import hand_back_jobs, settle_completions
 
 log = structlog.get_logger(__name__)
@@ -104,6 +107,10 @@ class Worker:
         self.leases = LeaseKeeper(
             pool, self._held, lease_seconds=settings.job_lease_seconds, on_lost=self._lose
         )
+        self.claim_limit = ClaimLimit(
+            settings.worker_concurrency, target_seconds=settings.worker_target_lag_seconds
+        )
+        self.lag_monitor = LoopLagMonitor(self._on_lag)
         self._claim_task: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
 
@@ -125,6 +132,7 @@ class Worker:
                 ("worker-listener", self.listener.run()),
                 ("worker-heartbeat", self.leases.heartbeat_loop()),
                 ("worker-rescuer", self.leases.rescue_loop()),
+                ("worker-loop-lag", self.lag_monitor.run()),
             ]
         ]
         log.info("worker_started", worker_id=self.worker_id)
@@ -234,7 +242,13 @@ class Worker:
                 self._settle(held)
 
     def _free_slots(self) -> int:
-        return max(self._settings.worker_concurrency - len(self._tasks), 0)
+        return max(self.claim_limit.value - len(self._tasks), 0)
+
+    def _on_lag(self, lag_seconds: float, now: float) -> None:
+        before = self.claim_limit.value
+        self.claim_limit.lag_sampled(lag_seconds, in_flight=len(self._tasks), now=now)
+        if self.claim_limit.value > before and self._work_pending:
+            self._changed.set()  # jobs were left unclaimed for want of a slot: claim them
 
     def _on_wakeup(self) -> None:
         self._work_pending = True

@@ -57,6 +57,10 @@ def test_empty_values_mean_unset() -> None:
         ({"ROLES": ","}, "ROLES: at least one of api, worker, scheduler"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL: Invalid enum value 'loud'; allowed: DEBUG, INFO"),
         ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY: Expected `int` >= 1"),
+        (
+            {"WORKER_TARGET_LAG_SECONDS": "-0.1"},
+            "WORKER_TARGET_LAG_SECONDS: Expected `float` >= 0",
+        ),
         ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL: must start with postgresql://"),
         ({"OBJECT_STORE_URL": "ftp://x"}, "OBJECT_STORE_URL: must be s3://"),
         ({"DB_POOL_MIN_SIZE": "20", "DB_POOL_MAX_SIZE": "5"}, "DB_POOL_MIN_SIZE must not exceed"),
