@@ -23,6 +23,7 @@ import asyncpg
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,
@@ -199,6 +200,23 @@ def _describe(name: str, kind: str) -> str:
     )
 
 
+def too_large_handler(request: Request[Any, Any, Any], _: RequestEntityTooLarge) -> Response[Any]:
+    """413 answers name the limit and the setting that sets it."""
+    limit: int = request.app.state.settings.max_payload_bytes
+    return problem(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        f"the body is larger than {limit} bytes ({_size(limit)}), the limit set by "
+        f"MAX_PAYLOAD_BYTES={limit}; send a smaller body or raise MAX_PAYLOAD_BYTES",
+    ).to_response(request)
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} B"
+
+
 def unexpected_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     log.error("request_crashed", path=request.url.path, method=request.method, exc_info=error)
     return problem(
@@ -222,4 +240,8 @@ PLUGIN = ProblemDetailsPlugin(
     )
 )
 
-EXCEPTION_HANDLERS = {Exception: unexpected_error_handler, NotFoundException: not_found_handler}
+EXCEPTION_HANDLERS = {
+    Exception: unexpected_error_handler,
+    NotFoundException: not_found_handler,
+    RequestEntityTooLarge: too_large_handler,
+}
