@@ -1,21 +1,36 @@
 # Switchyard: `make run` and `make test` are the whole quick start (Python 3.11+).
+# `make run` installs the runtime dependencies only (.installed-run); `make test` and the other
+# developer targets add the dev tools (.installed-dev, which implies the runtime install).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install run test check bench faults contract clean
+.PHONY: install install-run run test check bench faults contract clean
 
-$(STAMP): pyproject.toml
+define make_venv
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Switchyard needs Python 3.11 or newer (set PYTHON=...)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+endef
+
+$(RUN_STAMP): pyproject.toml
+	$(make_venv)
+	@echo "Installing Switchyard's runtime dependencies into $(VENV) (the first time takes a few minutes)"
+	$(BIN)/python -m pip install --progress-bar on -e .
+	@touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml
+	$(make_venv)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	@touch $(STAMP)
+	@touch $(STAMP) $(RUN_STAMP)
 
 install: $(STAMP)
 
-run: install
+install-run: $(RUN_STAMP)
+
+run: install-run
 	$(BIN)/switchyard run
 
 test: install

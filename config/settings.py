@@ -71,6 +71,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.JSON
     shutdown_grace_seconds: Annotated[float, Meta(ge=0)] = 30.0
+    # The address senders reach the api at (`https://hooks.example.com`, no trailing slash):
+    # webhook answers show `url` as PUBLIC_URL + /hooks/{path}; relative when unset.
+    public_url: str | None = None
 
     # Access and secrets
     api_tokens: tuple[str, ...] = ()
@@ -129,6 +132,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         ):
             raise ValueError(
                 "OBJECT_STORE_URL: must be s3://bucket[/prefix] or file:///absolute/folder"
+            )
+        if self.public_url is not None and not re.fullmatch(
+            r"https?://[^/?#\s]+(/[^?#\s]*[^/?#\s])?", self.public_url
+        ):
+            raise ValueError(
+                "PUBLIC_URL: must be an absolute http(s) URL without a trailing slash, query "
+                "or fragment (https://switchyard.example.com or https://example.com/switchyard)"
             )
         if not self.roles:
             raise ValueError("ROLES: at least one of api, worker, scheduler is needed")

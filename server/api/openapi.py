@@ -37,6 +37,10 @@ PROBLEM_STATUSES: Final = (
     HTTPStatus.NOT_IMPLEMENTED,
     HTTPStatus.SERVICE_UNAVAILABLE,
 )
+NOT_FOUND_WITH_PARAMETERS: Final = (
+    "Not Found: no such resource, or a path parameter of the wrong form (an id that is not a "
+    "UUID, a version that is not a whole number); the detail names the parameter"
+)
 PROBLEM_SCHEMA: Final = Schema(
     type=OpenAPIType.OBJECT,
     description="RFC 9457 problem details; `errors` lists invalid fields when there are any",
@@ -70,7 +74,10 @@ def declare_problem_responses(document: OpenAPI) -> None:
                 continue
             responses = operation.responses if operation.responses is not None else {}
             for status in PROBLEM_STATUSES:
+                description = status.phrase
+                if status is HTTPStatus.NOT_FOUND and "{" in path:
+                    description = NOT_FOUND_WITH_PARAMETERS
                 responses[str(status.value)] = OpenAPIResponse(
-                    description=status.phrase, content=content
+                    description=description, content=content
                 )
             operation.responses = responses

@@ -13,6 +13,8 @@ detail or the body, which may echo what a client sent.
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Final
@@ -20,7 +22,8 @@ from typing import Any, Final
 import asyncpg
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,
@@ -128,6 +131,92 @@ def _from_recursion_error(_: RecursionError) -> ProblemDetailsException:
     )
 
 
+# A `{name:type}` segment of a route template.
+_PATH_PARAMETER = re.compile(r"\{(\w+):(\w+)\}")
+_EXAMPLE_UUID = "3f2b8c1e-5d4a-4e7b-9c0d-1a2b3c4d5e6f"
+# Where each kind of id comes from, for the 404 of a path id that is not a UUID.
+_ID_SOURCES: Final = {
+    "execution_id": "as returned by POST /api/v1/events (`execution_ids`) or "
+    "POST /api/v1/workflows/{workflow_id}/run (`execution_id`)",
+    "workflow_id": "as returned by POST /api/v1/workflows and listed by GET /api/v1/workflows",
+    "event_id": "as returned by POST /api/v1/events (`event_id`) and listed by GET /api/v1/events",
+}
+_PARSERS: Final[dict[str, Callable[[str], object]]] = {"uuid": uuid.UUID, "int": int}
+
+
+def not_found_handler(request: Request[Any, Any, Any], error: NotFoundException) -> Response[Any]:
+    """404 answers; a path parameter that does not parse (`/executions/123`) is named in it.
+
+    Litestar's router answers a path whose `{id:uuid}` segment is not a UUID with a bare 404
+    (it raises NotFoundException from the parser's ValueError); this finds the route the path
+    was meant for and says what the parameter looks like.
+    """
+    if isinstance(error.__cause__, ValueError) and (detail := _malformed_parameter(request)):
+        return problem(HTTPStatus.NOT_FOUND, detail, slug="not-found").to_response(request)
+    return _from_http_exception(error).to_response(request)
+
+
+def _malformed_parameter(request: Request[Any, Any, Any]) -> str | None:
+    segments = request.url.path.rstrip("/").split("/")
+    for route in request.app.routes:
+        template = route.path.rstrip("/").split("/")
+        if len(template) != len(segments):
+            continue
+        refused: tuple[str, str] | None = None
+        for part, segment in zip(template, segments, strict=True):
+            match = _PATH_PARAMETER.fullmatch(part)
+            if match is None:
+                if part != segment:
+                    break
+                continue
+            name, kind = match.groups()
+            if refused is None and not _parses(kind, segment):
+                refused = (name, kind)
+        else:
+            if refused is not None:
+                return _describe(*refused)
+    return None
+
+
+def _parses(kind: str, value: str) -> bool:
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        return True
+    try:
+        parser(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _describe(name: str, kind: str) -> str:
+    if kind == "int":
+        return f"no such resource: {name} must be a whole number (1, 2, ...)"
+    source = _ID_SOURCES.get(name, "as returned when it was created and listed with its kind")
+    what = name.removesuffix("_id").replace("_", " ")
+    return (
+        f"no such resource: {name} must be a UUID such as {_EXAMPLE_UUID}; "
+        f"a {what} id is a UUID {source}"
+    )
+
+
+def too_large_handler(request: Request[Any, Any, Any], _: RequestEntityTooLarge) -> Response[Any]:
+    """413 answers name the limit and the setting that sets it."""
+    limit: int = request.app.state.settings.max_payload_bytes
+    return problem(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        f"the body is larger than {limit} bytes ({_size(limit)}), the limit set by "
+        f"MAX_PAYLOAD_BYTES={limit}; send a smaller body or raise MAX_PAYLOAD_BYTES",
+    ).to_response(request)
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} B"
+
+
 def unexpected_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     log.error("request_crashed", path=request.url.path, method=request.method, exc_info=error)
     return problem(
@@ -151,4 +240,8 @@ PLUGIN = ProblemDetailsPlugin(
     )
 )
 
-EXCEPTION_HANDLERS = {Exception: unexpected_error_handler}
+EXCEPTION_HANDLERS = {
+    Exception: unexpected_error_handler,
+    NotFoundException: not_found_handler,
+    RequestEntityTooLarge: too_large_handler,
+}

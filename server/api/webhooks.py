@@ -14,7 +14,7 @@ is registered with a type other than `webhook`. Lists are keyset-paginated, olde
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
@@ -23,6 +23,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from msgspec import UNSET, UnsetType
 
+from config.settings import Settings
 from server.api.pagination import (
     DEFAULT_LIMIT,
     Cursor,
@@ -44,6 +45,15 @@ from server.db.webhooks import (
 )
 from server.engine.document import TriggerKey
 from server.errors import ValidationError
+
+_V = TypeVar("_V", WebhookView, SavedWebhook)
+
+
+def _public(view: _V, settings: Settings) -> _V:
+    """`view` with its `url` made absolute on PUBLIC_URL when that is set."""
+    if settings.public_url is None:
+        return view
+    return msgspec.structs.replace(view, url=settings.public_url + view.url)
 
 
 class WebhookCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -73,6 +83,7 @@ class WebhookController(Controller):
     @get("/")
     async def list_webhooks(
         self,
+        settings: NamedDependency[Settings],
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
         trigger_key: FromQuery[str | None] = None,
@@ -81,20 +92,25 @@ class WebhookController(Controller):
         items = await webhooks.list_webhooks(
             limit=limit + 1, after=time_and_id(cursor), trigger_key=trigger_key
         )
-        return page(items, limit, lambda item: (item.created_at, item.id))
+        shown = [_public(item, settings) for item in items]
+        return page(shown, limit, lambda item: (item.created_at, item.id))
 
     @post("/", status_code=HTTP_201_CREATED)
     async def create_webhook(
-        self, data: JSONBody[WebhookCreate], keyring: NamedDependency[Keyring]
+        self,
+        data: JSONBody[WebhookCreate],
+        keyring: NamedDependency[Keyring],
+        settings: NamedDependency[Settings],
     ) -> SavedWebhook:
-        """A new endpoint, live at once at POST /hooks/{path}; a generated secret is in
-        `generated_secret`, shown only in this answer."""
+        """A new endpoint, live at once at POST /hooks/{path}: `url` is the URL to give the
+        sender (PUBLIC_URL + /hooks/{path}; relative when PUBLIC_URL is unset). A generated
+        secret is in `generated_secret`, shown only in this answer."""
         if data.auth.type is UNSET:
             raise ValidationError(
                 "auth.type is required: none, header_token, hmac_sha256 or github",
                 [{"field": "auth.type", "message": "is required"}],
             )
-        return await webhooks.create_webhook(
+        created = await webhooks.create_webhook(
             keyring=keyring,
             trigger_key=data.trigger_key,
             path=data.path,
@@ -103,10 +119,13 @@ class WebhookController(Controller):
             sync_timeout_seconds=data.sync_timeout_seconds,
             enabled=data.enabled,
         )
+        return _public(created, settings)
 
     @get("/{webhook_id:uuid}")
-    async def get_webhook(self, webhook_id: FromPath[uuid.UUID]) -> WebhookView:
-        return await webhooks.get_webhook(webhook_id)
+    async def get_webhook(
+        self, webhook_id: FromPath[uuid.UUID], settings: NamedDependency[Settings]
+    ) -> WebhookView:
+        return _public(await webhooks.get_webhook(webhook_id), settings)
 
     @patch("/{webhook_id:uuid}")
     async def update_webhook(
@@ -114,6 +133,7 @@ class WebhookController(Controller):
         webhook_id: FromPath[uuid.UUID],
         data: JSONBody[WebhookChange],
         keyring: NamedDependency[Keyring],
+        settings: NamedDependency[Settings],
     ) -> SavedWebhook:
         """Change an endpoint; takes effect on the next request on every replica."""
         changes: dict[str, Any] = {
@@ -122,9 +142,10 @@ class WebhookController(Controller):
             if name != "auth" and (value := getattr(data, name)) is not UNSET
         }
         auth = None if data.auth is UNSET else data.auth
-        return await webhooks.update_webhook(
+        changed = await webhooks.update_webhook(
             webhook_id, keyring=keyring, changes=changes, auth=auth
         )
+        return _public(changed, settings)
 
     @delete("/{webhook_id:uuid}", status_code=HTTP_204_NO_CONTENT)
     async def delete_webhook(self, webhook_id: FromPath[uuid.UUID]) -> None:

@@ -76,6 +76,8 @@ class WebhookView(msgspec.Struct, frozen=True, kw_only=True):
     enabled: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    # The URL to give the sender: PUBLIC_URL + /hooks/{path} (relative when PUBLIC_URL is unset).
+    url: str
 
 
 class SavedWebhook(WebhookView, frozen=True, kw_only=True):
@@ -304,6 +306,7 @@ def _view(row: dict[str, Any]) -> WebhookView:
         sync_timeout_seconds=_sync_timeout(row["auth_config"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        url=f"/hooks/{row['path']}",
     )
 
 

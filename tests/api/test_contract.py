@@ -322,3 +322,40 @@ async def test_an_out_of_range_export_version_is_refused_before_the_database(
         )
         assert response.status_code == 400, response.text
         assert response.json()["errors"][0]["key"] == "version"
+
+
+async def test_an_id_that_is_not_a_uuid_answers_404_saying_what_an_id_looks_like(
+    api_client: httpx.AsyncClient,
+) -> None:
+    response = await api_client.get("/api/v1/executions/123")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    detail = response.json()["detail"]
+    assert "execution_id must be a UUID" in detail
+    assert "POST /api/v1/events" in detail
+    assert "/run" in detail
+    workflow = (await api_client.post("/api/v1/workflows", json={"name": "w"})).json()
+    steps = await api_client.get(f"/api/v1/workflows/{workflow['id']}/versions/1/steps/abc")
+    assert "step_id must be a UUID" in steps.json()["detail"]
+    version = await api_client.get(f"/api/v1/workflows/{workflow['id']}/versions/first")
+    assert "version_num must be a whole number" in version.json()["detail"]
+    cancel = await api_client.post("/api/v1/executions/not-an-id/cancel")
+    assert (cancel.status_code, "execution_id must be a UUID" in cancel.json()["detail"]) == (
+        404,
+        True,
+    )
+
+
+async def test_an_unknown_path_still_answers_a_plain_404(api_client: httpx.AsyncClient) -> None:
+    response = await api_client.get("/api/v1/no-such-thing")
+    assert (response.status_code, response.json()["detail"]) == (404, "Not Found")
+
+
+async def test_the_openapi_document_says_a_malformed_path_id_is_a_404(
+    api_client: httpx.AsyncClient,
+) -> None:
+    schema = (await api_client.get("/schema/openapi.json")).json()
+    operation = schema["paths"]["/api/v1/executions/{execution_id}"]["get"]
+    assert "not a UUID" in operation["responses"]["404"]["description"]
+    (parameter,) = [p for p in operation["parameters"] if p["in"] == "path"]
+    assert parameter["schema"] == {"type": "string", "format": "uuid"}

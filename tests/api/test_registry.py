@@ -54,11 +54,17 @@ async def test_a_source_in_use_by_a_subscription_cannot_be_deleted(
     assert workflow["id"] in refused.json()["detail"]
 
 
-async def test_bodies_over_the_payload_limit_answer_413(api_client: httpx.AsyncClient) -> None:
+async def test_bodies_over_the_payload_limit_answer_413_naming_the_limit_and_setting(
+    api_client: httpx.AsyncClient,
+) -> None:
     huge = {"name": "x", "description": "y" * 1_100_000}
     response = await api_client.post("/api/v1/workflows", json=huge)
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == (
+        "the body is larger than 1048576 bytes (1 MiB), the limit set by "
+        "MAX_PAYLOAD_BYTES=1048576; send a smaller body or raise MAX_PAYLOAD_BYTES"
+    )
 
 
 async def test_subscription_filters_and_trigger_keys_are_validated(

@@ -334,3 +334,30 @@ async def test_key_rotation_re_encrypts_both_webhook_secrets(
         endpoint = await find_endpoint("orders", Keyring([("new", new_key)]))
     assert endpoint is not None
     assert endpoint.auth.secrets == (TOKEN + "-next", TOKEN)
+
+
+async def test_answers_show_the_url_to_give_the_sender_relative_without_public_url(
+    api_client: httpx.AsyncClient,
+) -> None:
+    created = await create_webhook(api_client, path="shop/orders")
+    assert created["url"] == "/hooks/shop/orders"
+    shown = await api_client.get(f"/api/v1/webhooks/{created['id']}")
+    assert shown.json()["url"] == "/hooks/shop/orders"
+    delivered = await api_client.post(created["url"], json={"id": 1})
+    assert delivered.status_code == 202, delivered.text
+
+
+async def test_answers_show_the_url_on_public_url(settings_for: Callable[..., Settings]) -> None:
+    settings = settings_for(roles=frozenset({Role.API}), public_url="https://hooks.example.com/sy")
+    async with serving(create_app(settings), token=API_TOKEN) as client:
+        created = await create_webhook(client)
+        url = "https://hooks.example.com/sy/hooks/orders"
+        assert created["url"] == url
+        shown = await client.get(f"/api/v1/webhooks/{created['id']}")
+        listed = await client.get("/api/v1/webhooks")
+        changed = await client.patch(
+            f"/api/v1/webhooks/{created['id']}", json={"path": "orders-v2"}
+        )
+    assert shown.json()["url"] == url
+    assert listed.json()["items"][0]["url"] == url
+    assert changed.json()["url"] == "https://hooks.example.com/sy/hooks/orders-v2"

@@ -112,7 +112,7 @@ async def test_unknown_and_disabled_paths_are_counted_as_refused(
     assert f'trigger_key="{UNKNOWN_PATH_KEY}"' in metrics
 
 
-async def test_bodies_over_the_limit_answer_413(
+async def test_bodies_over_the_limit_answer_413_naming_the_limit_and_setting(
     settings_for: Callable[..., Settings],
 ) -> None:
     app = create_app(settings_for(roles=frozenset({Role.API}), max_payload_bytes=1024))
@@ -125,6 +125,9 @@ async def test_bodies_over_the_limit_answer_413(
         too_large = await client.post("/hooks/orders", content=b"x" * 1025, headers=JSON)
         assert too_large.status_code == 413
         assert too_large.headers["content-type"] == "application/problem+json"
+        detail = too_large.json()["detail"]
+        assert "larger than 1024 bytes (1 KiB)" in detail
+        assert "MAX_PAYLOAD_BYTES=1024" in detail
         assert (await health(client))[
             "last_error"
         ] == "webhook orders: body larger than MAX_PAYLOAD_BYTES"

@@ -90,3 +90,24 @@ def test_http_limits_have_safe_defaults_and_read_their_variables() -> None:
 def test_a_header_budget_below_one_kilobyte_is_refused() -> None:
     with pytest.raises(SettingsError, match="HTTP_MAX_HEADER_BYTES"):
         load_settings({"HTTP_MAX_HEADER_BYTES": "100"})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "hooks.example.com",
+        "https://example.com/",
+        "ftp://example.com",
+        "https://x.com/a/",
+        "/hooks",
+    ],
+)
+def test_public_url_must_be_absolute_http_without_a_trailing_slash(value: str) -> None:
+    with pytest.raises(SettingsError, match="PUBLIC_URL: must be an absolute http"):
+        load_settings({"PUBLIC_URL": value})
+
+
+def test_public_url_accepts_a_host_or_a_prefix() -> None:
+    assert load_settings({}).public_url is None
+    for value in ("https://hooks.example.com", "http://10.0.0.5:8080/switchyard"):
+        assert load_settings({"PUBLIC_URL": value}).public_url == value
