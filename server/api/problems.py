@@ -194,9 +194,10 @@ def _describe(name: str, kind: str) -> str:
         return f"no such resource: {name} must be a whole number (1, 2, ...)"
     source = _ID_SOURCES.get(name, "as returned when it was created and listed with its kind")
     what = name.removesuffix("_id").replace("_", " ")
+    article = "an" if what[:1] in "aeiou" else "a"
     return (
         f"no such resource: {name} must be a UUID such as {_EXAMPLE_UUID}; "
-        f"a {what} id is a UUID {source}"
+        f"{article} {what} id is a UUID {source}"
     )
 
 
