@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from config.settings import Settings
-from server.db.embedded import PGDATA_FOLDER
+from server.db.embedded import PGDATA_FOLDER, process_exists
 
 INSTANCE_FILE: Final = Path("switchyard") / "instance.json"
 DEFAULT_STATE_HOME: Final = Path(".local") / "state"
@@ -116,7 +116,7 @@ def locate_database(
         how = "--data-dir/DATA_DIR" if data_dir_given else "the current directory"
     elif record is not None and record.database == "embedded":
         settings = msgspec.structs.replace(settings, data_dir=record.data_dir)
-        state = "running" if _process_exists(record.pid) else "not running"
+        state = "running" if process_exists(record.pid) else "not running"
         how = (
             f"recorded by `switchyard run` (pid {record.pid}, {state}) in {instance_file(environ)}"
         )
@@ -141,13 +141,4 @@ def locate_database(
 
 def _holds_database(data_dir: Path) -> bool:
     return (data_dir / PGDATA_FOLDER / "PG_VERSION").is_file()
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True

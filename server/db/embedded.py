@@ -70,12 +70,13 @@ def prune_dead_holders(pgdata: Path) -> None:
         return
     except ValueError:
         pids = []
-    alive = [pid for pid in pids if isinstance(pid, int) and _process_exists(pid)]
+    alive = [pid for pid in pids if isinstance(pid, int) and process_exists(pid)]
     if alive != pids:
         holders_file.write_text(json.dumps(alive))
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process with this pid is alive (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
