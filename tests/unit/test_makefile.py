@@ -17,12 +17,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def _recipe(target: str, cwd: Path = ROOT, *, force: bool = True) -> list[str]:
     flags = ["-n", "-B"] if force else ["-n"]
     done = subprocess.run(
-        ["make", *flags, target],
+        ["make", "--no-print-directory", *flags, target],
         cwd=cwd,
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "MAKEFLAGS": ""},
+        # Under `make test` the suite runs inside make: a nested make would otherwise print
+        # "Entering directory" lines and inherit the outer make's flags.
+        env={
+            **{k: v for k, v in os.environ.items() if k not in {"MAKELEVEL", "MFLAGS"}},
+            "MAKEFLAGS": "",
+        },
     )
     return done.stdout.splitlines()
 
