@@ -35,6 +35,26 @@ def slow_then_task(peer_url: str, name: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+async def import_slow_workflow(
+    api: httpx.AsyncClient, peer: HttpPeer, name: str, *, seconds: float
+) -> str:
+    """Publish `slow_then_task` against `peer`, whose /slow answers after `seconds`."""
+
+    def slow(request: RecordedRequest) -> Reply:
+        time.sleep(seconds)
+        return Reply(status=200, body=b"{}", headers={"Content-Type": "application/json"})
+
+    peer.respond("/slow", slow)
+    imported = await api.post(
+        "/api/v1/workflows/import",
+        params={"publish": "true"},
+        json=slow_then_task(peer.base_url, name),
+    )
+    assert imported.status_code == 201, imported.text
+    workflow_id: str = imported.json()["id"]
+    return workflow_id
+
+
 @pytest.fixture
 async def api(
     processes: Callable[..., Process], database_dsn: str
@@ -67,16 +87,10 @@ async def test_a_frozen_worker_that_wakes_after_its_lease_changes_nothing(
     connection: asyncpg.Connection,
     http_peer: HttpPeer,
 ) -> None:
-    def slow(request: RecordedRequest) -> Reply:
-        time.sleep(2.0)
-        return Reply(status=200, body=b"{}", headers={"Content-Type": "application/json"})
-
-    http_peer.respond("/slow", slow)
-    imported = await api.post("/api/v1/workflows/import", params={"publish": "true"},
-                              json=slow_then_task(http_peer.base_url, "Zombie"))  # fmt: skip
+    workflow_id = await import_slow_workflow(api, http_peer, "Zombie", seconds=2.0)
     zombie = processes(database_dsn, "worker", "zombie", **WORKER)
     await asyncio.to_thread(zombie.wait_ready)
-    started = await api.post(f"/api/v1/workflows/{imported.json()['id']}/run", json={"input": {}})
+    started = await api.post(f"/api/v1/workflows/{workflow_id}/run", json={"input": {}})
     execution_id = started.json()["execution_id"]
 
     async def called(times: int) -> bool:
@@ -113,14 +127,7 @@ async def test_sigterm_during_long_steps_stops_claiming_and_exits_within_the_gra
     connection: asyncpg.Connection,
     http_peer: HttpPeer,
 ) -> None:
-    def slow(request: RecordedRequest) -> Reply:
-        time.sleep(1.5)
-        return Reply(status=200, body=b"{}", headers={"Content-Type": "application/json"})
-
-    http_peer.respond("/slow", slow)
-    imported = await api.post("/api/v1/workflows/import", params={"publish": "true"},
-                              json=slow_then_task(http_peer.base_url, "Stopping"))  # fmt: skip
-    workflow_id = imported.json()["id"]
+    workflow_id = await import_slow_workflow(api, http_peer, "Stopping", seconds=1.5)
     runs = sized(20, 200)
     for _ in range(runs):
         await api.post(f"/api/v1/workflows/{workflow_id}/run", json={"input": {}})
