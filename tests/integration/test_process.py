@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 
 import asyncpg
 
 from server.db.migrations import known_migrations
-from tests.processes import environment, run_command, switchyard_run
+from tests.processes import environment, free_port, run_command, switchyard_run
 
 
 async def test_three_concurrent_migrate_commands_leave_one_correct_schema(
@@ -84,6 +85,40 @@ def test_a_bad_setting_stops_start_up_with_a_message_naming_it(tmp_path: Path) -
     result = run_command(["run", "--data-dir", str(tmp_path)], environment(PORT="http"))
     assert result.returncode == 2
     assert "PORT: Expected `int`" in result.stderr
+
+
+def test_a_data_dir_with_a_space_stops_start_up_in_one_line_before_any_token(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "my data"
+    result = run_command(
+        ["run", "--data-dir", str(data_dir), "--port", str(free_port())], environment()
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"switchyard run: data directory {data_dir} contains a space, which the embedded "
+        "PostgreSQL cannot use; pass --data-dir (or DATA_DIR) with a path without spaces"
+    ]
+    assert "API token" not in result.stdout
+    assert not data_dir.exists()  # nothing was created
+
+
+def test_a_port_in_use_stops_start_up_in_one_line_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data_dir = tmp_path / "data"
+        result = run_command(
+            ["run", "--data-dir", str(data_dir), "--port", str(port)], environment()
+        )
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines() == [
+        f"switchyard run: port {port} on 127.0.0.1 is already in use (another `switchyard run`?); "
+        "stop that process or pass --port (or PORT) with a free port"
+    ]
+    assert result.stdout == ""  # no token, no banner
+    assert not data_dir.exists()  # no database was started
 
 
 def test_import_and_export_commands_round_trip_a_document(
