@@ -33,3 +33,13 @@ class UnavailableError(AppError):
 
 class NotImplementedYetError(AppError, NotImplementedError):
     """A contract path whose feature arrives with a later release."""
+
+
+def field_error(field: str, message: str, *, source: str | None = None) -> dict[str, str]:
+    """One entry of a problem's `errors`: the field's path (`steps[0].cfg.url`, `limit`), what
+    is wrong with it and, when the request's parsing knows, where it was (`body`, `query`,
+    `path`, `header`). Every invalid-field answer, 400 or 422, lists its fields this way."""
+    entry = {"field": field, "message": message}
+    if source is not None:
+        entry["source"] = source
+    return entry

@@ -49,7 +49,27 @@ PROBLEM_SCHEMA: Final = Schema(
         "title": Schema(type=OpenAPIType.STRING),
         "status": Schema(type=OpenAPIType.INTEGER),
         "detail": Schema(type=OpenAPIType.STRING),
-        "errors": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT)),
+        "errors": Schema(
+            type=OpenAPIType.ARRAY,
+            description="each invalid field, for 400 and 422 alike",
+            items=Schema(
+                type=OpenAPIType.OBJECT,
+                properties={
+                    "field": Schema(
+                        type=OpenAPIType.STRING,
+                        description="the field's path, e.g. `steps[0].cfg.url` or `limit`; "
+                        "`(body)` for the body as a whole",
+                    ),
+                    "message": Schema(type=OpenAPIType.STRING),
+                    "source": Schema(
+                        type=OpenAPIType.STRING,
+                        enum=["body", "query", "path", "header", "cookie"],
+                        description="where the field was, when the request's parsing found it",
+                    ),
+                },
+                required=["field", "message"],
+            ),
+        ),
     },
     required=["status", "title"],
 )

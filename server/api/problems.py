@@ -32,6 +32,7 @@ from litestar.plugins.problem_details import (
 
 from server import errors
 from server.db.availability import DATABASE_AWAY_ERRORS
+from server.errors import field_error
 
 log = structlog.get_logger(__name__)
 
@@ -87,9 +88,28 @@ def problem(
 def _from_http_exception(error: HTTPException) -> ProblemDetailsException:
     status = HTTPStatus(error.status_code)
     extra = error.extra if isinstance(error.extra, dict) else None
+    detail = str(error.detail)
     if isinstance(error.extra, list):
-        extra = {"errors": error.extra}
-    return problem(status, str(error.detail), extra=extra, headers=error.headers)
+        entries = [_field_entry(item) for item in error.extra]
+        extra = {"errors": entries}
+        if detail.startswith("Validation failed for ") and entries:
+            # Litestar's own parameter validation: say which parameter and what is wrong.
+            first = entries[0]
+            where = f"{first['source']} parameter" if "source" in first else "field"
+            detail = f"invalid {where} {first['field']}: {first['message']}"
+    return problem(status, detail, extra=extra, headers=error.headers)
+
+
+def _field_entry(item: Any) -> Any:
+    """Litestar's `{"message", "key", "source"}` in the shape of `field_error`."""
+    if isinstance(item, dict) and "key" in item and "field" not in item:
+        source = item.get("source")  # a ParamType (a str enum) or a plain string
+        return field_error(
+            str(item["key"]),
+            str(item.get("message", "")),
+            source=str(getattr(source, "value", source)) if source else None,
+        )
+    return item
 
 
 def _from_domain_error(error: errors.AppError) -> ProblemDetailsException:

@@ -58,7 +58,7 @@ async def test_malformed_query_values_are_problem_details_naming_the_field(
 ) -> None:
     response = await api_client.get("/api/v1/workflows", params={"limit": "many"})
     assert response.status_code == 400
-    assert response.json()["errors"][0]["key"] == "limit"
+    assert response.json()["errors"][0]["field"] == "limit"
     response = await api_client.get("/api/v1/workflows", params={"cursor": "not-a-cursor"})
     assert response.status_code == 400
     assert "cursor" in response.json()["detail"]

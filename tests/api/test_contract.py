@@ -270,7 +270,7 @@ async def test_a_body_value_of_the_wrong_json_type_is_a_400_naming_the_field(
         response = await api_client.post("/api/v1/workflows", json=body)
         assert response.status_code == 400, (body, response.text)
         assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["errors"][0]["key"] == next(iter(set(body) - {"name"}), "name")
+        assert response.json()["errors"][0]["field"] == next(iter(set(body) - {"name"}), "name")
     assert (await api_client.get("/api/v1/workflows")).json()["items"] == []
 
 
@@ -321,7 +321,7 @@ async def test_an_out_of_range_export_version_is_refused_before_the_database(
             f"/api/v1/workflows/{workflow['id']}/export", params={"version": version}
         )
         assert response.status_code == 400, response.text
-        assert response.json()["errors"][0]["key"] == "version"
+        assert response.json()["errors"][0]["field"] == "version"
 
 
 async def test_an_id_that_is_not_a_uuid_answers_404_saying_what_an_id_looks_like(
@@ -359,3 +359,64 @@ async def test_the_openapi_document_says_a_malformed_path_id_is_a_404(
     assert "not a UUID" in operation["responses"]["404"]["description"]
     (parameter,) = [p for p in operation["parameters"] if p["in"] == "path"]
     assert parameter["schema"] == {"type": "string", "format": "uuid"}
+
+
+async def test_400_and_422_answers_list_invalid_fields_in_one_shape_with_their_paths(
+    api_client: httpx.AsyncClient,
+) -> None:
+    """Unknown and missing fields, wrong types, bad query parameters and refused values: every
+    `errors` entry is `{"field": <path>, "message", "source"?}`, and the detail says the same."""
+    unknown = await api_client.post(
+        "/api/v1/workflows/import",
+        json={"name": "w", "steps": [{"key": "a", "kind": "action", "colour": "red"}]},
+    )
+    assert unknown.status_code == 400
+    assert unknown.json()["errors"] == [
+        {
+            "field": "steps[0].colour",
+            "message": "is not a field of this object; remove it; "
+            "it takes: key, kind, name, action_key, cfg",
+            "source": "body",
+        }
+    ]
+    assert "steps[0].colour" in unknown.json()["detail"]
+
+    missing = await api_client.post("/api/v1/workflows/import", json={"steps": []})
+    assert missing.status_code == 400
+    assert missing.json()["errors"][0]["field"] == "name"
+    assert missing.json()["errors"][0]["message"].startswith("is required; it takes: name,")
+
+    wrong_type = await api_client.post(
+        "/api/v1/workflows/import", json={"name": "w", "steps": [{"key": 5, "kind": "action"}]}
+    )
+    assert wrong_type.json()["errors"] == [
+        {"field": "steps[0].key", "message": "Expected `str`, got `int`", "source": "body"}
+    ]
+
+    not_json = await api_client.post(
+        "/api/v1/workflows", content=b'{"name": ', headers={"content-type": "application/json"}
+    )
+    assert not_json.status_code == 400
+    assert not_json.json()["detail"].startswith("the body is not valid JSON")
+    assert not_json.json()["errors"][0]["field"] == "(body)"
+
+    query = await api_client.get("/api/v1/workflows", params={"limit": "many"})
+    assert query.status_code == 400
+    assert query.json()["errors"] == [
+        {"field": "limit", "message": "Expected `int`, got `str`", "source": "query"}
+    ]
+    assert query.json()["detail"] == "invalid query parameter limit: Expected `int`, got `str`"
+
+    refused = await api_client.post(
+        "/api/v1/workflows/import",
+        json={"name": "w", "steps": [{"key": "a", "kind": "action", "action_key": "nope"}]},
+    )
+    assert refused.status_code == 422
+    [entry] = refused.json()["errors"]
+    assert entry["field"] == "steps[a].action_key"
+    assert entry["message"].startswith("unknown action 'nope'")
+    for answer in (unknown, missing, wrong_type, not_json, query, refused):
+        assert answer.headers["content-type"] == "application/problem+json"
+        for error in answer.json()["errors"]:
+            assert set(error) <= {"field", "message", "source"}
+            assert {"field", "message"} <= set(error)

@@ -77,7 +77,7 @@ async def test_bad_bodies_are_problem_details_naming_the_field(
 
     wrong_type = await api_client.post("/api/v1/workflows", json={"name": 42})
     assert wrong_type.status_code == 400
-    assert wrong_type.json()["errors"][0]["key"] == "name"
+    assert wrong_type.json()["errors"][0]["field"] == "name"
 
     unknown = await api_client.post("/api/v1/workflows", json={"name": "x", "colour": "red"})
     assert unknown.status_code == 400
