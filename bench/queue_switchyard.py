@@ -12,8 +12,8 @@ from config.settings import Settings
 from server.db.engine import open_engine
 from server.db.migrations import migrate
 from server.queue.client import enqueue_job, enqueue_jobs
+from server.queue.handlers import JobContext
 from server.queue.jobs import NewJob
-from server.worker.handlers import JobContext
 from server.worker.role import running
 
 NOOP = NewJob(kind="noop")

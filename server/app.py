@@ -39,16 +39,16 @@ from server.db.database import database_dsn
 from server.db.engine import engine_pool, open_engine, piccolo_engine
 from server.db.migrations import migrate
 from server.db.registry import seed_registries
-from server.db.runs import STEP_JOB_KIND
 from server.db.trigger_health import IntakeRecorder
 from server.keyring import load_keyring
+from server.queue.handlers import JobHandler
+from server.runs.event_fan_out import EVENT_JOB_KIND, EventFanOut
+from server.runs.jobs import STEP_JOB_KIND
+from server.runs.step_runner import StepRunner
 from server.scheduler import role as scheduler_role
 from server.storage.object_store import open_object_store
 from server.supervision import CrashHandler, start_supervised
 from server.worker import role as worker_role
-from server.worker.events import EVENT_JOB_KIND, EventFanOut
-from server.worker.handlers import JobHandler
-from server.worker.steps import StepRunner
 
 log = structlog.get_logger(__name__)
 

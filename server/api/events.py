@@ -27,13 +27,14 @@ from piccolo.engine.postgres import PostgresEngine
 
 from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, page, time_and_id
 from server.api.problems import problem
-from server.db import event_replay, events
+from server.db import events
 from server.db.engine import engine_pool, transaction
 from server.db.events import EventView
-from server.db.intake import accept_event
 from server.db.registry import trigger_type_of
 from server.db.trigger_health import IntakeOutcome, IntakeRecorder
 from server.engine.document import TriggerKey
+from server.runs.intake import accept_event
+from server.runs.replay import replay_event
 
 UNKNOWN_EVENT_SOURCE = "(unknown event source)"
 
@@ -123,7 +124,7 @@ class EventController(Controller):
         """Accept the event's payload again as a new event of its trigger key, through the
         normal intake (the subscriptions and latest published versions of now); a manual
         run's event starts its workflow again. Answers like POST /events."""
-        accepted = await event_replay.replay_event(event_id)
+        accepted = await replay_event(event_id)
         outcome = IntakeOutcome(accepted.outcome)
         state.intake_recorder.record(accepted.trigger_key, outcome)
         return EventAccepted(

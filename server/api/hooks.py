@@ -53,10 +53,10 @@ from server.api.problems import problem
 from server.crypto.aead import Keyring, SecretDecryptionError
 from server.db.engine import engine_pool
 from server.db.execution_outcomes import wait_for_outcome
-from server.db.intake import AcceptedEvent, accept_event
 from server.db.trigger_health import IntakeOutcome, IntakeRecorder
 from server.db.webhook_auth import DEFAULT_TOKEN_HEADER, AuthType
 from server.db.webhooks import IntakeEndpoint, ResponseMode, find_endpoint
+from server.runs.intake import AcceptedEvent, accept_event
 from server.triggers.bodies import BodyError, payload_of
 from server.triggers.signatures import (
     SignatureError,

@@ -8,11 +8,11 @@ import uuid
 
 from config.settings import Settings
 from server.cli.output import print_json, print_table
-from server.db import control
 from server.db.engine import engine_pool, piccolo_engine
-from server.db.event_replay import replay_event
 from server.db.execution_queries import get_execution_detail, list_executions
 from server.queue.admin import dead_jobs_command, requeue_command
+from server.runs import control
+from server.runs.replay import replay_event
 
 STATUSES = ("PENDING", "RUNNING", "WAITING", "SUCCESS", "FAILED", "CANCELLED")
 

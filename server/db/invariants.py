@@ -25,7 +25,7 @@ from typing import Final
 
 import msgspec
 
-# Outcomes `server.db.intake` records: accepted (with executions), filtered and no_match (with
+# Outcomes `server.runs.intake` records: accepted (with executions), filtered and no_match (with
 # the reason in outcome_detail), pending (a database trigger's event not fanned out yet). A
 # duplicate delivery records no row: it finds the first event.
 EVENT_OUTCOMES: Final = ("accepted", "filtered", "no_match", "pending")
