@@ -34,8 +34,8 @@ import asyncpg
 import msgspec
 import structlog
 from litestar import Controller, Request, Response, post
-from litestar.datastructures import Headers, State
-from litestar.di import NamedDependency, Provide
+from litestar.datastructures import Headers
+from litestar.di import NamedDependency
 from litestar.exceptions import (
     ClientException,
     NotAuthorizedException,
@@ -47,11 +47,10 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
-from server.api.deps_secrets import provide_keyring
+from server.api.deps import DEPENDENCIES
 from server.api.hook_cache import EndpointCache
 from server.api.problems import problem
 from server.crypto.aead import Keyring, SecretDecryptionError
-from server.db.engine import engine_pool
 from server.db.execution_outcomes import wait_for_outcome
 from server.db.trigger_health import IntakeOutcome, IntakeRecorder
 from server.db.webhook_auth import DEFAULT_TOKEN_HEADER, AuthType
@@ -103,7 +102,7 @@ class HookResult(msgspec.Struct, frozen=True, kw_only=True):
 class HookController(Controller):
     path = HOOKS_PREFIX
     tags = ("hooks",)
-    dependencies = {"keyring": Provide(provide_keyring, sync_to_thread=False)}  # noqa: RUF012 - Litestar's declared attribute
+    dependencies = DEPENDENCIES
 
     @post(
         "/{path:path}",
@@ -129,13 +128,13 @@ class HookController(Controller):
         self,
         path: FromPath[str],
         request: Request[Any, Any, Any],
-        state: State,
+        pool: NamedDependency[asyncpg.Pool],
+        recorder: NamedDependency[IntakeRecorder],
+        endpoint_cache: NamedDependency[EndpointCache],
         keyring: NamedDependency[Keyring],
     ) -> Response[HookAccepted | HookResult]:
         """Record the delivery as an event of the endpoint's trigger and start its workflows."""
-        pool = engine_pool(state.engine)
-        recorder: IntakeRecorder = state.intake_recorder
-        endpoint = await _endpoint(state.endpoint_cache, recorder, path.strip("/"), keyring)
+        endpoint = await _endpoint(endpoint_cache, recorder, path.strip("/"), keyring)
         try:
             body = await request.body()
         except RequestEntityTooLarge:

@@ -8,8 +8,8 @@ import uuid
 
 from config.settings import Settings
 from server.cli.output import print_json, print_table
-from server.db.engine import engine_pool, piccolo_engine
 from server.db.execution_queries import get_execution_detail, list_executions
+from server.db.pool import asyncpg_pool, piccolo_database
 from server.queue.admin import dead_jobs_command, requeue_command
 from server.runs import control
 from server.runs.replay import replay_event
@@ -99,12 +99,12 @@ async def replay_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def dead_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    async with engine_pool(piccolo_engine()).acquire() as connection:
+    async with asyncpg_pool(piccolo_database()).acquire() as connection:
         print(await dead_jobs_command(connection, limit=args.limit))
     return 0
 
 
 async def requeue_job(args: argparse.Namespace, settings: Settings) -> int:
-    async with engine_pool(piccolo_engine()).acquire() as connection:
+    async with asyncpg_pool(piccolo_database()).acquire() as connection:
         print(await requeue_command(connection, args.job_id))
     return 0

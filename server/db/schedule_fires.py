@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from server.db.engine import transaction
+from server.db.pool import transaction
 from server.db.schedules import TRIGGER_TYPE
 from server.db.tables import ScheduleTrigger
 from server.runs.intake import AcceptedEvent, accept_event

@@ -25,7 +25,7 @@ from piccolo.columns import Column
 from piccolo.query.methods.select import Select
 
 from server.crypto.aead import Keyring, Sealed, row_binding, seal, unseal
-from server.db.engine import engine_pool, piccolo_engine
+from server.db.pool import asyncpg_pool, piccolo_database
 from server.db.tables import WorkflowDefinition, WorkflowVariable
 from server.engine.rendering import MIN_DESIGN_SECRET_LENGTH, secret_strings
 from server.errors import NotFoundError, ValidationError
@@ -188,7 +188,7 @@ async def resolve_variables(
     Raises:
         SecretDecryptionError: a secret cannot be decrypted with this keyring.
     """
-    async with engine_pool(piccolo_engine()).acquire() as pooled:
+    async with asyncpg_pool(piccolo_database()).acquire() as pooled:
         text = await pooled.fetchval(
             f"SELECT {VARIABLES_JSON.format(workflow_id='$1::uuid')}",
             workflow_id,
@@ -233,10 +233,6 @@ def _unseal(
         return None
     sealed = Sealed(key_id=key_id, ciphertext=ciphertext)
     return msgspec.json.decode(unseal(keyring, sealed, row_binding(TABLE, row_id)))
-
-
-def _unseal_value(row: _StoredVariable, keyring: Keyring) -> object:
-    return _unseal(keyring, row.id, row.key_id, row.ciphertext)
 
 
 async def _write(

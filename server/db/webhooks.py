@@ -23,8 +23,8 @@ from msgspec import Meta
 from piccolo.columns import Column
 
 from server.crypto.aead import Keyring, SecretDecryptionError
-from server.db.engine import engine_pool, piccolo_engine, transaction
 from server.db.keyset import after_position
+from server.db.pool import asyncpg_pool, piccolo_database, transaction
 from server.db.tables import WebhookEndpoint, WorkflowTriggerRegistry
 from server.db.webhook_auth import (
     AuthInput,
@@ -218,7 +218,7 @@ async def find_endpoint(
         SecretDecryptionError: its secrets cannot be decrypted with this keyring.
     """
     if connection is None:
-        async with engine_pool(piccolo_engine()).acquire() as pooled:
+        async with asyncpg_pool(piccolo_database()).acquire() as pooled:
             record = await pooled.fetchrow(FIND_ENDPOINT, path)
     else:
         record = await connection.fetchrow(FIND_ENDPOINT, path)

@@ -12,7 +12,7 @@ import uuid
 
 import structlog
 
-from server.db.engine import transaction
+from server.db.pool import transaction
 from server.engine.planning import (
     FINISHED_EXECUTION,
     ExecutionStatus,

@@ -22,7 +22,7 @@ from typing import Any, Final
 import msgspec
 import structlog
 
-from server.db.engine import transaction
+from server.db.pool import transaction
 from server.engine.document import Step, StepKind
 from server.engine.filters import filter_refusal
 from server.errors import ConflictError, NotFoundError

@@ -11,13 +11,13 @@ from __future__ import annotations
 import uuid
 
 from server.db import events
-from server.db.engine import engine_pool, piccolo_engine, transaction
+from server.db.pool import asyncpg_pool, piccolo_database, transaction
 from server.runs.intake import AcceptedEvent, accept_event, run_manually
 
 
 async def replay_event(event_id: uuid.UUID) -> AcceptedEvent:
     """Accept the payload of event `event_id` again (see the module docstring)."""
-    pool = engine_pool(piccolo_engine())
+    pool = asyncpg_pool(piccolo_database())
     async with pool.acquire() as connection:
         original = await events.get_event(connection, event_id)
     source = {"via": "replay", "replay_of": str(event_id)}

@@ -3,8 +3,8 @@
 A job starts at one step: one statement marks it running and reads its inputs (the execution,
 earlier outputs, the variables). The step runs outside any transaction (transactional actions
 excepted), then ONE transaction, fenced by the job's lease, locks the execution row, records
-the step's result (redacted), plans what comes next (`server.engine.planning`) and updates the
-execution's status. Of the steps it makes runnable, the first is handed to this same job
+the step's result (redacted) and what the engine planned next (`server.engine.planning`: the
+steps to run or skip, and the execution's status). Of the steps it makes runnable, the first is handed to this same job
 (`JobContext.continue_with`: the step is recorded RUNNING and the job row points at it in that
 transaction), so a chain of steps runs without a queue round trip per step; the others get
 jobs of their own. When nothing is left for this job, the same transaction completes it. A

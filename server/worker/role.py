@@ -48,7 +48,7 @@ import asyncpg
 import structlog
 
 from config.settings import Settings
-from server.db.engine import changed_session
+from server.db.pool import changed_session
 from server.engine.retry import RetryPolicy
 from server.queue.client import (
     Connection,
