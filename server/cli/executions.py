@@ -10,11 +10,12 @@ from config.settings import Settings
 from server.cli.output import print_json, print_table
 from server.db.execution_queries import get_execution_detail, list_executions
 from server.db.pool import asyncpg_pool, piccolo_database
+from server.engine.planning import ExecutionStatus
 from server.queue.admin import dead_jobs_command, requeue_command
 from server.runs import control
 from server.runs.replay import replay_event
 
-STATUSES = ("PENDING", "RUNNING", "WAITING", "SUCCESS", "FAILED", "CANCELLED")
+STATUSES = tuple(status.value for status in ExecutionStatus)
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
