@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def with_database(settings: Settings, command: Callable[[], Awaitable[int]]) -> int:
-    """Run an operator command with the engine open on the located database."""
+    """Run an operator command with the pool open on the located database."""
     with database_dsn(settings) as dsn:
         async with open_pool(dsn, min_size=1, max_size=2) as engine:
             await prepare_database(engine)

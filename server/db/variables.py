@@ -181,7 +181,7 @@ async def resolve_variables(
 ) -> tuple[dict[str, object], frozenset[str]]:
     """Every variable's value, secrets decrypted (in memory only), and the secret keys.
 
-    A secret with no stored value resolves to None. The engine redacts the values of the
+    A secret with no stored value resolves to None. The runtime redacts the values of the
     returned keys from step inputs, outputs, errors and logs; it reads the rows together with
     the rest of a step's inputs (`VARIABLES_JSON`, decoded by `variables_from_json`).
 
@@ -197,7 +197,7 @@ async def resolve_variables(
 
 
 # A workflow's variables as one JSON array of [id, key, value, secret, key_id, ciphertext
-# (base64)], for a scalar subquery in the engine's read of a step's inputs; `{workflow_id}` is
+# (base64)], for a scalar subquery in the runtime's read of a step's inputs; `{workflow_id}` is
 # the SQL expression naming the workflow.
 VARIABLES_JSON: Final = """(
     SELECT coalesce(json_agg(json_build_array(
