@@ -12,11 +12,12 @@ which Litestar gives no dependencies, reads the pool through `pool_of`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, TypeAlias, TypeVar
 
 import asyncpg
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.params import Dependency
 
 from config.settings import Settings
 from server.api.deps_secrets import provide_keyring
@@ -24,6 +25,12 @@ from server.api.hook_cache import EndpointCache
 from server.db.pool import asyncpg_pool
 from server.db.trigger_health import IntakeRecorder
 from server.storage.object_store import ObjectStore
+
+T = TypeVar("T")
+
+Injected: TypeAlias = Annotated[T, Dependency(skip_validation=True)]
+"""A handler parameter provided by name from `DEPENDENCIES`: our own objects, not client input,
+so they are not validated (a Protocol such as `ObjectStore` cannot be)."""
 
 
 def pool_of(state: State) -> asyncpg.Pool:

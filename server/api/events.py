@@ -20,10 +20,10 @@ from typing import Annotated, Any
 import asyncpg
 import msgspec
 from litestar import Controller, get, post
-from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from server.api.deps import Injected
 from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, page, time_and_id
 from server.api.problems import problem
 from server.db import events
@@ -58,8 +58,8 @@ class EventController(Controller):
     async def send_event(
         self,
         data: JSONBody[EventIn],
-        pool: NamedDependency[asyncpg.Pool],
-        recorder: NamedDependency[IntakeRecorder],
+        pool: Injected[asyncpg.Pool],
+        recorder: Injected[IntakeRecorder],
     ) -> EventAccepted:
         """Record an event and start every subscribed workflow whose filter passes."""
         if await trigger_type_of(data.trigger_key) != "event":
@@ -98,7 +98,7 @@ class EventController(Controller):
     @get("/")
     async def list_events(
         self,
-        pool: NamedDependency[asyncpg.Pool],
+        pool: Injected[asyncpg.Pool],
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
         trigger_key: FromQuery[str | None] = None,
@@ -116,7 +116,7 @@ class EventController(Controller):
 
     @get("/{event_id:uuid}")
     async def get_event(
-        self, pool: NamedDependency[asyncpg.Pool], event_id: FromPath[uuid.UUID]
+        self, pool: Injected[asyncpg.Pool], event_id: FromPath[uuid.UUID]
     ) -> EventView:
         """One event with its outcome, detail and execution ids."""
         async with pool.acquire() as connection:
@@ -124,7 +124,7 @@ class EventController(Controller):
 
     @post("/{event_id:uuid}/replay", status_code=HTTP_202_ACCEPTED)
     async def replay_event(
-        self, event_id: FromPath[uuid.UUID], recorder: NamedDependency[IntakeRecorder]
+        self, event_id: FromPath[uuid.UUID], recorder: Injected[IntakeRecorder]
     ) -> EventAccepted:
         """Accept the event's payload again as a new event of its trigger key, through the
         normal intake (the subscriptions and latest published versions of now); a manual

@@ -35,7 +35,6 @@ import msgspec
 import structlog
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import Headers
-from litestar.di import NamedDependency
 from litestar.exceptions import (
     ClientException,
     NotAuthorizedException,
@@ -47,7 +46,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
-from server.api.deps import DEPENDENCIES
+from server.api.deps import DEPENDENCIES, Injected
 from server.api.hook_cache import EndpointCache
 from server.api.problems import problem
 from server.crypto.aead import Keyring, SecretDecryptionError
@@ -128,10 +127,10 @@ class HookController(Controller):
         self,
         path: FromPath[str],
         request: Request[Any, Any, Any],
-        pool: NamedDependency[asyncpg.Pool],
-        recorder: NamedDependency[IntakeRecorder],
-        endpoint_cache: NamedDependency[EndpointCache],
-        keyring: NamedDependency[Keyring],
+        pool: Injected[asyncpg.Pool],
+        recorder: Injected[IntakeRecorder],
+        endpoint_cache: Injected[EndpointCache],
+        keyring: Injected[Keyring],
     ) -> Response[HookAccepted | HookResult]:
         """Record the delivery as an event of the endpoint's trigger and start its workflows."""
         endpoint = await _endpoint(endpoint_cache, recorder, path.strip("/"), keyring)

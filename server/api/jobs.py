@@ -11,10 +11,10 @@ from typing import Annotated
 
 import asyncpg
 from litestar import Controller, get, post
-from litestar.di import NamedDependency
 from litestar.params import Parameter, PathParameter
 from litestar.status_codes import HTTP_200_OK
 
+from server.api.deps import Injected
 from server.api.pagination import (
     DEFAULT_LIMIT,
     Cursor,
@@ -40,7 +40,7 @@ class JobController(Controller):
     @get("/dead")
     async def list_dead_jobs(
         self,
-        pool: NamedDependency[asyncpg.Pool],
+        pool: Injected[asyncpg.Pool],
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
     ) -> Page[Job]:
@@ -59,7 +59,7 @@ class JobController(Controller):
     @post("/{job_id:int}/requeue", status_code=HTTP_200_OK)
     async def requeue_job(
         self,
-        pool: NamedDependency[asyncpg.Pool],
+        pool: Injected[asyncpg.Pool],
         job_id: Annotated[int, PathParameter(ge=1, le=2**63 - 1)],
         attempts: ExtraAttempts = DEFAULT_MAX_ATTEMPTS,
     ) -> Job:

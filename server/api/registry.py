@@ -12,11 +12,11 @@ from typing import Annotated, Any, Literal
 import asyncpg
 import msgspec
 from litestar import Controller, delete, get, post
-from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from config.settings import Settings
+from server.api.deps import Injected
 from server.api.pagination import Page
 from server.api.problems import problem
 from server.db import registry
@@ -47,7 +47,7 @@ class RegistryController(Controller):
 
     @get("/triggers")
     async def triggers(
-        self, pool: NamedDependency[asyncpg.Pool], recorder: NamedDependency[IntakeRecorder]
+        self, pool: Injected[asyncpg.Pool], recorder: Injected[IntakeRecorder]
     ) -> Page[TriggerView]:
         """Trigger sources subscriptions can name, each with its intake health."""
         # This process's counts not yet flushed are written first: a client reads its writes.
@@ -66,7 +66,7 @@ class RegistryController(Controller):
 
     @post("/triggers", status_code=HTTP_201_CREATED)
     async def register_trigger(
-        self, data: JSONBody[TriggerCreate], settings: NamedDependency[Settings]
+        self, data: JSONBody[TriggerCreate], settings: Injected[Settings]
     ) -> TriggerEntry:
         """Register an `event` source (`{"trigger_key", "type": "event"}`) or a `database`
         source (`{"trigger_key", "type": "database", "config": {"table", "operations",

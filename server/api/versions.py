@@ -6,11 +6,11 @@ import uuid
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from config.settings import Settings
+from server.api.deps import Injected
 from server.api.pagination import Page, VersionNumber
 from server.db import versions
 from server.db.documents import load_document
@@ -68,7 +68,7 @@ class VersionController(Controller):
         self,
         workflow_id: FromPath[uuid.UUID],
         version_num: VersionNumber,
-        settings: NamedDependency[Settings],
+        settings: Injected[Settings],
     ) -> ValidationReport:
         """Every problem that would stop this version from being published, without publishing:
         among them templates reading unknown steps, steps that cannot have run yet or unknown
@@ -83,8 +83,8 @@ class VersionController(Controller):
         self,
         workflow_id: FromPath[uuid.UUID],
         version_num: VersionNumber,
-        settings: NamedDependency[Settings],
-        object_store: NamedDependency[ObjectStore],
+        settings: Injected[Settings],
+        object_store: Injected[ObjectStore],
     ) -> VersionView:
         """Validate, snapshot to the object store and freeze the draft; new executions use it."""
         version = await publish_version(

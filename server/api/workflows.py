@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post, put
-from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from config.settings import Settings
+from server.api.deps import Injected
 from server.api.pagination import (
     DEFAULT_LIMIT,
     Cursor,
@@ -117,9 +117,9 @@ class WorkflowController(Controller):
     async def import_document(
         self,
         data: JSONBody[WorkflowDocument],
-        settings: NamedDependency[Settings],
-        keyring: NamedDependency[Keyring],
-        object_store: NamedDependency[ObjectStore],
+        settings: Injected[Settings],
+        keyring: Injected[Keyring],
+        object_store: Injected[ObjectStore],
         publish: FromQuery[bool] = False,
     ) -> ImportResult:
         """Create a whole workflow from one document, all or nothing; `publish=true` publishes
@@ -140,9 +140,9 @@ class WorkflowController(Controller):
         self,
         workflow_id: FromPath[uuid.UUID],
         data: JSONBody[WorkflowDocument],
-        settings: NamedDependency[Settings],
-        keyring: NamedDependency[Keyring],
-        object_store: NamedDependency[ObjectStore],
+        settings: Injected[Settings],
+        keyring: Injected[Keyring],
+        object_store: Injected[ObjectStore],
         publish: FromQuery[bool] = False,
     ) -> ImportResult:
         """Fix forward: the document becomes the workflow's next version (or replaces its
