@@ -16,8 +16,8 @@ from typing import Annotated, Any, TypeAlias, TypeVar
 
 import asyncpg
 from litestar.datastructures import State
-from litestar.di import Provide
-from litestar.params import Dependency
+from litestar.di import Dependency, Provide
+from litestar.params import SkipValidationMarker
 
 from config.settings import Settings
 from server.api.deps_secrets import provide_keyring
@@ -28,7 +28,7 @@ from server.storage.object_store import ObjectStore
 
 T = TypeVar("T")
 
-Injected: TypeAlias = Annotated[T, Dependency(skip_validation=True)]
+Injected: TypeAlias = Annotated[T, Dependency(kind="named"), SkipValidationMarker()]
 """A handler parameter provided by name from `DEPENDENCIES`: our own objects, not client input,
 so they are not validated (a Protocol such as `ObjectStore` cannot be)."""
 
