@@ -21,7 +21,7 @@ from server.queue.jobs import NewJob
 async def http(engine: PostgresEngine) -> AsyncIterator[httpx.AsyncClient]:
     app = Litestar(
         route_handlers=[JobController],
-        dependencies={"engine": Provide(lambda: engine, sync_to_thread=False)},
+        dependencies={"pool": Provide(lambda: asyncpg_pool(engine), sync_to_thread=False)},
         plugins=[problems.PLUGIN],
     )
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # Litestar types its ASGI scopes precisely
