@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install install-run run test check bench faults contract clean
+.PHONY: install install-run run test lint check bench faults contract clean
 
 define make_venv
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Switchyard needs Python 3.11 or newer (set PYTHON=...)")'
@@ -36,11 +36,14 @@ run: install-run
 test: install
 	$(BIN)/pytest
 
-check: install
+# The static checks (.ci/run runs them before the tests); `make check` adds the tests.
+lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+check: lint
 	$(BIN)/pytest
 
 bench: install

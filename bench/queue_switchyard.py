@@ -9,11 +9,11 @@ import asyncpg
 
 from bench.queue_common import Enqueue, Plan, Probe, QueueSystem
 from config.settings import Settings
-from server.db.engine import open_engine
 from server.db.migrations import migrate
+from server.db.pool import open_pool
 from server.queue.client import enqueue_job, enqueue_jobs
+from server.queue.handlers import JobContext
 from server.queue.jobs import NewJob
-from server.worker.handlers import JobContext
 from server.worker.role import running
 
 NOOP = NewJob(kind="noop")
@@ -25,7 +25,7 @@ class SwitchyardQueue(QueueSystem):
     async def open(self, dsn: str, plan: Plan) -> None:
         self._dsn = dsn
         self._plan = plan
-        async with open_engine(dsn) as engine:
+        async with open_pool(dsn) as engine:
             await migrate(engine)
         self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=plan.concurrency + 4)
         self._connections: list[asyncpg.Connection] = []

@@ -1,7 +1,7 @@
 """Piccolo's configuration module (`PICCOLO_CONF=config.piccolo_conf`).
 
 Piccolo finds its engine through this module, for the tables and for migrations alike. The
-engine is created unconnected; `server.db.engine.connect_engine` points it at the database the
+engine is created unconnected; `server.db.pool.connect_engine` points it at the database the
 settings name (or the embedded server) before anything runs. No extensions are requested: the
 schema uses only core PostgreSQL (`gen_random_uuid()`), which the embedded server also has.
 Its transactions always give their connection back (`server.db.transactions`).

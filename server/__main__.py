@@ -31,7 +31,7 @@ from server.cli.locate import DatabaseNotFoundError, locate_database
 from server.cli.serve import run_command
 from server.db.database import database_dsn
 from server.db.embedded import EmbeddedPostgresError
-from server.db.engine import open_engine
+from server.db.pool import open_pool
 from server.errors import AppError
 from server.log import configure_logging
 
@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def with_database(settings: Settings, command: Callable[[], Awaitable[int]]) -> int:
-    """Run an operator command with the engine open on the located database."""
+    """Run an operator command with the pool open on the located database."""
     with database_dsn(settings) as dsn:
-        async with open_engine(dsn, min_size=1, max_size=2) as engine:
+        async with open_pool(dsn, min_size=1, max_size=2) as engine:
             await prepare_database(engine)
             return await command()
 

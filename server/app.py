@@ -36,19 +36,19 @@ from server.api.routes import api_router
 from server.crypto.tokens import hash_token
 from server.db import tokens
 from server.db.database import database_dsn
-from server.db.engine import engine_pool, open_engine, piccolo_engine
 from server.db.migrations import migrate
+from server.db.pool import asyncpg_pool, open_pool, piccolo_database
 from server.db.registry import seed_registries
-from server.db.runs import STEP_JOB_KIND
 from server.db.trigger_health import IntakeRecorder
 from server.keyring import load_keyring
+from server.queue.handlers import JobHandler
+from server.runs.event_fan_out import EVENT_JOB_KIND, EventFanOut
+from server.runs.jobs import STEP_JOB_KIND
+from server.runs.step_runner import StepRunner
 from server.scheduler import role as scheduler_role
 from server.storage.object_store import open_object_store
 from server.supervision import CrashHandler, start_supervised
 from server.worker import role as worker_role
-from server.worker.events import EVENT_JOB_KIND, EventFanOut
-from server.worker.handlers import JobHandler
-from server.worker.steps import StepRunner
 
 log = structlog.get_logger(__name__)
 
@@ -110,12 +110,12 @@ async def lifespan(
     async with AsyncExitStack() as stack:
         dsn = stack.enter_context(database_dsn(settings))
         engine = await stack.enter_async_context(
-            open_engine(dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size)
+            open_pool(dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size)
         )
         await prepare_database(engine)
-        app.state.engine = engine
+        app.state.database = engine
         app.state.keyring = load_keyring(settings)
-        recorder = IntakeRecorder(engine_pool(engine))
+        recorder = IntakeRecorder(asyncpg_pool(engine))
         app.state.intake_recorder = recorder
         await stack.enter_async_context(flushing(recorder, on_crash))
         app.state.api_token_hashes = frozenset(hash_token(t) for t in settings.api_tokens)
@@ -136,12 +136,14 @@ async def lifespan(
                 EVENT_JOB_KIND: EventFanOut(recorder),
             }
             await stack.enter_async_context(
-                worker_role.running(engine_pool(engine), dsn, settings, handlers, on_crash=on_crash)
+                worker_role.running(
+                    asyncpg_pool(engine), dsn, settings, handlers, on_crash=on_crash
+                )
             )
         if Role.SCHEDULER in settings.roles:
             await stack.enter_async_context(
                 scheduler_role.running(
-                    engine_pool(engine), dsn, settings, recorder, on_crash=on_crash
+                    asyncpg_pool(engine), dsn, settings, recorder, on_crash=on_crash
                 )
             )
         log.info("switchyard_started", roles=sorted(settings.roles))
@@ -201,7 +203,7 @@ async def ensure_local_token(data_dir: Path) -> str:
         if not await tokens.token_stored(hash_token(token)):
             await tokens.store_token("local (make run)", token)
             return token
-        async with engine_pool(piccolo_engine()).acquire() as connection:
+        async with asyncpg_pool(piccolo_database()).acquire() as connection:
             if await tokens.is_live_token(connection, hash_token(token)):
                 return token
         path.unlink()  # revoked or expired: make a new one

@@ -31,10 +31,6 @@ class UnavailableError(AppError):
     """A dependency (database, object store) failed; the request may be retried."""
 
 
-class NotImplementedYetError(AppError, NotImplementedError):
-    """A contract path whose feature arrives with a later release."""
-
-
 def field_error(field: str, message: str, *, source: str | None = None) -> dict[str, str]:
     """One entry of a problem's `errors`: the field's path (`steps[0].cfg.url`, `limit`), what
     is wrong with it and, when the request's parsing knows, where it was (`body`, `query`,

@@ -27,8 +27,8 @@ from prometheus_client import (
 )
 
 from server.api.problems import problem
-from server.db.engine import engine_pool
 from server.db.migrations import pending_migrations
+from server.db.pool import asyncpg_pool
 from server.queue.client import queue_depth
 
 READY_TIMEOUT_SECONDS = 2.0
@@ -50,7 +50,7 @@ async def ready(state: State) -> HealthStatus:
     """Readiness: the database is reachable and the schema is current."""
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-            async with engine_pool(state.engine).acquire() as connection:
+            async with asyncpg_pool(state.database).acquire() as connection:
                 pending = await pending_migrations(connection)
     except (OSError, asyncpg.PostgresError, TimeoutError) as error:
         raise problem(
@@ -85,7 +85,7 @@ async def metrics(state: State, request: Request) -> Response[bytes]:  # type: i
     _check_metrics_token(state.settings.metrics_token, request.headers.get("authorization", ""))
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-            async with engine_pool(state.engine).acquire() as connection:
+            async with asyncpg_pool(state.database).acquire() as connection:
                 depth = await queue_depth(connection)
     except (OSError, asyncpg.PostgresError, TimeoutError):
         depth = None  # the process metrics still answer; /ready reports the database

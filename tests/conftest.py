@@ -16,8 +16,8 @@ from piccolo.engine.postgres import PostgresEngine
 from config.settings import Role, Settings
 from server.app import create_app
 from server.db.embedded import embedded_postgres
-from server.db.engine import open_engine
 from server.db.migrations import migrate
+from server.db.pool import open_pool
 from tests.apps import serving
 from tests.databases import create_database, drop_database, dsn_for_database
 
@@ -37,7 +37,7 @@ def admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 async def template_database(admin_dsn: str) -> AsyncIterator[str]:
     name = await create_database(admin_dsn)
-    async with open_engine(dsn_for_database(admin_dsn, name)) as engine:
+    async with open_pool(dsn_for_database(admin_dsn, name)) as engine:
         await migrate(engine)
     # The pool is closed here: nothing may stay connected to a template while it is cloned.
     yield name
@@ -73,7 +73,7 @@ async def connection(database_dsn: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 async def engine(database_dsn: str) -> AsyncIterator[PostgresEngine]:
     """Piccolo's engine with an open pool on this test's database."""
-    async with open_engine(database_dsn) as opened:
+    async with open_pool(database_dsn) as opened:
         yield opened
 
 

@@ -18,8 +18,8 @@ import asyncpg
 
 from config.settings import Settings
 from server.queue.client import claim_jobs
+from server.queue.handlers import JobHandler
 from server.queue.jobs import ClaimedJob
-from server.worker.handlers import JobHandler
 from server.worker.role import Worker, running
 
 T = TypeVar("T")

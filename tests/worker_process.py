@@ -13,7 +13,7 @@ import sys
 import asyncpg
 
 from config.settings import Settings
-from server.worker.handlers import JobContext
+from server.queue.handlers import JobContext
 from server.worker.role import running
 
 LEASE_SECONDS = 1.0

@@ -1,6 +1,6 @@
 """What an action is: an async `run(context) -> output` with a JSON schema for its cfg.
 
-The execution engine renders the step's `cfg` (templates resolved, secrets decrypted in memory
+The runtime (`server.runs`) renders the step's `cfg` (templates resolved, secrets decrypted in memory
 only) and calls the action with an `ActionContext`. An action returns a JSON-serialisable dict
 (the step's output, `steps.<key>.output` for later steps) or raises `RetryableError` (optionally
 with a delay, e.g. from `Retry-After`) or `PermanentError` from `server.queue.jobs`; anything
@@ -10,7 +10,7 @@ for one step of one execution across attempts and workers.
 Most actions run outside any database transaction (no network call holds locks). An action
 marked `transactional` instead runs inside the step's completion transaction and gets its
 `connection`, so its writes commit together with the step result or not at all
-(`task_management`). If it fails (raises), the engine rolls that whole transaction back,
+(`task_management`). If it fails (raises), the runtime rolls that whole transaction back,
 undoing whatever the action wrote, and records the failure in a transaction of its own.
 """
 
@@ -43,7 +43,7 @@ class ActionContext(msgspec.Struct, frozen=True, kw_only=True):
     timeout_seconds: float
     connection: Connection | None = None  # only for transactional actions
     register_secret: Callable[[str], None] = lambda _value: None
-    """Tell the engine about a secret the action derived (an `Authorization` header built from
+    """Tell the runtime about a secret the action derived (an `Authorization` header built from
     a credential, a fetched token) so it is redacted from the step's records too."""
 
     def __repr__(self) -> str:  # cfg may hold decrypted secrets: never print it

@@ -5,7 +5,7 @@ task and the step result commit together or not at all. A created task carries t
 idempotency key (unique in `tasks`): a retried or rescued step finds the row an earlier attempt
 committed and returns it, never a second one. `update` and `complete` (status `done`) change
 only the fields the cfg gives; an empty `assignee` or `due_date` clears it. A value PostgreSQL
-refuses fails this step permanently (the same value will be refused again); the engine then
+refuses fails this step permanently (the same value will be refused again); the runtime then
 rolls the step's transaction back (see `server.actions.base`). The output is the task.
 """
 
@@ -30,7 +30,7 @@ from server.queue.jobs import PermanentError
 # concurrent attempt inserted it first (the statement waits for that transaction, then sees its
 # row). The assignment is a no-op that keeps the first attempt's values and locks the row until
 # this transaction ends. The step execution is looked up by its unique (execution_id, step_id);
-# NULL when the engine has not written that row yet.
+# NULL when the runtime has not written that row yet.
 CREATE_TASK: Final = """
 INSERT INTO tasks (id, title, description, status, assignee, due_date, execution_id,
                    step_execution_id, idempotency_key)

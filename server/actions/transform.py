@@ -1,6 +1,6 @@
 """The `set_variables` and `transform` actions: shape data for later steps, no side effects.
 
-The engine has already rendered every template in the cfg, so both only hand a value on:
+The runtime has already rendered every template in the cfg, so both only hand a value on:
 `set_variables` publishes its `values` object as the step's output, and `transform` its
 `output` (an object as is; any other value, a list or a string, as `{"value": ...}`, since a
 step's output is always an object).

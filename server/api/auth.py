@@ -14,9 +14,9 @@ from http import HTTPStatus
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from server.api.deps import pool_of
 from server.api.problems import problem
 from server.crypto.tokens import hash_token, matches_any
-from server.db.engine import engine_pool
 from server.db.tokens import is_live_token
 
 BEARER = "bearer"
@@ -33,7 +33,7 @@ async def require_api_token(connection: ASGIConnection, handler: BaseRouteHandle
     configured: frozenset[str] = connection.app.state.api_token_hashes
     if matches_any(token_hash, configured):
         return
-    async with engine_pool(connection.app.state.engine).acquire() as database:
+    async with pool_of(connection.app.state).acquire() as database:
         if await is_live_token(database, token_hash):
             return
     raise _unauthorized("the bearer token is not valid, revoked or expired")

@@ -12,10 +12,10 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, delete, get, post
-from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
+from server.api.deps import Injected
 from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, page
 from server.crypto.aead import Keyring
 from server.db.credentials import (
@@ -64,7 +64,7 @@ class CredentialController(Controller):
 
     @post("/", status_code=HTTP_201_CREATED)
     async def create(
-        self, data: JSONBody[CredentialCreate], keyring: NamedDependency[Keyring]
+        self, data: JSONBody[CredentialCreate], keyring: Injected[Keyring]
     ) -> CredentialSummary:
         """Store a credential; its data is validated, encrypted, and never returned."""
         return await create_credential(

@@ -22,7 +22,7 @@ from server.db import drafts, versions
 from server.db.registry import action_schemas
 from server.db.versions import EdgeRecord, StepRecord
 from server.engine.document import ActionKey, Edge, Step, StepKey, StepKind
-from server.engine.graph import validate_step
+from server.engine.validation import validate_step
 from server.errors import ValidationError
 
 

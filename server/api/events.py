@@ -17,23 +17,22 @@ import uuid
 from http import HTTPStatus
 from typing import Annotated, Any
 
+import asyncpg
 import msgspec
 from litestar import Controller, get, post
-from litestar.datastructures import State
-from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
-from piccolo.engine.postgres import PostgresEngine
 
+from server.api.deps import Injected
 from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, page, time_and_id
 from server.api.problems import problem
-from server.db import event_replay, events
-from server.db.engine import engine_pool, transaction
+from server.db import events
 from server.db.events import EventView
-from server.db.intake import accept_event
 from server.db.registry import trigger_type_of
 from server.db.trigger_health import IntakeOutcome, IntakeRecorder
 from server.engine.document import TriggerKey
+from server.runs.intake import accept_event
+from server.runs.replay import replay_event
 
 UNKNOWN_EVENT_SOURCE = "(unknown event source)"
 
@@ -56,9 +55,13 @@ class EventController(Controller):
     tags = ("events",)
 
     @post("/", status_code=HTTP_202_ACCEPTED)
-    async def send_event(self, data: JSONBody[EventIn], state: State) -> EventAccepted:
+    async def send_event(
+        self,
+        data: JSONBody[EventIn],
+        pool: Injected[asyncpg.Pool],
+        recorder: Injected[IntakeRecorder],
+    ) -> EventAccepted:
         """Record an event and start every subscribed workflow whose filter passes."""
-        recorder: IntakeRecorder = state.intake_recorder
         if await trigger_type_of(data.trigger_key) != "event":
             # Counted under one fixed key: unknown keys must not grow metrics or health rows.
             recorder.record(
@@ -71,9 +74,10 @@ class EventController(Controller):
                 'POST /api/v1/registry/triggers {"trigger_key": ..., "type": "event"}',
                 extra={"errors": [{"field": "trigger_key", "message": "unknown event source"}]},
             )
-        async with transaction() as tx:
+        # One statement writes the event and its executions: no transaction block needed.
+        async with pool.acquire() as connection:
             accepted = await accept_event(
-                tx.connection,
+                connection,
                 trigger_key=data.trigger_key,
                 trigger_type="event",
                 payload=data.payload,
@@ -94,7 +98,7 @@ class EventController(Controller):
     @get("/")
     async def list_events(
         self,
-        engine: NamedDependency[PostgresEngine],
+        pool: Injected[asyncpg.Pool],
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
         trigger_key: FromQuery[str | None] = None,
@@ -103,7 +107,7 @@ class EventController(Controller):
         """Events of every trigger, newest first, with their outcome (`accepted`, `no_match`,
         `filtered`, `pending`), its detail and the executions they started; filter by
         `trigger_key` and `since` (received at or after)."""
-        async with engine_pool(engine).acquire() as connection:
+        async with pool.acquire() as connection:
             items = await events.list_events(
                 connection, limit=limit + 1, before=time_and_id(cursor),
                 trigger_key=trigger_key, since=since,
@@ -112,20 +116,22 @@ class EventController(Controller):
 
     @get("/{event_id:uuid}")
     async def get_event(
-        self, engine: NamedDependency[PostgresEngine], event_id: FromPath[uuid.UUID]
+        self, pool: Injected[asyncpg.Pool], event_id: FromPath[uuid.UUID]
     ) -> EventView:
         """One event with its outcome, detail and execution ids."""
-        async with engine_pool(engine).acquire() as connection:
+        async with pool.acquire() as connection:
             return await events.get_event(connection, event_id)
 
     @post("/{event_id:uuid}/replay", status_code=HTTP_202_ACCEPTED)
-    async def replay_event(self, event_id: FromPath[uuid.UUID], state: State) -> EventAccepted:
+    async def replay_event(
+        self, event_id: FromPath[uuid.UUID], recorder: Injected[IntakeRecorder]
+    ) -> EventAccepted:
         """Accept the event's payload again as a new event of its trigger key, through the
         normal intake (the subscriptions and latest published versions of now); a manual
         run's event starts its workflow again. Answers like POST /events."""
-        accepted = await event_replay.replay_event(event_id)
+        accepted = await replay_event(event_id)
         outcome = IntakeOutcome(accepted.outcome)
-        state.intake_recorder.record(accepted.trigger_key, outcome)
+        recorder.record(accepted.trigger_key, outcome)
         return EventAccepted(
             event_id=accepted.event_id,
             execution_ids=accepted.execution_ids,

@@ -21,13 +21,14 @@ from server.api.pagination import (
     page,
     time_and_id,
 )
-from server.db import control
 from server.db.execution_queries import (
     ExecutionDetail,
     ExecutionView,
     get_execution_detail,
     list_executions,
 )
+from server.runs import control
+from server.runs.intake import run_manually
 
 
 class ExecutionStatusFilter(StrEnum):
@@ -67,7 +68,8 @@ class ManualRunController(Controller):
     ) -> RunAccepted:
         """Start the latest published version now; `input` becomes the `trigger` payload."""
         run_input = data.input if data is not None else {}
-        return RunAccepted(execution_id=await control.run_manually(workflow_id, run_input))
+        accepted = await run_manually(workflow_id, run_input)
+        return RunAccepted(execution_id=accepted.execution_ids[0])
 
 
 class ExecutionController(Controller):

@@ -1,7 +1,7 @@
 """Webhook endpoints with their routes, kept per path by the API process, dropped on change.
 
 A delivery needs its endpoint (auth, secrets, answer mode) and the routes of its trigger key
-(`server.db.intake.ROUTES_JSON`); reading them is one of the intake's two statements, and they
+(`server.runs.sql.routes_json`); reading them is one of the intake's two statements, and they
 change rarely. So while this process listens on `switchyard_config` it keeps them per path:
 triggers on webhook_endpoint, workflow_subscription, workflow_definition and workflow_version
 notify that channel in every transaction that changes them (delivered at commit), from any

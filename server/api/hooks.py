@@ -34,8 +34,7 @@ import asyncpg
 import msgspec
 import structlog
 from litestar import Controller, Request, Response, post
-from litestar.datastructures import Headers, State
-from litestar.di import NamedDependency, Provide
+from litestar.datastructures import Headers
 from litestar.exceptions import (
     ClientException,
     NotAuthorizedException,
@@ -47,16 +46,15 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
-from server.api.deps_secrets import provide_keyring
+from server.api.deps import DEPENDENCIES, Injected
 from server.api.hook_cache import EndpointCache
 from server.api.problems import problem
 from server.crypto.aead import Keyring, SecretDecryptionError
-from server.db.engine import engine_pool
 from server.db.execution_outcomes import wait_for_outcome
-from server.db.intake import AcceptedEvent, accept_event
 from server.db.trigger_health import IntakeOutcome, IntakeRecorder
 from server.db.webhook_auth import DEFAULT_TOKEN_HEADER, AuthType
 from server.db.webhooks import IntakeEndpoint, ResponseMode, find_endpoint
+from server.runs.intake import AcceptedEvent, accept_event
 from server.triggers.bodies import BodyError, payload_of
 from server.triggers.signatures import (
     SignatureError,
@@ -103,7 +101,7 @@ class HookResult(msgspec.Struct, frozen=True, kw_only=True):
 class HookController(Controller):
     path = HOOKS_PREFIX
     tags = ("hooks",)
-    dependencies = {"keyring": Provide(provide_keyring, sync_to_thread=False)}  # noqa: RUF012 - Litestar's declared attribute
+    dependencies = DEPENDENCIES
 
     @post(
         "/{path:path}",
@@ -129,13 +127,13 @@ class HookController(Controller):
         self,
         path: FromPath[str],
         request: Request[Any, Any, Any],
-        state: State,
-        keyring: NamedDependency[Keyring],
+        pool: Injected[asyncpg.Pool],
+        recorder: Injected[IntakeRecorder],
+        endpoint_cache: Injected[EndpointCache],
+        keyring: Injected[Keyring],
     ) -> Response[HookAccepted | HookResult]:
         """Record the delivery as an event of the endpoint's trigger and start its workflows."""
-        pool = engine_pool(state.engine)
-        recorder: IntakeRecorder = state.intake_recorder
-        endpoint = await _endpoint(state.endpoint_cache, recorder, path.strip("/"), keyring)
+        endpoint = await _endpoint(endpoint_cache, recorder, path.strip("/"), keyring)
         try:
             body = await request.body()
         except RequestEntityTooLarge:

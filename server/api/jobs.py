@@ -9,12 +9,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
+import asyncpg
 from litestar import Controller, get, post
-from litestar.di import NamedDependency
 from litestar.params import Parameter, PathParameter
 from litestar.status_codes import HTTP_200_OK
-from piccolo.engine.postgres import PostgresEngine
 
+from server.api.deps import Injected
 from server.api.pagination import (
     DEFAULT_LIMIT,
     Cursor,
@@ -24,7 +24,6 @@ from server.api.pagination import (
     invalid_cursor,
     page,
 )
-from server.db.engine import engine_pool
 from server.queue import admin
 from server.queue.jobs import DEFAULT_MAX_ATTEMPTS, DeadJobCursor, Job
 
@@ -41,7 +40,7 @@ class JobController(Controller):
     @get("/dead")
     async def list_dead_jobs(
         self,
-        engine: NamedDependency[PostgresEngine],
+        pool: Injected[asyncpg.Pool],
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
     ) -> Page[Job]:
@@ -53,17 +52,17 @@ class JobController(Controller):
                 after = DeadJobCursor(updated_at=dt.datetime.fromisoformat(key[0]), id=int(key[1]))
             except ValueError:
                 raise invalid_cursor() from None
-        async with engine_pool(engine).acquire() as connection:
+        async with pool.acquire() as connection:
             items = await admin.list_dead_jobs(connection, limit=limit + 1, after=after)
         return page(items, limit, lambda item: (item.updated_at, item.id))
 
     @post("/{job_id:int}/requeue", status_code=HTTP_200_OK)
     async def requeue_job(
         self,
-        engine: NamedDependency[PostgresEngine],
+        pool: Injected[asyncpg.Pool],
         job_id: Annotated[int, PathParameter(ge=1, le=2**63 - 1)],
         attempts: ExtraAttempts = DEFAULT_MAX_ATTEMPTS,
     ) -> Job:
         """Queue a dead job again now; 404 if it does not exist, 409 if it is not dead."""
-        async with engine_pool(engine).acquire() as connection:
+        async with pool.acquire() as connection:
             return await admin.requeue_dead_job(connection, job_id, extra_attempts=attempts)

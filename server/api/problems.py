@@ -46,7 +46,6 @@ DOMAIN_ERRORS: list[tuple[type[errors.AppError], HTTPStatus, str]] = [
     (errors.PreconditionFailedError, HTTPStatus.PRECONDITION_FAILED, "precondition-failed"),
     (errors.ValidationError, HTTPStatus.UNPROCESSABLE_ENTITY, "validation"),
     (errors.UnavailableError, HTTPStatus.SERVICE_UNAVAILABLE, "unavailable"),
-    (errors.NotImplementedYetError, HTTPStatus.NOT_IMPLEMENTED, "not-implemented"),
 ]
 
 

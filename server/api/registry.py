@@ -9,16 +9,17 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
+import asyncpg
 import msgspec
 from litestar import Controller, delete, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
+from config.settings import Settings
+from server.api.deps import Injected
 from server.api.pagination import Page
 from server.api.problems import problem
 from server.db import registry
-from server.db.engine import engine_pool
 from server.db.registry import ActionEntry, CredentialTypeEntry, TriggerEntry
 from server.db.trigger_health import IntakeRecorder, TriggerHealth, trigger_health
 from server.engine.document import TriggerKey
@@ -45,13 +46,14 @@ class RegistryController(Controller):
         return Page(items=await registry.list_actions(), next_cursor=None)
 
     @get("/triggers")
-    async def triggers(self, state: State) -> Page[TriggerView]:
+    async def triggers(
+        self, pool: Injected[asyncpg.Pool], recorder: Injected[IntakeRecorder]
+    ) -> Page[TriggerView]:
         """Trigger sources subscriptions can name, each with its intake health."""
         # This process's counts not yet flushed are written first: a client reads its writes.
-        recorder: IntakeRecorder = state.intake_recorder
         await recorder.flush()
         entries = await registry.list_triggers()
-        async with engine_pool(state.engine).acquire() as connection:
+        async with pool.acquire() as connection:
             health = await trigger_health(connection, [e.trigger_key for e in entries])
         items = [
             TriggerView(
@@ -63,7 +65,9 @@ class RegistryController(Controller):
         return Page(items=items, next_cursor=None)
 
     @post("/triggers", status_code=HTTP_201_CREATED)
-    async def register_trigger(self, data: JSONBody[TriggerCreate], state: State) -> TriggerEntry:
+    async def register_trigger(
+        self, data: JSONBody[TriggerCreate], settings: Injected[Settings]
+    ) -> TriggerEntry:
         """Register an `event` source (`{"trigger_key", "type": "event"}`) or a `database`
         source (`{"trigger_key", "type": "database", "config": {"table", "operations",
         "columns"?}}`), which installs a capture trigger on that table."""
@@ -78,7 +82,7 @@ class RegistryController(Controller):
             type=data.type,
             description=data.description,
             config=data.config,
-            allowed_tables=state.settings.database_trigger_tables,
+            allowed_tables=settings.database_trigger_tables,
         )
 
     @delete("/triggers/{trigger_key:str}", status_code=HTTP_204_NO_CONTENT)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from litestar import Router
-from litestar.di import Provide
 
 from server.api.auth import require_api_token
 from server.api.credentials import CredentialController
-from server.api.deps import provide_engine, provide_settings
-from server.api.deps_secrets import provide_keyring
+from server.api.deps import DEPENDENCIES
 from server.api.drafts import DraftController
 from server.api.events import EventController
 from server.api.executions import ExecutionController, ManualRunController
@@ -32,11 +30,7 @@ def api_router() -> Router:
         path=API_PREFIX,
         guards=[require_api_token],
         before_request=decode_body_strictly,
-        dependencies={
-            "engine": Provide(provide_engine, sync_to_thread=False),
-            "settings": Provide(provide_settings, sync_to_thread=False),
-            "keyring": Provide(provide_keyring, sync_to_thread=False),
-        },
+        dependencies=DEPENDENCIES,
         route_handlers=[
             WorkflowController,
             VersionController,

@@ -14,8 +14,8 @@ from server.db import subscriptions
 from server.db.registry import known_trigger_keys
 from server.db.subscriptions import SubscriptionRecord
 from server.engine.document import Subscription, WorkflowDocument
-from server.engine.graph import filter_problem
 from server.engine.references import subscription_problems
+from server.engine.validation import filter_problem
 from server.errors import ValidationError
 
 

@@ -11,11 +11,11 @@ import uuid
 from http import HTTPStatus
 
 from litestar import Controller, Response, delete, get, post
-from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
+from server.api.deps import Injected
 from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, page
 from server.crypto.aead import Keyring
 from server.db.variables import (
@@ -55,7 +55,7 @@ class VariableController(Controller):
         self,
         workflow_id: FromPath[uuid.UUID],
         data: JSONBody[VariableInput],
-        keyring: NamedDependency[Keyring],
+        keyring: Injected[Keyring],
     ) -> Response[VariableView]:
         """Create or overwrite a variable; secrets are encrypted and never shown again."""
         view, created = await set_variable(workflow_id, data, keyring)

@@ -6,16 +6,18 @@ import uuid
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from config.settings import Settings
+from server.api.deps import Injected
 from server.api.pagination import Page, VersionNumber
 from server.db import versions
 from server.db.documents import load_document
 from server.db.publishing import document_problems, publish_version
 from server.db.versions import EdgeRecord, StepRecord, VersionSummary
-from server.engine.graph import Problem
+from server.engine.validation import Problem
+from server.storage.object_store import ObjectStore
 
 
 class DraftCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -63,27 +65,32 @@ class VersionController(Controller):
 
     @get("/{version_num:int}/validation")
     async def validate_version(
-        self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber, state: State
+        self,
+        workflow_id: FromPath[uuid.UUID],
+        version_num: VersionNumber,
+        settings: Injected[Settings],
     ) -> ValidationReport:
         """Every problem that would stop this version from being published, without publishing:
         among them templates reading unknown steps, steps that cannot have run yet or unknown
         variables (the workflow's), subscriptions to unregistered trigger keys, and HTTP calls
         to private addresses HTTP_ALLOWED_HOSTS does not allow."""
         document = await load_document(await versions.get_version(workflow_id, version_num))
-        problems = await document_problems(
-            document, http_allowed_hosts=state.settings.http_allowed_hosts
-        )
+        problems = await document_problems(document, http_allowed_hosts=settings.http_allowed_hosts)
         return ValidationReport(valid=not problems, errors=problems)
 
     @post("/{version_num:int}/publish", status_code=HTTP_200_OK)
     async def publish(
-        self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber, state: State
+        self,
+        workflow_id: FromPath[uuid.UUID],
+        version_num: VersionNumber,
+        settings: Injected[Settings],
+        object_store: Injected[ObjectStore],
     ) -> VersionView:
         """Validate, snapshot to the object store and freeze the draft; new executions use it."""
         version = await publish_version(
             workflow_id,
             version_num,
-            store=state.object_store,
-            http_allowed_hosts=state.settings.http_allowed_hosts,
+            store=object_store,
+            http_allowed_hosts=settings.http_allowed_hosts,
         )
         return await _view(version)

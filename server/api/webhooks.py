@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
-from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from msgspec import UNSET, UnsetType
 
 from config.settings import Settings
+from server.api.deps import Injected
 from server.api.pagination import (
     DEFAULT_LIMIT,
     Cursor,
@@ -83,7 +83,7 @@ class WebhookController(Controller):
     @get("/")
     async def list_webhooks(
         self,
-        settings: NamedDependency[Settings],
+        settings: Injected[Settings],
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
         trigger_key: FromQuery[str | None] = None,
@@ -99,8 +99,8 @@ class WebhookController(Controller):
     async def create_webhook(
         self,
         data: JSONBody[WebhookCreate],
-        keyring: NamedDependency[Keyring],
-        settings: NamedDependency[Settings],
+        keyring: Injected[Keyring],
+        settings: Injected[Settings],
     ) -> SavedWebhook:
         """A new endpoint, live at once at POST /hooks/{path}: `url` is the URL to give the
         sender (PUBLIC_URL + /hooks/{path}; relative when PUBLIC_URL is unset). A generated
@@ -123,7 +123,7 @@ class WebhookController(Controller):
 
     @get("/{webhook_id:uuid}")
     async def get_webhook(
-        self, webhook_id: FromPath[uuid.UUID], settings: NamedDependency[Settings]
+        self, webhook_id: FromPath[uuid.UUID], settings: Injected[Settings]
     ) -> WebhookView:
         return _public(await webhooks.get_webhook(webhook_id), settings)
 
@@ -132,8 +132,8 @@ class WebhookController(Controller):
         self,
         webhook_id: FromPath[uuid.UUID],
         data: JSONBody[WebhookChange],
-        keyring: NamedDependency[Keyring],
-        settings: NamedDependency[Settings],
+        keyring: Injected[Keyring],
+        settings: Injected[Settings],
     ) -> SavedWebhook:
         """Change an endpoint; takes effect on the next request on every replica."""
         changes: dict[str, Any] = {

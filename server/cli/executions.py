@@ -8,13 +8,14 @@ import uuid
 
 from config.settings import Settings
 from server.cli.output import print_json, print_table
-from server.db import control
-from server.db.engine import engine_pool, piccolo_engine
-from server.db.event_replay import replay_event
 from server.db.execution_queries import get_execution_detail, list_executions
+from server.db.pool import asyncpg_pool, piccolo_database
+from server.engine.planning import ExecutionStatus
 from server.queue.admin import dead_jobs_command, requeue_command
+from server.runs import control
+from server.runs.replay import replay_event
 
-STATUSES = ("PENDING", "RUNNING", "WAITING", "SUCCESS", "FAILED", "CANCELLED")
+STATUSES = tuple(status.value for status in ExecutionStatus)
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -99,12 +100,12 @@ async def replay_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def dead_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    async with engine_pool(piccolo_engine()).acquire() as connection:
+    async with asyncpg_pool(piccolo_database()).acquire() as connection:
         print(await dead_jobs_command(connection, limit=args.limit))
     return 0
 
 
 async def requeue_job(args: argparse.Namespace, settings: Settings) -> int:
-    async with engine_pool(piccolo_engine()).acquire() as connection:
+    async with asyncpg_pool(piccolo_database()).acquire() as connection:
         print(await requeue_command(connection, args.job_id))
     return 0

@@ -2,7 +2,7 @@
 
 Every function runs one transaction that starts with `lock_draft` (the version row `FOR
 UPDATE`), so edits and publishes of one version serialize and a published version never
-changes. Step content is validated by the caller (`server.engine.graph.validate_step`); edge
+changes. Step content is validated by the caller (`server.engine.validation.validate_step`); edge
 rules that need the rest of the graph (known steps, branch keys, cycles) are checked here.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from server.db.engine import transaction
+from server.db.pool import transaction
 from server.db.tables import WorkflowEdge, WorkflowStep
 from server.db.versions import (
     EdgeRecord,
@@ -26,7 +26,7 @@ from server.db.versions import (
     version_detail,
 )
 from server.engine.document import Edge, Step
-from server.engine.graph import Problem, allowed_branches, steps_in_cycles
+from server.engine.validation import Problem, allowed_branches, steps_in_cycles
 from server.errors import ConflictError, NotFoundError, ValidationError
 
 

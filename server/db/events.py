@@ -1,6 +1,6 @@
 """Reading trigger events for the API: a keyset list, and one event with its executions.
 
-Every intake path records its event (`server.db.intake`), with its outcome (`accepted`,
+Every intake path records its event (`server.runs.intake`), with its outcome (`accepted`,
 `no_match`, `filtered`, `pending` for a database trigger's event not fanned out yet) and the
 reason when nothing started; these reads show them, newest first, so a user can see why a
 workflow did not run and replay the event once it is fixed.
@@ -80,11 +80,3 @@ async def get_event(connection: Connection, event_id: uuid.UUID) -> EventView:
     if row is None:
         raise NotFoundError(f"event {event_id} not found; list events with GET /api/v1/events")
     return _event(row)
-
-
-async def event_of_execution(connection: Connection, execution_id: uuid.UUID) -> uuid.UUID:
-    """The event that started an execution."""
-    event_id: uuid.UUID = await connection.fetchval(
-        "SELECT trigger_event_id FROM workflow_execution WHERE id = $1", execution_id
-    )
-    return event_id

@@ -18,15 +18,17 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
+from server.engine.planning import FINISHED_EXECUTION_SQL
+
 FIRST_POLL_SECONDS = 0.01
 MAX_POLL_SECONDS = 0.25
 ACQUIRE_TIMEOUT_SECONDS = 5.0
 
 # The output is computed only once the execution has finished (NULL before).
-EXECUTION_OUTCOME: Final = """
+EXECUTION_OUTCOME: Final = f"""
 SELECT e.status, e.error,
-  CASE WHEN e.status IN ('SUCCESS', 'FAILED', 'CANCELLED') THEN (
-    SELECT coalesce(jsonb_object_agg(s.step_key, s.result_data), '{}'::jsonb)
+  CASE WHEN e.status IN {FINISHED_EXECUTION_SQL} THEN (
+    SELECT coalesce(jsonb_object_agg(s.step_key, s.result_data), '{{}}'::jsonb)
     FROM step_execution s
     WHERE s.execution_id = e.id AND s.status = 'SUCCESS'
       AND NOT EXISTS (
@@ -37,7 +39,7 @@ SELECT e.status, e.error,
   )::text END AS output
 FROM workflow_execution e
 WHERE e.id = $1
-"""
+"""  # noqa: S608 - constant SQL only
 
 
 class ExecutionOutcome(msgspec.Struct, frozen=True, kw_only=True):

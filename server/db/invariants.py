@@ -25,7 +25,9 @@ from typing import Final
 
 import msgspec
 
-# Outcomes `server.db.intake` records: accepted (with executions), filtered and no_match (with
+from server.engine.planning import FINISHED_EXECUTION_SQL
+
+# Outcomes `server.runs.intake` records: accepted (with executions), filtered and no_match (with
 # the reason in outcome_detail), pending (a database trigger's event not fanned out yet). A
 # duplicate delivery records no row: it finds the first event.
 EVENT_OUTCOMES: Final = ("accepted", "filtered", "no_match", "pending")
@@ -210,7 +212,7 @@ SELECT j.id AS job_id, e.id AS execution_id,
               date_trunc('second', e.finished_at)) AS detail
 FROM live_step_jobs j
 JOIN workflow_execution e ON e.id = j.execution_id
-WHERE e.status IN ('SUCCESS', 'FAILED', 'CANCELLED')
+WHERE e.status IN {FINISHED_EXECUTION_SQL}
   AND coalesce(e.finished_at, e.updated_at) < now() - make_interval(secs => $1)
 ORDER BY j.id
 """  # noqa: S608 - constant SQL only

@@ -1,4 +1,4 @@
-"""Housekeeping SQL: retention pruning, repairing database-change triggers, failing dead steps.
+"""Housekeeping SQL: retention pruning and repairing database-change triggers.
 
 Pruning deletes finished executions (their step executions go with them; tasks keep their
 rows with the execution link cleared), trigger events and withdrawn or dead jobs older than the
@@ -11,7 +11,6 @@ so a source never goes quiet without anyone noticing.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Final
 
 import msgspec
@@ -22,21 +21,21 @@ from server.db.database_triggers import (
     qualified,
     trigger_name,
 )
-from server.db.executions import FINISHED_EXECUTION, lock_execution
-from server.db.runs import fail_execution
+from server.engine.planning import FINISHED_EXECUTION_SQL
 from server.queue.client import Connection
+from server.queue.sql import PRUNE_JOBS
 
 PRUNE_BATCH: Final = 1000
 
 # Each statement deletes at most $2 rows older than $1 (a timestamptz) and returns the count.
-PRUNE_EXECUTIONS: Final = """
+PRUNE_EXECUTIONS: Final = f"""
 WITH doomed AS (
   SELECT id FROM workflow_execution
-  WHERE finished_at < $1 AND status IN ('SUCCESS', 'FAILED', 'CANCELLED')
+  WHERE finished_at < $1 AND status IN {FINISHED_EXECUTION_SQL}
   ORDER BY finished_at LIMIT $2
 )
 DELETE FROM workflow_execution e USING doomed WHERE e.id = doomed.id
-"""
+"""  # noqa: S608 - constant SQL only
 PRUNE_EVENTS: Final = """
 WITH doomed AS (
   SELECT ev.id FROM trigger_event ev
@@ -45,14 +44,6 @@ WITH doomed AS (
   ORDER BY ev.received_at LIMIT $2
 )
 DELETE FROM trigger_event t USING doomed WHERE t.id = doomed.id
-"""
-PRUNE_JOBS: Final = """
-WITH doomed AS (
-  SELECT id FROM job
-  WHERE state IN ('dead', 'cancelled', 'succeeded', 'failed') AND updated_at < $1
-  ORDER BY updated_at LIMIT $2
-)
-DELETE FROM job j USING doomed WHERE j.id = doomed.id
 """
 PRUNE_STATEMENTS: Final = {
     "executions": PRUNE_EXECUTIONS,
@@ -67,40 +58,6 @@ SELECT EXISTS (
   WHERE tgname = $1 AND tgrelid = to_regclass(format('%I.%I', $2::text, $3::text))
 )
 """
-
-
-# Step jobs that died outside their handler (the rescuer or a shutdown gave up on their last
-# attempt, or the worker's job timeout cancelled them) while their execution still runs: without
-# this sweep such an execution would wait forever for a step that will never report.
-DEAD_STEP_JOBS: Final = """
-SELECT j.payload->>'execution_id' AS execution_id, j.payload->>'step_key' AS step_key,
-       coalesce(j.last_error, 'unknown error') AS last_error
-FROM job j
-JOIN workflow_execution e ON e.id = (j.payload->>'execution_id')::uuid
-WHERE j.kind = 'workflow_step' AND j.state = 'dead'
-  AND e.status NOT IN ('SUCCESS', 'FAILED', 'CANCELLED')
-LIMIT 100
-"""
-FAIL_DEAD_STEP: Final = """
-UPDATE step_execution SET status = 'FAILED', error = $3, finished_at = now()
-WHERE execution_id = $1 AND step_key = $2 AND status IN ('PENDING', 'RUNNING', 'WAITING')
-"""
-
-
-async def fail_dead_steps(connection: Connection) -> int:
-    """Fail the executions whose step job died outside its handler; returns how many."""
-    failed = 0
-    for row in await connection.fetch(DEAD_STEP_JOBS):
-        execution_id = uuid.UUID(row["execution_id"])
-        error = f"step {row['step_key']!r} could not run: {row['last_error']}"[:2000]
-        async with connection.transaction():
-            execution = await lock_execution(connection, execution_id)
-            if execution is None or execution.status in FINISHED_EXECUTION:
-                continue
-            await connection.execute(FAIL_DEAD_STEP, execution_id, row["step_key"], error)
-            await fail_execution(connection, execution_id, error)
-            failed += 1
-    return failed
 
 
 async def prune_batch(connection: Connection, what: str, older_than: object) -> int:

@@ -49,7 +49,7 @@ def known_migrations() -> frozenset[str]:
 async def migrate(engine: PostgresEngine) -> list[str]:
     """Apply every pending migration; returns the ids applied by this call (maybe none).
 
-    `engine` must be the open Piccolo engine (`server.db.engine.open_engine`): Piccolo's
+    `engine` must be the open Piccolo engine (`server.db.pool.open_pool`): Piccolo's
     migration runner finds it itself; the lock is held on a connection of its own.
     """
     connection = await engine.get_new_connection()

@@ -25,12 +25,12 @@ from server.db.documents import (
     object_key,
     write_version,
 )
-from server.db.engine import transaction
+from server.db.pool import transaction
 from server.db.registry import action_schemas, known_trigger_keys
 from server.db.tables import WorkflowVersion
 from server.db.versions import PUBLISHED, VersionSummary, get_version, lock_draft
 from server.engine.document import WorkflowDocument, encode_document, masked, normalized
-from server.engine.graph import Problem, validate_document
+from server.engine.validation import Problem, validate_document
 from server.errors import ConflictError, ValidationError
 from server.storage.object_store import ObjectStore
 

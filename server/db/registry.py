@@ -12,7 +12,7 @@ from piccolo.table import Table
 
 from server.actions.catalog import ActionSpec, CredentialTypeSpec, TriggerSpec
 from server.db.database_triggers import DatabaseTriggerConfig, install_trigger, remove_trigger
-from server.db.engine import transaction
+from server.db.pool import transaction
 from server.db.tables import (
     CredentialType,
     WorkflowActionRegistry,

@@ -28,8 +28,8 @@ from piccolo.table import Table
 from config.settings import Settings
 from server.crypto.aead import Keyring, Sealed, SecretDecryptionError, row_binding, seal, unseal
 from server.db.database import database_dsn
-from server.db.engine import open_engine
 from server.db.migrations import migrate
+from server.db.pool import open_pool
 from server.db.tables import UserCredentials, WebhookEndpoint, WorkflowVariable
 from server.keyring import load_keyring
 
@@ -182,7 +182,7 @@ async def rotate_keys_command(settings: Settings, *, output: TextIO | None = Non
         sys.stderr.write(f"switchyard rotate-keys: {error}\n")
         return EXIT_NO_KEYS
     with database_dsn(settings) as dsn:
-        async with open_engine(dsn, min_size=1, max_size=2) as engine:
+        async with open_pool(dsn, min_size=1, max_size=2) as engine:
             await migrate(engine)
             report = await rotate_keys(keyring)
     out.write(f"primary key: {report.primary_key_id}\n")

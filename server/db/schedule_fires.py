@@ -19,10 +19,10 @@ from typing import Any
 
 import msgspec
 
-from server.db.engine import transaction
-from server.db.intake import AcceptedEvent, accept_event
+from server.db.pool import transaction
 from server.db.schedules import TRIGGER_TYPE
 from server.db.tables import ScheduleTrigger
+from server.runs.intake import AcceptedEvent, accept_event
 from server.triggers.schedule import fire_idempotency_key
 
 MAX_ERROR_CHARS = 2000

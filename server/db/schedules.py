@@ -19,8 +19,8 @@ from typing import Any, Final
 import msgspec
 import structlog
 
-from server.db.engine import transaction
 from server.db.keyset import after_position
+from server.db.pool import transaction
 from server.db.registry import register_trigger, trigger_type_of
 from server.db.tables import ScheduleTrigger
 from server.errors import ConflictError, NotFoundError

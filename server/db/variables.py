@@ -25,7 +25,7 @@ from piccolo.columns import Column
 from piccolo.query.methods.select import Select
 
 from server.crypto.aead import Keyring, Sealed, row_binding, seal, unseal
-from server.db.engine import engine_pool, piccolo_engine
+from server.db.pool import asyncpg_pool, piccolo_database
 from server.db.tables import WorkflowDefinition, WorkflowVariable
 from server.engine.rendering import MIN_DESIGN_SECRET_LENGTH, secret_strings
 from server.errors import NotFoundError, ValidationError
@@ -181,14 +181,14 @@ async def resolve_variables(
 ) -> tuple[dict[str, object], frozenset[str]]:
     """Every variable's value, secrets decrypted (in memory only), and the secret keys.
 
-    A secret with no stored value resolves to None. The engine redacts the values of the
+    A secret with no stored value resolves to None. The runtime redacts the values of the
     returned keys from step inputs, outputs, errors and logs; it reads the rows together with
     the rest of a step's inputs (`VARIABLES_JSON`, decoded by `variables_from_json`).
 
     Raises:
         SecretDecryptionError: a secret cannot be decrypted with this keyring.
     """
-    async with engine_pool(piccolo_engine()).acquire() as pooled:
+    async with asyncpg_pool(piccolo_database()).acquire() as pooled:
         text = await pooled.fetchval(
             f"SELECT {VARIABLES_JSON.format(workflow_id='$1::uuid')}",
             workflow_id,
@@ -197,7 +197,7 @@ async def resolve_variables(
 
 
 # A workflow's variables as one JSON array of [id, key, value, secret, key_id, ciphertext
-# (base64)], for a scalar subquery in the engine's read of a step's inputs; `{workflow_id}` is
+# (base64)], for a scalar subquery in the runtime's read of a step's inputs; `{workflow_id}` is
 # the SQL expression naming the workflow.
 VARIABLES_JSON: Final = """(
     SELECT coalesce(json_agg(json_build_array(
@@ -233,10 +233,6 @@ def _unseal(
         return None
     sealed = Sealed(key_id=key_id, ciphertext=ciphertext)
     return msgspec.json.decode(unseal(keyring, sealed, row_binding(TABLE, row_id)))
-
-
-def _unseal_value(row: _StoredVariable, keyring: Keyring) -> object:
-    return _unseal(keyring, row.id, row.key_id, row.ciphertext)
 
 
 async def _write(

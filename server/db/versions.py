@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from server.db.engine import transaction
+from server.db.pool import transaction
 from server.db.tables import WorkflowDefinition, WorkflowEdge, WorkflowStep, WorkflowVersion
 from server.engine.document import Edge, Step, StepKind
 from server.errors import ConflictError, NotFoundError

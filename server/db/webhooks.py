@@ -23,9 +23,8 @@ from msgspec import Meta
 from piccolo.columns import Column
 
 from server.crypto.aead import Keyring, SecretDecryptionError
-from server.db.engine import engine_pool, piccolo_engine, transaction
-from server.db.intake import ROUTES_JSON, Route, routes_from_json
 from server.db.keyset import after_position
+from server.db.pool import asyncpg_pool, piccolo_database, transaction
 from server.db.tables import WebhookEndpoint, WorkflowTriggerRegistry
 from server.db.webhook_auth import (
     AuthInput,
@@ -39,6 +38,8 @@ from server.db.webhook_auth import (
 )
 from server.errors import ConflictError, NotFoundError, ValidationError
 from server.queue.client import Connection
+from server.runs.intake import Route, routes_from_json
+from server.runs.sql import routes_json
 
 DEFAULT_SYNC_TIMEOUT_SECONDS = 10.0
 MAX_SYNC_TIMEOUT_SECONDS = 60.0
@@ -99,7 +100,7 @@ class IntakeEndpoint(msgspec.Struct, frozen=True, kw_only=True):
     response_mode: ResponseMode
     sync_timeout_seconds: float
     enabled: bool
-    routes: list[Route]  # where its events go, as read with it (`server.db.intake`)
+    routes: list[Route]  # where its events go, as read with it (`server.runs.intake`)
 
 
 _E = WebhookEndpoint
@@ -202,7 +203,7 @@ async def delete_webhook(webhook_id: uuid.UUID) -> None:
 FIND_ENDPOINT: Final = f"""
 SELECT id, trigger_key, path, auth_type, auth_config::text AS auth_config, response_mode,
        enabled, secret_key_id, secret_ciphertext,
-       {ROUTES_JSON.format(trigger_key="webhook_endpoint.trigger_key")} AS routes
+       {routes_json("webhook_endpoint.trigger_key")} AS routes
 FROM webhook_endpoint WHERE path = $1
 """  # noqa: S608 - only constant SQL is interpolated
 
@@ -217,7 +218,7 @@ async def find_endpoint(
         SecretDecryptionError: its secrets cannot be decrypted with this keyring.
     """
     if connection is None:
-        async with engine_pool(piccolo_engine()).acquire() as pooled:
+        async with asyncpg_pool(piccolo_database()).acquire() as pooled:
             record = await pooled.fetchrow(FIND_ENDPOINT, path)
     else:
         record = await connection.fetchrow(FIND_ENDPOINT, path)

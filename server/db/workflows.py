@@ -10,8 +10,8 @@ from typing import Any, Final
 import msgspec
 from piccolo.columns.combination import WhereRaw
 
-from server.db.engine import transaction
 from server.db.keyset import after_position
+from server.db.pool import transaction
 from server.db.tables import WorkflowDefinition
 from server.errors import NotFoundError, PreconditionFailedError
 

@@ -2,7 +2,7 @@
 
 These structs are the one definition of that format; decoding a document with them already
 checks types, lengths and key patterns (msgspec names the failing field). Graph rules that span
-several parts (entry step, edges, cycles, schemas) live in `server.engine.graph`.
+several parts (entry step, edges, cycles, schemas) live in `server.engine.validation`.
 """
 
 from __future__ import annotations

@@ -10,14 +10,18 @@ live, and is skipped otherwise (a branch not taken), which in turn decides its s
 This is a join: a step with several incoming edges runs once, after all live predecessors.
 
 Planning is global over the graph (not only the successors of the step that just finished), so
-after a retry resets part of an execution the same rules re-derive what is left to do. Pure:
-callers pass the graph and the states they read under the execution's row lock.
+after a retry resets part of an execution the same rules re-derive what is left to do. The plan
+also decides the execution's status (SUCCESS when nothing is left, WAITING when every active
+step waits and nothing is to run, else RUNNING); which steps a retry runs again is decided here
+too (`failures_that_ended`, `kept_on_new_version`). Pure: callers pass the graph and the states
+they read under the execution's row lock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Final
 
 import msgspec
 
@@ -38,6 +42,26 @@ class StepStatus(StrEnum):
 
 FINISHED = frozenset({StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.SKIPPED})
 ACTIVE = frozenset({StepStatus.PENDING, StepStatus.RUNNING, StepStatus.WAITING})
+
+
+class ExecutionStatus(StrEnum):
+    """Stored `workflow_execution.status` values."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+FINISHED_EXECUTION: Final = frozenset(
+    {ExecutionStatus.SUCCESS, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
+)
+# The one SQL rendering of FINISHED_EXECUTION, for `status IN {FINISHED_EXECUTION_SQL}`.
+FINISHED_EXECUTION_SQL: Final = (
+    "(" + ", ".join(f"'{status.value}'" for status in sorted(FINISHED_EXECUTION)) + ")"
+)
 
 
 class StepState(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,6 +105,8 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     skip: list[str]
     done: bool
     """True when no step is active or left to decide: the execution has finished."""
+    status: ExecutionStatus
+    """The execution's status once this plan is recorded."""
 
 
 def success_branches(step: Step, chosen: str | bool | None = None) -> frozenset[str]:
@@ -113,10 +139,15 @@ def plan(graph: Graph, states: Mapping[str, StepState]) -> Plan:
             else:
                 skip.append(key)
                 decided[key] = StepState(status=StepStatus.SKIPPED)
-    done = all(state.status not in ACTIVE for state in decided.values()) and len(decided) == len(
-        graph.steps
-    )
-    return Plan(run=run, skip=skip, done=done)
+    active = [state.status for state in decided.values() if state.status in ACTIVE]
+    done = not active and len(decided) == len(graph.steps)
+    if done:
+        status = ExecutionStatus.SUCCESS
+    elif active and not run and all(s is StepStatus.WAITING for s in active):
+        status = ExecutionStatus.WAITING
+    else:
+        status = ExecutionStatus.RUNNING
+    return Plan(run=run, skip=skip, done=done, status=status)
 
 
 def _verdict(graph: Graph, states: Mapping[str, StepState], key: str) -> bool | None:
@@ -133,5 +164,31 @@ def _verdict(graph: Graph, states: Mapping[str, StepState], key: str) -> bool | 
     return live
 
 
-def active_steps(states: Iterable[StepState]) -> list[StepState]:
-    return [state for state in states if state.status in ACTIVE]
+def failures_that_ended(graph: Graph, states: Mapping[str, StepState]) -> list[str]:
+    """Failed steps none of whose successors was decided: the failures that stopped the run
+    (what a retry runs again). A failure whose error edge was taken was handled and stays."""
+    return [
+        key
+        for key, state in states.items()
+        if state.status is StepStatus.FAILED
+        and not any(edge.target in states for edge in graph.outgoing[key])
+    ]
+
+
+def kept_on_new_version(graph: Graph, states: Mapping[str, StepState]) -> set[str]:
+    """The steps a retry on another version keeps: succeeded (or skipped) ones the new graph
+    still has, all of whose predecessors in the new graph are kept too."""
+    kept: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for key, state in states.items():
+            if (
+                key not in kept
+                and key in graph.steps
+                and state.status in (StepStatus.SUCCESS, StepStatus.SKIPPED)
+                and all(edge.source in kept for edge in graph.incoming[key])
+            ):
+                kept.add(key)
+                changed = True
+    return kept

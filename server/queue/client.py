@@ -73,21 +73,33 @@ async def enqueue_jobs(connection: Connection, jobs: Sequence[NewJob]) -> list[i
     """
     if not jobs:
         return []
-    rows = await connection.fetch(sql.ENQUEUE_JOBS, *job_arrays(jobs))
+    rows = await sql.ENQUEUE_JOBS.fetch(connection, **job_arrays(jobs))
     return [row[0] for row in rows]
 
 
-def job_arrays(jobs: Sequence[NewJob]) -> list[list[Any]]:
-    """The seven parallel arrays `sql.enqueue_jobs_ctes` takes, in its parameter order."""
-    return [
-        [job.kind for job in jobs],
-        [payload_text(job.payload) for job in jobs],
-        [job.priority for job in jobs],
-        [job.run_at for job in jobs],
-        [job.delay_seconds for job in jobs],
-        [job.max_attempts for job in jobs],
-        [job.unique_key for job in jobs],
-    ]
+def job_arrays(jobs: Sequence[NewJob]) -> dict[str, list[Any]]:
+    """The named parallel arrays `sql.enqueue_jobs_ctes` takes."""
+    return {
+        "job_kinds": [job.kind for job in jobs],
+        "job_payloads": [payload_text(job.payload) for job in jobs],
+        "job_priorities": [job.priority for job in jobs],
+        "job_run_ats": [job.run_at for job in jobs],
+        "job_delays": [job.delay_seconds for job in jobs],
+        "job_max_attempts": [job.max_attempts for job in jobs],
+        "job_unique_keys": [job.unique_key for job in jobs],
+    }
+
+
+def settle_job_args(lease: Lease, continuation: NewJob | None) -> dict[str, Any]:
+    """The named parameters of CONTINUE_JOB and `sql.settle_job_ctes`: the lease, and the work
+    the job is handed on to (None: the job is completed)."""
+    return {
+        "job_id": lease.job_id,
+        "lease_token": lease.lease_token,
+        "next_payload": None if continuation is None else payload_text(continuation.payload),
+        "next_max_attempts": None if continuation is None else continuation.max_attempts,
+        "next_unique_key": None if continuation is None else continuation.unique_key,
+    }
 
 
 async def claim_jobs(
@@ -160,15 +172,7 @@ async def continue_job(connection: Connection, lease: Lease, job: NewJob) -> Non
     Raises:
         LeaseLostError: the lease is no longer ours; roll the transaction back.
     """
-    continued = await connection.fetchval(
-        sql.CONTINUE_JOB,
-        lease.job_id,
-        lease.lease_token,
-        payload_text(job.payload),
-        job.max_attempts,
-        job.unique_key,
-    )
-    if continued is None:
+    if await sql.CONTINUE_JOB.fetchval(connection, **settle_job_args(lease, job)) is None:
         raise LeaseLostError(lease.job_id)
 
 

@@ -35,6 +35,13 @@ Attempts = Annotated[int, Meta(ge=1)]
 Payload = dict[str, Any]
 
 
+# Histogram buckets of job and step durations: from a no-op (sub-millisecond) to the default
+# job timeout (300 s).
+DURATION_BUCKETS_SECONDS: Final = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+
+
 class JobState(StrEnum):
     """The stored `job.state` values (the table's CHECK constraint)."""
 

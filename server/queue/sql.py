@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from server.statements import Statement
+
 JOB_CHANNEL: Final = "switchyard_job"
 
 # Inserts one job in the caller's transaction. Takes no lock beyond the new row, except that
@@ -36,37 +38,37 @@ SELECT inserted.id FROM inserted LEFT JOIN wake ON true
 """
 
 
-def enqueue_jobs_ctes(first: int, *, only_if: str = "true") -> str:
+def enqueue_jobs_ctes(*, only_if: str = "true") -> str:
     """The batched enqueue as two CTEs, `enqueued` (the inserted ids) and `enqueued_wake`,
-    for a statement of its own or another module's (the engine's intake starts executions and
-    enqueues their first steps in one statement). The seven parallel arrays (kind, payload,
-    priority, run_at, delay, max_attempts, unique_key) are parameters `$first` to `$first+6`;
+    for a statement of its own or another module's (the runtime's intake starts executions and
+    enqueues their first steps in one statement). Named parameters (`server.statements`): the
+    seven parallel arrays of `client.job_arrays`, `:job_kinds` to `:job_unique_keys`;
     `only_if` is a SQL condition on the rest of the caller's statement. The caller's SELECT
     must read `enqueued_wake` (a CTE that is not read does not run).
 
     One multi-row INSERT over the arrays (one round trip, one plan); same locking as
     ENQUEUE_JOB; duplicate unique keys, also within the batch, are skipped.
     """
-    p = [f"${first + offset}" for offset in range(7)]
     return f"""enqueued AS (
     INSERT INTO job (kind, payload, priority, run_at, max_attempts, unique_key)
     SELECT kind, payload::jsonb, priority, COALESCE(run_at, now()) + make_interval(secs => delay),
            max_attempts, unique_key
-    FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::smallint[], {p[3]}::timestamptz[],
-                {p[4]}::float8[], {p[5]}::integer[], {p[6]}::text[])
+    FROM unnest(:job_kinds::text[], :job_payloads::text[], :job_priorities::smallint[],
+                :job_run_ats::timestamptz[], :job_delays::float8[], :job_max_attempts::integer[],
+                :job_unique_keys::text[])
          AS new (kind, payload, priority, run_at, delay, max_attempts, unique_key)
     WHERE {only_if}
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('queued', 'running')
     DO NOTHING
     RETURNING id
 ),
-enqueued_wake AS (SELECT pg_notify('switchyard_job', '') FROM enqueued LIMIT 1)"""  # noqa: S608 - parameter numbers and the caller's constant SQL only
+enqueued_wake AS (SELECT pg_notify('switchyard_job', '') FROM enqueued LIMIT 1)"""  # noqa: S608 - the caller's constant SQL only
 
 
-ENQUEUE_JOBS: Final = f"""
-WITH {enqueue_jobs_ctes(1)}
+ENQUEUE_JOBS: Final = Statement(f"""
+WITH {enqueue_jobs_ctes()}
 SELECT enqueued.id FROM enqueued LEFT JOIN enqueued_wake ON true
-"""  # noqa: S608 - built from constants
+""")  # noqa: S608 - built from constants
 
 # A worker's whole cycle in one statement (one round trip, one commit): finish the jobs whose
 # leases are in $4/$5 (maybe none) and claim up to $1 due jobs, most urgent first, for worker
@@ -163,57 +165,53 @@ RETURNING id
 
 
 # Hands a running job on to its next piece of work in the caller's transaction, instead of
-# completing it: the engine runs an execution's next step in the job of the step before it.
+# completing it: the runtime runs an execution's next step in the job of the step before it.
 # Same row and lease (the heartbeat goes on); the new payload and unique_key; attempts start
 # again at 1 (this run is the new work's first attempt) with the new work's max_attempts.
 # Fenced and row-locking like COMPLETE_JOB. The partial unique index refuses a unique_key a
 # live job already holds (the caller only hands on work it has just planned, under its lock).
-def _hand_on(payload: str, max_attempts: str, unique_key: str) -> str:
-    """The SET clause that hands a running job on to new work (CONTINUE_JOB and
-    `settle_job_ctes`), given the SQL of the new payload, max_attempts and unique_key."""
-    return (
-        f"payload = {payload}::text::jsonb, attempts = 1, max_attempts = {max_attempts}, "
-        f"unique_key = {unique_key}, updated_at = now()"
-    )
+# Named parameters: the lease (`:job_id`, `:lease_token`) and the next work (`:next_payload`,
+# NULL to complete the job instead; `:next_max_attempts`, `:next_unique_key`).
+_HAND_ON: Final = """payload = :next_payload::text::jsonb, attempts = 1,
+        max_attempts = :next_max_attempts, unique_key = :next_unique_key, updated_at = now()"""
 
-
-CONTINUE_JOB: Final = f"""
+CONTINUE_JOB: Final = Statement(f"""
 UPDATE job
-SET {_hand_on("$3", "$4", "$5")}
-WHERE id = $1 AND lease_token = $2 AND state = 'running'
+SET {_HAND_ON}
+WHERE id = :job_id AND lease_token = :lease_token AND state = 'running'
 RETURNING id
-"""  # noqa: S608 - built from constants
+""")  # noqa: S608 - built from constants
 
 
-def settle_job_ctes(first: int, *, after: str, only_if: str) -> tuple[str, str]:
-    """Completing or handing on a running job inside another module's statement: the engine
-    records a step and settles its job in one statement. Parameters: `$first` the job id,
-    `$first+1` its lease token, `$first+2` the next payload (NULL: complete the job),
-    `$first+3` its max_attempts, `$first+4` its unique_key (as CONTINUE_JOB).
+def settle_job_ctes(*, after: str, only_if: str) -> tuple[str, str]:
+    """Completing or handing on a running job inside another module's statement: the runtime
+    records a step and settles its job in one statement. Named parameters as CONTINUE_JOB's
+    (`client.settle_job_args`): `:next_payload` NULL completes the job.
 
     Returns two lists of CTEs for the caller's WITH. The first, `held_job`, row-locks the job
     while the lease is ours (read it to fence the rest of the statement); it runs once `after`
     (a CTE name) has run, so the caller's own locks come first. The second, `completed_job` and
     `continued_job`, deletes or hands on the job if `only_if`, a condition on the caller's CTEs.
     """
-    job, token, payload, attempts, key = (f"${first + offset}" for offset in range(5))
     held = f"""held_job AS (
     SELECT id FROM job
-    WHERE id = {job} AND lease_token = {token} AND state = 'running'
+    WHERE id = :job_id AND lease_token = :lease_token AND state = 'running'
       AND (SELECT count(*) FROM {after}) >= 0
     FOR UPDATE
-)"""  # noqa: S608 - parameter numbers and the caller's constant SQL only
+)"""  # noqa: S608 - the caller's constant SQL only
     settle = f"""completed_job AS (
     DELETE FROM job
-    WHERE id = {job} AND lease_token = {token} AND {payload}::text IS NULL AND {only_if}
+    WHERE id = :job_id AND lease_token = :lease_token AND :next_payload::text IS NULL
+      AND {only_if}
     RETURNING id
 ),
 continued_job AS (
     UPDATE job
-    SET {_hand_on(payload, attempts, key)}
-    WHERE id = {job} AND lease_token = {token} AND {payload}::text IS NOT NULL AND {only_if}
+    SET {_HAND_ON}
+    WHERE id = :job_id AND lease_token = :lease_token AND :next_payload::text IS NOT NULL
+      AND {only_if}
     RETURNING id
-)"""  # noqa: S608 - parameter numbers and the caller's constant SQL only
+)"""  # noqa: S608 - the caller's constant SQL only
     return held, settle
 
 
@@ -350,4 +348,16 @@ SELECT kind, state, count(*) AS count,
 FROM job
 GROUP BY kind, state
 ORDER BY kind, state
+"""
+
+# Retention: deletes at most $2 finished (withdrawn or dead) jobs last changed before $1, oldest
+# first; returns the count in the command tag. Walks no index on purpose: the table holds only
+# live work and such leftovers.
+PRUNE_JOBS: Final = """
+WITH doomed AS (
+  SELECT id FROM job
+  WHERE state IN ('dead', 'cancelled', 'succeeded', 'failed') AND updated_at < $1
+  ORDER BY updated_at LIMIT $2
+)
+DELETE FROM job j USING doomed WHERE j.id = doomed.id
 """

@@ -19,16 +19,16 @@ import msgspec
 import structlog
 
 from config.settings import Settings
-from server.db.engine import changed_session
 from server.db.maintenance import (
     PRUNE_BATCH,
     PRUNE_STATEMENTS,
-    fail_dead_steps,
     prune_batch,
     repair_database_triggers,
 )
+from server.db.pool import changed_session
 from server.db.trigger_health import record_trigger_error
 from server.queue.client import Connection
+from server.runs.control import fail_dead_steps
 
 log = structlog.get_logger(__name__)
 

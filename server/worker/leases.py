@@ -18,11 +18,11 @@ import asyncpg
 import structlog
 
 from server.queue.client import extend_leases, rescue_expired_jobs
+from server.queue.handlers import ACQUIRE_TIMEOUT_SECONDS, JobPhase
 from server.queue.jobs import JobState, ReleasedJob
 from server.queue.listener import CONNECTION_ERRORS
 from server.worker import metrics
-from server.worker.execution import HeldJob
-from server.worker.handlers import ACQUIRE_TIMEOUT_SECONDS, JobPhase
+from server.worker.job_runner import HeldJob
 
 log = structlog.get_logger(__name__)
 

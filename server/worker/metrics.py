@@ -13,10 +13,8 @@ from typing import Final
 import msgspec
 from prometheus_client import Counter, Gauge, Histogram
 
-# From a no-op (sub-millisecond) to the default job timeout (300 s).
-DURATION_BUCKETS_SECONDS: Final = (
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-)  # fmt: skip
+from server.queue.jobs import DURATION_BUCKETS_SECONDS
+
 # Job kinds come from enqueuers; past this many distinct ones children are rebuilt, not cached.
 CACHED_KINDS: Final = 256
 

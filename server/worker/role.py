@@ -48,20 +48,20 @@ import asyncpg
 import structlog
 
 from config.settings import Settings
-from server.db.engine import changed_session
+from server.db.pool import changed_session
 from server.engine.retry import RetryPolicy
 from server.queue.client import (
     Connection,
     complete_and_claim_jobs,
     seconds_until_next_job,
 )
+from server.queue.handlers import ACQUIRE_TIMEOUT_SECONDS, JobContext, JobHandler, JobPhase
 from server.queue.jobs import ClaimedJob
 from server.queue.listener import CONNECTION_ERRORS, JobListener
 from server.queue.sql import PREPARE_CLAIM_CONNECTION
 from server.supervision import CrashHandler, start_supervised
 from server.worker import metrics
-from server.worker.execution import HeldJob, JobRunner
-from server.worker.handlers import ACQUIRE_TIMEOUT_SECONDS, JobContext, JobHandler, JobPhase
+from server.worker.job_runner import HeldJob, JobRunner
 from server.worker.leases import LeaseKeeper
 from server.worker.pacing import ClaimLimit, LoopLagMonitor
 from server.worker.shutdown import hand_back_jobs, settle_completions
@@ -222,7 +222,7 @@ class Worker:
         self._poll_at = asyncio.get_running_loop().time() + wait
 
     def _start(self, job: ClaimedJob) -> None:
-        held = HeldJob(JobContext(job, self._pool))
+        held = HeldJob(JobContext(job, self._pool, on_pool_wait=metrics.POOL_WAIT.observe))
         self._held[job.id] = held
         metrics.for_kind(job.kind).claimed.inc()
         task = asyncio.create_task(self._runner.run(held), name=f"job-{job.id}")
@@ -262,7 +262,7 @@ class Worker:
         self._held.pop(held.context.job_id, None)
 
     def _lose(self, held: HeldJob) -> None:
-        held.lease_lost = True
+        held.context.lease_lost = True
         if held.task is not None and not held.task.done():
             held.task.cancel()
 

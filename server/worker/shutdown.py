@@ -16,10 +16,10 @@ import asyncpg
 import structlog
 
 from server.queue.client import complete_jobs, release_jobs
+from server.queue.handlers import ACQUIRE_TIMEOUT_SECONDS, JobPhase
 from server.queue.listener import CONNECTION_ERRORS
 from server.worker import metrics
-from server.worker.execution import HeldJob, report_lease_lost
-from server.worker.handlers import ACQUIRE_TIMEOUT_SECONDS, JobPhase
+from server.worker.job_runner import HeldJob, report_lease_lost
 
 log = structlog.get_logger(__name__)
 

@@ -47,7 +47,7 @@ async def test_a_created_token_is_accepted_and_only_its_hash_is_stored(
             "/api/v1/workflows", headers={"Authorization": f"Bearer {token}"}
         )
         assert response.status_code == 200
-        engine: PostgresEngine = app.state.engine
+        engine: PostgresEngine = app.state.database
         rows = await engine.run_ddl("SELECT token_hash FROM api_token")
         assert [r["token_hash"] for r in rows] != [token]
         assert all(token not in r["token_hash"] for r in rows)

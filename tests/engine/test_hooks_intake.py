@@ -14,7 +14,7 @@ import pytest
 from config.settings import Role, Settings
 from server.api.hooks import UNKNOWN_PATH_KEY
 from server.app import create_app
-from server.db.engine import engine_pool, piccolo_engine
+from server.db.pool import asyncpg_pool, piccolo_database
 from server.db.tables import TriggerEvent
 from server.db.trigger_health import trigger_health
 from tests.apps import serving
@@ -105,7 +105,7 @@ async def test_unknown_and_disabled_paths_are_counted_as_refused(
     assert (await engine_client.get("/hooks/orders")).status_code == 405
     counted = await health(engine_client)
     assert (counted["refused"], counted["last_error"]) == (1, "webhook orders: endpoint disabled")
-    async with engine_pool(piccolo_engine()).acquire() as connection:
+    async with asyncpg_pool(piccolo_database()).acquire() as connection:
         unknown = (await trigger_health(connection, [UNKNOWN_PATH_KEY]))[UNKNOWN_PATH_KEY]
     assert (unknown.refused, unknown.last_error) == (1, "no endpoint at 'no/such/path'")
     metrics = (await engine_client.get("/metrics")).text

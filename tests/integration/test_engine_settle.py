@@ -11,10 +11,10 @@ import msgspec
 import pytest
 
 from server.crypto.aead import Keyring
-from server.db.executions import StepResult, settle_step, start_step
-from server.engine.planning import StepStatus
+from server.engine.planning import ExecutionStatus, StepStatus
 from server.queue.client import claim_jobs, enqueue_job
 from server.queue.jobs import Lease, NewJob
+from server.runs.store import StepResult, settle_step, start_step
 from tests.action_contexts import RunningStep, insert_running_step
 
 KEYRING = Keyring([("k1", bytes(32))])
@@ -50,7 +50,7 @@ async def settle(
 ) -> tuple[bool, bool]:
     settled = await settle_step(
         connection, step.execution_id, version=version, step_key="task", result=DONE,
-        planned=[], status="SUCCESS", lease=lease, continue_as=None, enqueue=[],
+        planned=[], status=ExecutionStatus.SUCCESS, lease=lease, continue_as=None, enqueue=[],
     )  # fmt: skip
     return settled.done, settled.lease_held
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
-from server.db.engine import engine_pool, open_engine
+from server.db.pool import asyncpg_pool, open_pool
 from tests.queue_support import eventually
 
 POOL_SIZE: Final = 2
@@ -20,8 +20,8 @@ async def test_a_waiting_request_is_served_before_borrowers_that_came_after_it(
     handed_out = 0
     stopping = False
     served_after: list[int] = []
-    async with open_engine(database_dsn, min_size=POOL_SIZE, max_size=POOL_SIZE) as engine:
-        pool = engine_pool(engine)
+    async with open_pool(database_dsn, min_size=POOL_SIZE, max_size=POOL_SIZE) as engine:
+        pool = asyncpg_pool(engine)
 
         async def borrow() -> None:
             nonlocal handed_out

@@ -8,7 +8,7 @@ import msgspec
 from piccolo.engine.postgres import PostgresEngine
 
 from config.settings import Settings
-from server.db.engine import engine_pool
+from server.db.pool import asyncpg_pool
 from server.db.registry import register_trigger
 from server.scheduler.maintenance import MAINTENANCE_LOCK_ID, maintenance_pass
 
@@ -31,7 +31,7 @@ SELECT v.workflow_id, v.id, s.status, s.at, s.finished FROM v,
 
 
 async def test_retention_prunes_only_old_finished_work(engine: PostgresEngine) -> None:
-    pool = engine_pool(engine)
+    pool = asyncpg_pool(engine)
     async with pool.acquire() as connection:
         await connection.execute(SEED, OLD, RECENT)
         await connection.execute(
@@ -57,7 +57,7 @@ async def test_retention_prunes_only_old_finished_work(engine: PostgresEngine) -
 async def test_a_pass_is_skipped_while_another_replica_holds_the_lock(
     engine: PostgresEngine,
 ) -> None:
-    pool = engine_pool(engine)
+    pool = asyncpg_pool(engine)
     async with pool.acquire() as holder:
         await holder.execute("SELECT pg_advisory_lock($1)", MAINTENANCE_LOCK_ID)
         assert await maintenance_pass(pool, SETTINGS, NOW) is None
@@ -68,7 +68,7 @@ async def test_a_pass_is_skipped_while_another_replica_holds_the_lock(
 async def test_a_capture_trigger_lost_with_its_table_is_reinstalled_or_reported(
     engine: PostgresEngine,
 ) -> None:
-    pool = engine_pool(engine)
+    pool = asyncpg_pool(engine)
     async with pool.acquire() as connection:
         await connection.execute("CREATE TABLE lead_sources (id serial PRIMARY KEY, name text)")
     await register_trigger(
@@ -103,7 +103,7 @@ async def test_a_capture_trigger_lost_with_its_table_is_reinstalled_or_reported(
 async def test_an_execution_whose_step_job_died_is_failed_not_left_running(
     engine: PostgresEngine,
 ) -> None:
-    pool = engine_pool(engine)
+    pool = asyncpg_pool(engine)
     async with pool.acquire() as connection:
         await connection.execute(SEED, OLD, RECENT)
         execution_id = await connection.fetchval(

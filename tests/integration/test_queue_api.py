@@ -12,7 +12,7 @@ from piccolo.engine.postgres import PostgresEngine
 
 from server.api import problems
 from server.api.jobs import JobController
-from server.db.engine import engine_pool
+from server.db.pool import asyncpg_pool
 from server.queue import client
 from server.queue.jobs import NewJob
 
@@ -21,7 +21,7 @@ from server.queue.jobs import NewJob
 async def http(engine: PostgresEngine) -> AsyncIterator[httpx.AsyncClient]:
     app = Litestar(
         route_handlers=[JobController],
-        dependencies={"engine": Provide(lambda: engine, sync_to_thread=False)},
+        dependencies={"pool": Provide(lambda: asyncpg_pool(engine), sync_to_thread=False)},
         plugins=[problems.PLUGIN],
     )
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # Litestar types its ASGI scopes precisely
@@ -30,7 +30,7 @@ async def http(engine: PostgresEngine) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def bury(engine: PostgresEngine, kinds: list[str]) -> list[int]:
-    async with engine_pool(engine).acquire() as connection:
+    async with asyncpg_pool(engine).acquire() as connection:
         await client.enqueue_jobs(connection, [NewJob(kind=kind) for kind in kinds])
         claimed = await client.claim_jobs(
             connection, worker_id="w", limit=len(kinds), lease_seconds=30

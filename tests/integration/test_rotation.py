@@ -20,7 +20,7 @@ from server.crypto.aead import (
     unseal,
 )
 from server.db.credentials import create_credential, load_credential_data
-from server.db.engine import engine_pool, open_engine
+from server.db.pool import asyncpg_pool, open_pool
 from server.db.registry import seed_registries
 from server.db.rotation import TableRotation, rotate_keys, rotate_keys_command
 from server.db.tables import UserCredentials, WebhookEndpoint, WorkflowDefinition
@@ -133,7 +133,7 @@ async def test_rows_held_by_another_transaction_are_skipped_then_finished_by_a_r
     (held,) = await UserCredentials.select(UserCredentials.id).where(
         UserCredentials.name == "key-1"
     )
-    async with engine_pool(engine).acquire() as connection, connection.transaction():
+    async with asyncpg_pool(engine).acquire() as connection, connection.transaction():
         await connection.execute(
             "SELECT 1 FROM user_credentials WHERE id = $1 FOR UPDATE", held["id"]
         )
@@ -147,7 +147,7 @@ async def test_rows_held_by_another_transaction_are_skipped_then_finished_by_a_r
 async def test_rotate_keys_command_prints_a_summary_and_exits_zero_when_done(
     database_dsn: str, settings_for: Callable[..., Settings]
 ) -> None:
-    async with open_engine(database_dsn):
+    async with open_pool(database_dsn):
         workflow_id, hook_id = await _seed(OLD)
     keys = (format_key_entry("new", NEW_KEY), format_key_entry("old", OLD_KEY))
     output = io.StringIO()
@@ -162,14 +162,14 @@ async def test_rotate_keys_command_prints_a_summary_and_exits_zero_when_done(
     assert "webhook_endpoint: 1 re-encrypted" in text
     assert "older keys can be removed" in text
     assert "secret-" not in text
-    async with open_engine(database_dsn):
+    async with open_pool(database_dsn):
         await _assert_readable_with(NEW_ONLY, workflow_id, hook_id)
 
 
 async def test_rotate_keys_command_exits_non_zero_when_values_cannot_be_decrypted(
     database_dsn: str, settings_for: Callable[..., Settings]
 ) -> None:
-    async with open_engine(database_dsn):
+    async with open_pool(database_dsn):
         await _seed(OLD, credentials=1)
     output = io.StringIO()
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import asyncpg
 from piccolo.engine.postgres import PostgresEngine
 
-from server.db.engine import open_engine
 from server.db.migrations import known_migrations, migrate, pending_migrations
+from server.db.pool import open_pool
 from server.db.tables import TABLES
 
 EXPECTED_TABLES = {
@@ -18,7 +18,7 @@ EXPECTED_TABLES = {
 async def test_migrations_create_all_tables_and_the_view_on_an_empty_database(
     empty_database_dsn: str,
 ) -> None:
-    async with open_engine(empty_database_dsn) as engine:
+    async with open_pool(empty_database_dsn) as engine:
         applied = await migrate(engine)
         assert set(applied) == known_migrations()
         assert await migrate(engine) == []

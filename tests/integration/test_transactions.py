@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from server.db.engine import engine_pool, open_engine, transaction
+from server.db.pool import asyncpg_pool, open_pool, transaction
 from server.db.tables import WorkflowDefinition
 from tests.db_proxy import DatabaseProxy, database_proxy
 
@@ -25,7 +25,7 @@ async def test_a_connection_lost_inside_a_transaction_goes_back_to_the_pool(
     database_dsn: str,
 ) -> None:
     async with database_proxy(database_dsn) as proxy:
-        async with open_engine(proxy.dsn, min_size=1, max_size=1) as engine:
+        async with open_pool(proxy.dsn, min_size=1, max_size=1) as engine:
             for _ in range(3):  # each time the pool's only connection dies mid-transaction
                 with pytest.raises(Exception):  # noqa: B017, PT011 - any connection error
                     await _transaction_cut_short(proxy)
@@ -34,7 +34,7 @@ async def test_a_connection_lost_inside_a_transaction_goes_back_to_the_pool(
                 async with transaction():
                     assert await WorkflowDefinition.count().run() == 0
             await proxy.cut()
-            held = await engine_pool(engine).acquire()  # a connection nobody gives back
+            held = await asyncpg_pool(engine).acquire()  # a connection nobody gives back
             assert held is not None
             started = time.monotonic()
         assert time.monotonic() - started < 8.0  # closing the pool did not wait forever

@@ -9,8 +9,8 @@ from contextlib import AsyncExitStack
 import asyncpg
 
 from server.queue import client
+from server.queue.handlers import JobContext
 from server.queue.jobs import NewJob
-from server.worker.handlers import JobContext
 from tests.queue_support import eventually, fast_settings, worker_on
 
 JOBS = 400

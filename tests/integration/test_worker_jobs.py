@@ -8,8 +8,8 @@ import asyncpg
 from prometheus_client import REGISTRY
 
 from server.queue import admin, client
+from server.queue.handlers import JobContext
 from server.queue.jobs import JobState, NewJob, PermanentError, RetryableError
-from server.worker.handlers import JobContext
 from tests.queue_support import eventually, fast_settings, worker_on
 
 

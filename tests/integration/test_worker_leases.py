@@ -13,8 +13,8 @@ import asyncpg
 from structlog.testing import capture_logs
 
 from server.queue import client
+from server.queue.handlers import JobContext
 from server.queue.jobs import NewJob
-from server.worker.handlers import JobContext
 from tests.invariants import assert_invariants
 from tests.queue_support import eventually, fast_settings, worker_on
 

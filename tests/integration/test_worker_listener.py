@@ -9,9 +9,9 @@ import asyncpg
 from structlog.testing import capture_logs
 
 from server.queue import client
+from server.queue.handlers import JobContext
 from server.queue.jobs import NewJob
 from server.queue.listener import LISTENER_APPLICATION_NAME
-from server.worker.handlers import JobContext
 from server.worker.role import Worker
 from tests.queue_support import eventually, fast_settings, worker_on
 

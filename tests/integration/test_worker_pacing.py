@@ -15,8 +15,8 @@ import uvicorn
 from config.settings import Role, Settings
 from server.app import create_app
 from server.queue import client
+from server.queue.handlers import JobContext
 from server.queue.jobs import NewJob
-from server.worker.handlers import JobContext
 from tests.queue_support import eventually, fast_settings, worker_on
 
 SLOTS = 250  # WORKER_CONCURRENCY: far more CPU-bound jobs than one loop can run promptly

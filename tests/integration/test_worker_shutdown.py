@@ -10,8 +10,8 @@ import asyncpg
 
 from config.settings import Settings
 from server.queue import client
+from server.queue.handlers import JobContext, JobHandler
 from server.queue.jobs import NewJob
-from server.worker.handlers import JobContext, JobHandler
 from server.worker.role import Worker
 from tests.invariants import assert_invariants
 from tests.queue_support import eventually, fast_settings, worker_on

@@ -11,8 +11,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from server.queue import client
+from server.queue.handlers import JobContext
 from server.queue.jobs import NewJob, RetryableError
-from server.worker.handlers import JobContext
 from tests.queue_support import eventually, worker_on
 
 

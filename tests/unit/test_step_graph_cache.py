@@ -9,8 +9,7 @@ import pytest
 
 from config.settings import Settings
 from server.crypto.aead import Keyring
-from server.db import executions
-from server.worker import steps
+from server.runs import step_runner, store
 
 
 async def test_the_least_recently_used_graph_leaves_first(
@@ -22,9 +21,9 @@ async def test_the_least_recently_used_graph_leaves_first(
         loads.append(version_id)
         return f"graph of {version_id}"
 
-    monkeypatch.setattr(steps, "GRAPH_CACHE_SIZE", 2)
-    monkeypatch.setattr(executions, "load_graph", load_graph)
-    runner = steps.StepRunner(Settings(), Keyring([("k", bytes(32))]), {})
+    monkeypatch.setattr(step_runner, "GRAPH_CACHE_SIZE", 2)
+    monkeypatch.setattr(store, "load_graph", load_graph)
+    runner = step_runner.StepRunner(Settings(), Keyring([("k", bytes(32))]), {})
     first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     connection: Any = None  # never used: load_graph is replaced
     for version in (first, second, first, third, first, second):

@@ -1,7 +1,7 @@
 """The process's one database pool: Piccolo's engine, pointed at the configured PostgreSQL.
 
 Piccolo resolves its engine through `config.piccolo_conf` for tables and migrations alike, so
-there is one engine object per process; `open_engine` points it at a DSN and owns its pool for
+there is one engine object per process; `open_pool` points it at a DSN and owns its pool for
 the duration of a context. Raw asyncpg work (the queue) borrows connections from the same pool.
 
 Released connections are not reset: asyncpg's default reset costs a round trip on every release
@@ -35,7 +35,7 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 COMMAND_TIMEOUT_SECONDS = 60.0
 
 
-def piccolo_engine() -> PostgresEngine:
+def piccolo_database() -> PostgresEngine:
     """The engine Piccolo's tables and migrations use (`config.piccolo_conf.DB`)."""
     # Piccolo's finder imports the module named here, also for `piccolo` CLI commands.
     os.environ.setdefault("PICCOLO_CONF", PICCOLO_CONF_MODULE)
@@ -45,12 +45,12 @@ def piccolo_engine() -> PostgresEngine:
 
 
 @asynccontextmanager
-async def open_engine(
+async def open_pool(
     dsn: str, *, min_size: int = 1, max_size: int = 10, close_timeout_seconds: float = 5.0
 ) -> AsyncIterator[PostgresEngine]:
     """Point the engine at `dsn`, open its pool, and close the pool on exit (within
     `close_timeout_seconds`, see `close_pool`)."""
-    engine = piccolo_engine()
+    engine = piccolo_database()
     engine.config = {
         "dsn": dsn,
         "timeout": CONNECT_TIMEOUT_SECONDS,
@@ -58,11 +58,11 @@ async def open_engine(
         "server_settings": {"application_name": "switchyard"},
     }
     await engine.start_connection_pool(min_size=min_size, max_size=max_size, reset=_keep_session)
-    make_fair(engine_pool(engine))
+    make_fair(asyncpg_pool(engine))
     try:
         yield engine
     finally:
-        await close_pool(engine_pool(engine), close_timeout_seconds)
+        await close_pool(asyncpg_pool(engine), close_timeout_seconds)
         engine.pool = None
 
 
@@ -94,11 +94,11 @@ async def changed_session(connection: Any) -> AsyncIterator[None]:
             raise
 
 
-def engine_pool(engine: PostgresEngine) -> asyncpg.Pool:
+def asyncpg_pool(engine: PostgresEngine) -> asyncpg.Pool:
     """The asyncpg pool behind an open engine."""
     pool = engine.pool
     if pool is None:
-        raise RuntimeError("the database engine has no open pool; use open_engine()")
+        raise RuntimeError("the database engine has no open pool; use open_pool()")
     return pool
 
 
@@ -107,4 +107,4 @@ def transaction() -> Any:
 
     `async with transaction() as tx:` then `tx.connection` for raw asyncpg (queue) calls.
     """
-    return piccolo_engine().transaction()
+    return piccolo_database().transaction()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from server.worker.metrics import DURATION_BUCKETS_SECONDS
+from server.queue.jobs import DURATION_BUCKETS_SECONDS
 
 STEP_DURATION = Histogram(
     "switchyard_step_duration_seconds",

@@ -20,12 +20,12 @@ import structlog
 from server.actions.base import Action, ActionContext, Output
 from server.engine.bounded import evaluate_bounded, render_cfg_bounded
 from server.engine.document import Step
-from server.engine.graph import MAX_DELAY_SECONDS
 from server.engine.planning import StepStatus, success_branches
 from server.engine.recorded_output import recordable
 from server.engine.rendering import RenderError, redact, secret_strings
 from server.engine.retry import backoff_seconds
 from server.engine.step_policy import StepPolicy, action_cfg
+from server.engine.validation import MAX_DELAY_SECONDS
 from server.queue.jobs import PermanentError, RetryableError
 
 log = structlog.get_logger(__name__)

@@ -7,7 +7,7 @@ import pytest
 
 from server.actions.catalog import ACTIONS
 from server.engine.document import WorkflowDocument
-from server.engine.graph import validate_document
+from server.engine.validation import validate_document
 
 SCHEMAS = {action.action_key: action.cfg_schema for action in ACTIONS}
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 from typing import Final
 
-from server.db.intake import fan_out_recorded_event
 from server.db.trigger_health import IntakeOutcome, IntakeRecorder
-from server.worker.handlers import JobContext
+from server.queue.handlers import JobContext
+from server.runs.intake import fan_out_recorded_event
 
 EVENT_JOB_KIND: Final = "trigger_event"
 

@@ -20,10 +20,10 @@ import structlog
 
 from server.engine.retry import GiveUp, Retry, RetryPolicy, decide_retry
 from server.queue.client import Connection, mark_job_dead, retry_job
+from server.queue.handlers import ACQUIRE_TIMEOUT_SECONDS, JobContext, JobHandler, JobPhase
 from server.queue.jobs import JobState, LeaseLostError, PermanentError, RetryableError
 from server.queue.listener import CONNECTION_ERRORS
 from server.worker import metrics
-from server.worker.handlers import ACQUIRE_TIMEOUT_SECONDS, JobContext, JobHandler, JobPhase
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +38,6 @@ class HeldJob:
     def __init__(self, context: JobContext) -> None:
         self.context = context
         self.task: asyncio.Task[None] | None = None
-        self.lease_lost = False
 
 
 class JobRunner:
@@ -73,7 +72,7 @@ class JobRunner:
             if context.lease_lost:  # the handler swallowed LeaseLostError
                 raise LeaseLostError(context.job_id)
             if error is None and not context.completed:
-                context.phase = JobPhase.SETTLING
+                context.phase = JobPhase.SETTLING  # completed by the worker, fenced
                 self._on_succeeded(held)  # completed in the worker's next claim cycle
                 return
             if error is None:
@@ -84,7 +83,7 @@ class JobRunner:
         except LeaseLostError:
             self._lease_lost(held)
         except asyncio.CancelledError:
-            if not held.lease_lost:
+            if not context.lease_lost:
                 raise  # shutdown: the worker releases the job
             self._lease_lost(held)
         finally:

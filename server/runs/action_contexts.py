@@ -13,10 +13,10 @@ from config.settings import Settings
 from server.actions.base import ActionContext
 from server.crypto.aead import Keyring
 from server.db.credentials import load_credential_data
-from server.db.executions import ExecutionRow
 from server.engine.planning import Graph
 from server.engine.rendering import secret_strings
 from server.queue.client import Connection
+from server.runs.store import ExecutionRow
 
 
 class ActionContexts:

@@ -11,25 +11,19 @@ from __future__ import annotations
 import uuid
 
 from server.db import events
-from server.db.control import run_manually
-from server.db.engine import engine_pool, piccolo_engine, transaction
-from server.db.intake import AcceptedEvent, accept_event
+from server.db.pool import asyncpg_pool, piccolo_database, transaction
+from server.runs.intake import AcceptedEvent, accept_event, run_manually
 
 
 async def replay_event(event_id: uuid.UUID) -> AcceptedEvent:
     """Accept the payload of event `event_id` again (see the module docstring)."""
-    pool = engine_pool(piccolo_engine())
+    pool = asyncpg_pool(piccolo_database())
     async with pool.acquire() as connection:
         original = await events.get_event(connection, event_id)
     source = {"via": "replay", "replay_of": str(event_id)}
     workflow_id = original.source.get("workflow_id")
     if original.trigger_type == "manual" and isinstance(workflow_id, str):
-        execution_id = await run_manually(uuid.UUID(workflow_id), original.payload, source=source)
-        async with pool.acquire() as connection:
-            replayed = await events.event_of_execution(connection, execution_id)
-        return AcceptedEvent(
-            trigger_key=original.trigger_key, event_id=replayed, execution_ids=[execution_id]
-        )
+        return await run_manually(uuid.UUID(workflow_id), original.payload, source=source)
     async with transaction() as tx:
         return await accept_event(
             tx.connection,

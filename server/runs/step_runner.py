@@ -3,8 +3,8 @@
 A job starts at one step: one statement marks it running and reads its inputs (the execution,
 earlier outputs, the variables). The step runs outside any transaction (transactional actions
 excepted), then ONE transaction, fenced by the job's lease, locks the execution row, records
-the step's result (redacted), plans what comes next (`server.engine.planning`) and updates the
-execution's status. Of the steps it makes runnable, the first is handed to this same job
+the step's result (redacted) and what the engine planned next (`server.engine.planning`: the
+steps to run or skip, and the execution's status). Of the steps it makes runnable, the first is handed to this same job
 (`JobContext.continue_with`: the step is recorded RUNNING and the job row points at it in that
 transaction), so a chain of steps runs without a queue round trip per step; the others get
 jobs of their own. When nothing is left for this job, the same transaction completes it. A
@@ -26,7 +26,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import msgspec
@@ -35,18 +36,26 @@ import structlog
 from config.settings import Settings
 from server.actions.base import Action
 from server.crypto.aead import Keyring
-from server.db import executions as runs_sql
-from server.db.executions import ExecutionRow, ExecutionStatus, PlannedStep, StepResult
-from server.db.runs import fail_execution, step_job, workflow_name
 from server.engine.document import Step, StepKind
-from server.engine.planning import ACTIVE, Graph, StepState, StepStatus, plan
+from server.engine.planning import (
+    FINISHED_EXECUTION,
+    ExecutionStatus,
+    Graph,
+    StepState,
+    StepStatus,
+    plan,
+)
 from server.engine.rendering import redact, secret_strings
 from server.engine.step_policy import JOB_TIMEOUT_MARGIN_SECONDS, StepPolicy, step_policy
-from server.queue.client import Connection, enqueue_job, enqueue_jobs
+from server.queue.client import enqueue_job, enqueue_jobs
+from server.queue.handlers import JobContext
 from server.queue.jobs import LeaseLostError, NewJob, RetryableError
-from server.worker.action_contexts import ActionContexts
-from server.worker.handlers import JobContext
-from server.worker.step_kinds import (
+from server.runs import store
+from server.runs.action_contexts import ActionContexts
+from server.runs.control import fail_execution
+from server.runs.jobs import step_job
+from server.runs.metrics import EXECUTIONS_FINISHED, STEP_DURATION
+from server.runs.step_kinds import (
     Outcome,
     delay_over,
     failed,
@@ -54,7 +63,8 @@ from server.worker.step_kinds import (
     run_condition,
     run_delay,
 )
-from server.worker.step_metrics import EXECUTIONS_FINISHED, STEP_DURATION
+from server.runs.store import ExecutionRow, PlannedStep, StepResult
+from server.statements import Connection
 
 log = structlog.get_logger(__name__)
 
@@ -131,12 +141,12 @@ class StepRunner:
         async with job.connection() as connection:
             start = None
             for _ in range(START_TRIES):  # again when the execution changed meanwhile
-                start = await runs_sql.start_step(
+                start = await store.start_step(
                     connection, execution_id, step_key, job.attempt, self._keyring, resume=resume
                 )
                 if start is None or not start.raced:
                     break
-            if start is None or start.execution.status in runs_sql.FINISHED_EXECUTION:
+            if start is None or start.execution.status in FINISHED_EXECUTION:
                 return None  # deleted or already over: nothing left to do for this job
             if not start.marked:
                 return None  # the step was cancelled or decided meanwhile
@@ -160,7 +170,7 @@ class StepRunner:
         rather than leave the execution hanging."""
         log.error("step_gave_up", error_type=type(error).__name__, attempts=job.attempt)
         async with job.connection() as connection:
-            execution = await runs_sql.get_execution(connection, execution_id)
+            execution = await store.get_execution(connection, execution_id)
             graph = await self._graph(connection, execution.version_id) if execution else None
         async with job.transaction() as connection:
             if execution is None or graph is None:
@@ -228,7 +238,7 @@ class StepRunner:
             outcome = redacted(outcome, run.secrets)
             elapsed = time.monotonic() - started
             async with job.connection() as connection:
-                await runs_sql.record_attempt_error(
+                await store.record_attempt_error(
                     connection, run.execution.id, step_key, error=outcome.error or "failed",
                     attempts=job.attempt, input_data=outcome.input_data,
                     started_at=_wall_clock(elapsed), duration_ms=round(elapsed * 1000, 3),
@@ -270,25 +280,17 @@ class StepRunner:
             time.monotonic() - started
         )
         if outcome.status is StepStatus.FAILED:
-            if connection is not None:
-                await self._log_failure(connection, "step_failed", run, step_key, outcome, job)
-            else:
-                async with job.connection() as alone:
-                    await self._log_failure(alone, "step_failed", run, step_key, outcome, job)
+            async with _using(job, connection) as on:
+                await self._log_failure(on, "step_failed", run, step_key, outcome, job)
         else:
             log.info("step_finished", status=outcome.status.value, attempts=job.attempt)
         if self._short_way(run, step_key, outcome):
-            if connection is not None:
-                settled = await self._settle_short(connection, job, run, step_key, outcome, result)
-            else:
-                async with job.connection() as alone:
-                    settled = await self._settle_short(alone, job, run, step_key, outcome, result)
+            async with _using(job, connection) as on:
+                settled = await self._settle_short(on, job, run, step_key, outcome, result)
             if settled.done:
                 return settled.next_here
-        if connection is not None:
-            return await self._settle_long(connection, job, run, step_key, outcome, result)
-        async with job.transaction() as transaction:
-            return await self._settle_long(transaction, job, run, step_key, outcome, result)
+        async with _using(job, connection, transaction=True) as on:
+            return await self._settle_long(on, job, run, step_key, outcome, result)
 
     def _short_way(self, run: _Run, step_key: str, outcome: Outcome) -> bool:
         """Whether planning needs nothing but what the job knows (else: the long way)."""
@@ -319,14 +321,14 @@ class StepRunner:
         enqueue = list(step.jobs)
         if outcome.status is StepStatus.WAITING and outcome.wait_until is not None:
             enqueue.append(self._wake_up(run, step_key, outcome.wait_until))
-        async with job.settling():
-            settled = await runs_sql.settle_step(
+        async with job.settling() as did_settle:
+            settled = await store.settle_step(
                 connection, run.execution.id, version=run.version, step_key=step_key,
                 result=result, planned=step.planned, status=step.status, lease=job.lease,
                 continue_as=step.continue_as, enqueue=enqueue,
             )  # fmt: skip
             if settled.done:
-                job.settled(step.continue_as)
+                did_settle(step.continue_as)
         if not settled.lease_held:
             raise LeaseLostError(job.job_id)
         if not settled.done:
@@ -345,24 +347,26 @@ class StepRunner:
     ) -> str | None:
         """The long way, inside `connection`'s transaction (which settles the job)."""
         execution_id = run.execution.id
-        locked = await runs_sql.lock_and_record(connection, execution_id, step_key, result)
-        if locked is None or locked.status in runs_sql.FINISHED_EXECUTION:
+        locked = await store.lock_and_record(connection, execution_id, step_key, result)
+        if locked is None or locked.status in FINISHED_EXECUTION:
             return None  # cancelled meanwhile: keep the result, start nothing new
         if outcome.status is StepStatus.WAITING and outcome.wait_until is not None:
             await enqueue_job(connection, self._wake_up(run, step_key, outcome.wait_until))
         elif outcome.status is StepStatus.FAILED and not run.graph.has_error_edge(step_key):
-            await _fail(connection, execution_id, f"step {step_key!r} failed: {outcome.error}")
+            await fail_execution(
+                connection, execution_id, f"step {step_key!r} failed: {outcome.error}"
+            )
             return None
         if locked.steps_run + 1 > MAX_STEPS_PER_EXECUTION:
-            await _fail(
+            await fail_execution(
                 connection, execution_id,
                 f"execution ran more than {MAX_STEPS_PER_EXECUTION} steps; it was stopped",
             )  # fmt: skip
             return None
         known = [key for key in run.outputs if key != step_key]
-        states, outputs = await runs_sql.step_states(connection, execution_id, known=known)
+        states, outputs = await store.step_states(connection, execution_id, known=known)
         step = self._plan(job, run, states)
-        advanced = await runs_sql.advance(connection, execution_id, step.planned, step.status)
+        advanced = await store.advance(connection, execution_id, step.planned, step.status)
         await enqueue_jobs(connection, [new for new in step.jobs if _key(new) in advanced.inserted])
         run.outputs.update(outputs)
         run.steps_run = locked.steps_run
@@ -379,13 +383,6 @@ class StepRunner:
         graph, execution_id = run.graph, run.execution.id
         decided = plan(graph, states)
         next_here = next((key for key in decided.run if self._fits(job, run, key)), None)
-        active = [state.status for state in states.values() if state.status in ACTIVE]
-        if decided.done:
-            status = ExecutionStatus.SUCCESS
-        elif active and not decided.run and all(s is StepStatus.WAITING for s in active):
-            status = ExecutionStatus.WAITING
-        else:
-            status = ExecutionStatus.RUNNING
 
         def step_id(key: str) -> uuid.UUID:
             return uuid.UUID(graph.step_ids[key])
@@ -403,7 +400,7 @@ class StepRunner:
         ]
         return _NextSteps(
             planned=planned,
-            status=status,
+            status=decided.status,
             next_here=next_here,
             continue_as=None
             if next_here is None
@@ -423,7 +420,7 @@ class StepRunner:
         states: dict[str, StepState],
         planned: list[PlannedStep],
         version: str | None,
-        status: str,
+        status: ExecutionStatus,
     ) -> None:
         """After a completion committed: what the job now knows of its execution."""
         if outcome.status is StepStatus.SUCCESS and outcome.output is not None:
@@ -432,9 +429,9 @@ class StepRunner:
         run.states.update({step.key: StepState(status=step.status) for step in planned})
         run.version = version
         run.steps_run += 1
-        if status == ExecutionStatus.SUCCESS:
-            EXECUTIONS_FINISHED.labels(status).inc()
-            log.info("execution_finished", status=status)
+        if status is ExecutionStatus.SUCCESS:
+            EXECUTIONS_FINISHED.labels(status.value).inc()
+            log.info("execution_finished", status=status.value)
 
     def _wake_up(self, run: _Run, step_key: str, until: dt.datetime) -> NewJob:
         """The job that ends a delay step's wait at `until`."""
@@ -491,7 +488,7 @@ class StepRunner:
         if kept is None or now - kept[0] > WORKFLOW_NAME_TTL_SECONDS:
             if len(self._workflow_names) >= GRAPH_CACHE_SIZE:
                 self._workflow_names.clear()
-            kept = (now, await workflow_name(connection, workflow_id))
+            kept = (now, await store.workflow_name(connection, workflow_id))
             self._workflow_names[workflow_id] = kept
         log.warning(
             event,
@@ -507,7 +504,7 @@ class StepRunner:
         """The version's graph, from the cache of the GRAPH_CACHE_SIZE most recently used."""
         graph = self._graphs.pop(version_id, None)
         if graph is None:
-            graph = await runs_sql.load_graph(connection, version_id)
+            graph = await store.load_graph(connection, version_id)
             while len(self._graphs) >= GRAPH_CACHE_SIZE:
                 del self._graphs[next(iter(self._graphs))]  # the least recently used
         self._graphs[version_id] = graph  # (re)inserted last: the most recently used
@@ -524,7 +521,7 @@ class _ShortWay(msgspec.Struct, frozen=True, kw_only=True):
 
 class _NextSteps(msgspec.Struct, frozen=True, kw_only=True):
     planned: list[PlannedStep]
-    status: str
+    status: ExecutionStatus
     next_here: str | None  # the step this job runs next
     continue_as: NewJob | None  # the job this one is handed on to, for `next_here`
     jobs: list[NewJob]  # the other runnable steps' own jobs
@@ -542,9 +539,20 @@ class _UndoAction(Exception):  # noqa: N818 - a control-flow signal, not an erro
         self.outcome = outcome
 
 
-async def _fail(connection: Connection, execution_id: uuid.UUID, error: str) -> None:
-    await fail_execution(connection, execution_id, error)
-    EXECUTIONS_FINISHED.labels(ExecutionStatus.FAILED).inc()
+@asynccontextmanager
+async def _using(
+    job: JobContext, connection: Connection | None, *, transaction: bool = False
+) -> AsyncIterator[Connection]:
+    """`connection` (the caller's transaction, a transactional action's) when given, else the
+    job's own: a transaction that settles the job if `transaction`, else a plain connection."""
+    if connection is not None:
+        yield connection
+    elif transaction:
+        async with job.transaction() as own:
+            yield own
+    else:
+        async with job.connection() as own:
+            yield own
 
 
 def _wall_clock(elapsed: float) -> dt.datetime:

@@ -1,0 +1,18 @@
+"""The workflow runtime: how executions start, how their steps run, and their SQL.
+
+Follow one step from claim to commit:
+- `intake.py` starts executions, the one way (every trigger and manual runs): one statement
+  records the event, its executions, their entry steps and the entry steps' jobs.
+- The worker role (`server.worker`, a generic job runner) claims a `workflow_step` job
+  (`jobs.py`) and calls `step_runner.StepRunner`: `store.start_step` marks the step running
+  and reads its inputs; `step_kinds.py` runs it (an action gets `action_contexts.py`); the
+  engine (`server.engine.planning`) plans what follows and decides the execution's status;
+  `store.settle_step` records the result and the plan and settles the job in one statement
+  (or the long way, in one transaction). The job's end is `server.queue.handlers.JobContext`.
+- `sql.py` holds every runtime statement with named parameters and what each locks;
+  `store.py` runs them and returns structs.
+- `control.py` cancels and retries executions and fails those whose step job died;
+  `replay.py` accepts a recorded event again; `event_fan_out.py` fans out database changes.
+
+Pure rules live in `server.engine`; the queue (claims, leases, retries) in `server.queue`.
+"""

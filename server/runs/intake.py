@@ -1,0 +1,224 @@
+"""The one way executions start: record an event and fan it out, in one write.
+
+Events API calls, webhooks, schedule fires, database changes and manual runs all come through
+here. The `trigger_event` row and the executions it starts (each with its entry step and that
+step's job) are written by ONE statement (`sql.RECORD_EVENT`), so they commit together before
+the caller answers 2xx: an acknowledged event is never lost (even with no worker running: the
+jobs wait in the queue). Called outside a transaction, that statement is its own transaction;
+inside one, it commits with the caller's other writes. A repeated idempotency key for the same
+trigger finds the first event and starts nothing. Each active subscription of the trigger key
+whose filter passes (`server.engine.filters`) starts one execution on its workflow's latest
+published version (`sql.routes_json`, read just before in one statement, or by the webhook
+intake together with its endpoint); events that match nothing, or that every filter refuses,
+are kept with the reason. A manual run is an event of the `manual` trigger whose one route is
+its workflow (`run_manually`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Final
+
+import msgspec
+import structlog
+
+from server.db.pool import transaction
+from server.engine.document import Step, StepKind
+from server.engine.filters import filter_refusal
+from server.errors import ConflictError, NotFoundError
+from server.queue.client import job_arrays
+from server.runs import sql
+from server.runs.jobs import step_job
+from server.statements import Connection
+
+log = structlog.get_logger(__name__)
+
+MANUAL_TRIGGER_KEY: Final = "manual"
+
+
+class AcceptedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    trigger_key: str
+    event_id: uuid.UUID
+    execution_ids: list[uuid.UUID]
+    duplicate: bool = False
+    outcome: str = "accepted"
+
+
+class Route(msgspec.Struct, frozen=True, kw_only=True):
+    """An active subscription's workflow, version and entry step (`sql.routes_json`)."""
+
+    workflow_id: uuid.UUID
+    filter_conditions: dict[str, Any]
+    version_id: uuid.UUID
+    step_id: uuid.UUID
+    entry: Step
+
+
+def routes_from_json(text: str) -> list[Route]:
+    """Decode `sql.routes_json`."""
+    return [
+        Route(
+            workflow_id=uuid.UUID(workflow_id),
+            filter_conditions=filter_conditions or {},
+            version_id=uuid.UUID(version_id),
+            step_id=uuid.UUID(step_id),
+            entry=Step(key=key, kind=StepKind(kind), action_key=action_key, cfg=cfg),
+        )
+        for workflow_id, filter_conditions, version_id, step_id, key, kind, action_key, cfg in (
+            msgspec.json.decode(text)
+        )
+    ]
+
+
+async def read_routes(connection: Connection, trigger_key: str) -> list[Route]:
+    return routes_from_json(await sql.ROUTES.fetchval(connection, trigger_key=trigger_key))
+
+
+class _Start(msgspec.Struct, frozen=True, kw_only=True):
+    """A route whose filter passed: the execution it starts."""
+
+    execution_id: uuid.UUID
+    route: Route
+
+
+class _FanOut(msgspec.Struct, frozen=True, kw_only=True):
+    starts: list[_Start]
+    outcome: str
+    detail: str | None
+
+
+async def accept_event(
+    connection: Connection,
+    *,
+    trigger_key: str,
+    trigger_type: str,
+    payload: Any,
+    idempotency_key: str | None = None,
+    source: dict[str, Any] | None = None,
+    routes: list[Route] | None = None,
+) -> AcceptedEvent:
+    """Record one event and start the executions it triggers (see the module docstring).
+    `routes`: the trigger key's routes if the caller has read them (else they are read)."""
+    if routes is None:
+        routes = await read_routes(connection, trigger_key)
+    fan_out = await _fan_out(routes, trigger_key, payload)
+    event_id = uuid.uuid4()
+    row = await sql.RECORD_EVENT.fetchrow(
+        connection, event_id=event_id, trigger_key=trigger_key, trigger_type=trigger_type,
+        payload=msgspec.json.encode(payload).decode(), idempotency_key=idempotency_key,
+        source=msgspec.json.encode(source or {}).decode(), outcome=fan_out.outcome,
+        outcome_detail=fan_out.detail, **_start_args(fan_out.starts),
+    )  # fmt: skip
+    if row is None or row["event_id"] is None:
+        first = await sql.FIRST_EVENT.fetchrow(
+            connection, trigger_key=trigger_key, idempotency_key=idempotency_key
+        )
+        if first is None:  # cannot happen: the conflicting row is committed and visible
+            raise RuntimeError(f"event {idempotency_key!r} of {trigger_key!r} vanished")
+        log.info("event_deduplicated", trigger_key=trigger_key, event_id=str(first["id"]))
+        return AcceptedEvent(
+            trigger_key=trigger_key,
+            event_id=first["id"],
+            execution_ids=list(first["execution_ids"]),
+            duplicate=True,
+        )
+    execution_ids = [start.execution_id for start in fan_out.starts]
+    log.info(
+        "event_accepted", trigger_key=trigger_key, event_id=str(event_id),
+        outcome=fan_out.outcome, executions=len(execution_ids),
+    )  # fmt: skip
+    return AcceptedEvent(
+        trigger_key=trigger_key,
+        event_id=event_id,
+        execution_ids=execution_ids,
+        outcome=fan_out.outcome,
+    )
+
+
+async def _fan_out(routes: list[Route], trigger_key: str, payload: Any) -> _FanOut:
+    """The executions an event of `trigger_key` starts, and its outcome with the reason."""
+    starts: list[_Start] = []
+    refusals: list[str] = []
+    for route in routes:
+        reason = await filter_refusal(route.filter_conditions, payload)
+        if reason is not None:
+            refusals.append(f"workflow {route.workflow_id}: {reason}")
+        else:
+            starts.append(_Start(execution_id=uuid.uuid4(), route=route))
+    if starts:
+        return _FanOut(starts=starts, outcome="accepted", detail=None)
+    if refusals:
+        return _FanOut(starts=[], outcome="filtered", detail="; ".join(refusals)[:2000])
+    return _FanOut(
+        starts=[], outcome="no_match", detail=f"no active subscription to {trigger_key!r}"[:2000]
+    )
+
+
+def _start_args(starts: list[_Start]) -> dict[str, Any]:
+    """The named parameters of the executions an event starts (`sql._start_executions`)."""
+    jobs = [
+        step_job(start.execution_id, start.route.step_id, start.route.entry) for start in starts
+    ]
+    return {
+        "execution_ids": [start.execution_id for start in starts],
+        "workflow_ids": [start.route.workflow_id for start in starts],
+        "version_ids": [start.route.version_id for start in starts],
+        "entry_step_ids": [start.route.step_id for start in starts],
+        "entry_step_keys": [start.route.entry.key for start in starts],
+        **job_arrays(jobs),
+    }
+
+
+async def fan_out_recorded_event(
+    connection: Connection, event_id: uuid.UUID
+) -> AcceptedEvent | None:
+    """Fan out an event recorded by a database trigger (outcome `pending`); call inside the
+    transaction that completes its job. None when it was fanned out already (the write
+    matches only a pending event, so a concurrent fan-out of the same event starts nothing)."""
+    row = await sql.PENDING_EVENT.fetchrow(connection, event_id=event_id)
+    if row is None:
+        return None
+    routes = await read_routes(connection, row["trigger_key"])
+    fan_out = await _fan_out(routes, row["trigger_key"], msgspec.json.decode(row["payload"]))
+    written = await sql.FAN_OUT_RECORDED_EVENT.fetchrow(
+        connection, event_id=event_id, outcome=fan_out.outcome, outcome_detail=fan_out.detail,
+        **_start_args(fan_out.starts),
+    )  # fmt: skip
+    if written is None or written["event_id"] is None:
+        return None
+    return AcceptedEvent(
+        trigger_key=row["trigger_key"],
+        event_id=event_id,
+        execution_ids=[start.execution_id for start in fan_out.starts],
+        outcome=fan_out.outcome,
+    )
+
+
+async def run_manually(
+    workflow_id: uuid.UUID, run_input: Any, *, source: dict[str, str] | None = None
+) -> AcceptedEvent:
+    """Start the workflow's latest published version now with `run_input` as its trigger
+    payload: an event of the `manual` trigger (its `source` names the workflow, and what asked
+    for the run when given, a replay) whose one route is this workflow.
+
+    Raises:
+        NotFoundError: no such workflow, or it has no published version.
+        ConflictError: the workflow is inactive.
+    """
+    async with transaction() as tx:
+        connection: Connection = tx.connection
+        row = await sql.WORKFLOW_ROUTE.fetchrow(connection, workflow_id=workflow_id)
+        if row is None:
+            raise NotFoundError(
+                f"workflow {workflow_id} not found or has no published version; publish one first"
+            )
+        if not row["is_active"]:
+            raise ConflictError(f"workflow {workflow_id} is inactive; set is_active to run it")
+        return await accept_event(
+            connection,
+            trigger_key=MANUAL_TRIGGER_KEY,
+            trigger_type="manual",
+            payload=run_input,
+            source={**(source or {}), "workflow_id": str(workflow_id)},
+            routes=routes_from_json(row["routes"]),
+        )

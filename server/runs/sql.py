@@ -1,0 +1,438 @@
+"""Every SQL statement of the workflow runtime, in one place, with what it locks and why.
+
+Parameters are named (`server.statements`): `:execution_id` means the same value everywhere in
+a statement, and fragments shared with the queue (`server.queue.sql.enqueue_jobs_ctes`,
+`settle_job_ctes`) bring their own names, so no statement depends on another's parameter
+positions. `server.runs.store` runs these and returns structs.
+
+A step's life in statements: START_STEP marks it running and reads everything it needs (the
+execution, every step's state and output, the variables) as of one version of the execution.
+Its completion is then, usually, one statement: SETTLE_STEP records the result, the steps
+planned next and the execution's status, settles the job and enqueues the other successors,
+provided the execution is still at that version (nothing else finished or was planned
+meanwhile). Otherwise it takes the long way, in one transaction: LOCK_AND_RECORD (the
+execution's row lock, then the result), STEP_STATES (read after the lock, so it sees every
+completion that committed before it) and ADVANCE.
+
+An execution's version is its row's `xmin`: every change that matters to planning (a step
+finishing or being planned, a cancel, a retry) updates the execution row in the same
+transaction, so an unchanged xmin means unchanged step states.
+
+Locks: the execution's row lock is the serialization point of one execution: every completion,
+cancel and retry takes it first, so two steps finishing at the same moment plan their
+successors one after the other and a join is planned exactly once. It is `FOR NO KEY UPDATE`,
+the lock an UPDATE of the row takes, so the foreign-key checks of inserted step rows and tasks
+do not wait for it. Locks are always taken execution first, then step rows, then the job, so
+no two of these transactions wait for each other in a cycle.
+
+Executions start in one place: START_EXECUTIONS (after a new event, RECORD_EVENT; after an event
+a database trigger recorded, FAN_OUT_RECORDED_EVENT) writes the event, its executions, their
+entry steps and those steps' jobs in one statement. Every trigger and manual runs come this way.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from server.db.variables import VARIABLES_JSON
+from server.engine.planning import FINISHED_EXECUTION_SQL as FINISHED
+from server.queue.sql import enqueue_jobs_ctes, settle_job_ctes
+from server.statements import Statement
+
+# --- Reading an execution ------------------------------------------------------------------
+
+_EXECUTION_COLUMNS: Final = """e.id, e.workflow_id, e.version_id, v.version_num, e.status,
+       e.context_data::text, e.steps_run, e.created_at, e.started_at"""
+
+# The row lock every completion, cancel and retry takes first; see the module docstring.
+LOCK_EXECUTION: Final = Statement(f"""
+SELECT {_EXECUTION_COLUMNS}
+FROM workflow_execution e JOIN workflow_version v ON v.id = e.version_id
+WHERE e.id = :execution_id
+FOR NO KEY UPDATE OF e
+""")  # noqa: S608 - constant SQL only
+
+GET_EXECUTION: Final = Statement(f"""
+SELECT {_EXECUTION_COLUMNS}
+FROM workflow_execution e JOIN workflow_version v ON v.id = e.version_id
+WHERE e.id = :execution_id
+""")  # noqa: S608 - constant SQL only
+
+# Every recorded step's state; outputs only for succeeded steps the caller does not know yet.
+STEP_STATES: Final = Statement("""
+SELECT step_key, status, branches,
+       CASE WHEN status = 'SUCCESS' AND NOT step_key = ANY(:known_keys::text[])
+            THEN result_data::text END AS result_data
+FROM step_execution WHERE execution_id = :execution_id
+""")
+
+# A published version's steps and edges (callers cache the graph: versions are frozen).
+GRAPH_STEPS: Final = Statement("""
+SELECT id, step_key, name, kind, action_key, cfg::text AS cfg
+FROM workflow_step WHERE version_id = :version_id ORDER BY position, step_key
+""")
+GRAPH_EDGES: Final = Statement("""
+SELECT f.step_key AS source, t.step_key AS target, e.branch_key
+FROM workflow_edge e
+JOIN workflow_step f ON f.id = e.from_step_id
+JOIN workflow_step t ON t.id = e.to_step_id
+WHERE e.version_id = :version_id
+""")
+
+# The name a failure is logged with; read only when something failed (never on the hot path).
+WORKFLOW_NAME: Final = Statement("SELECT name FROM workflow_definition WHERE id = :workflow_id")
+EXECUTION_WORKFLOW: Final = Statement("""
+SELECT d.id AS workflow_id, d.name
+FROM workflow_execution e JOIN workflow_definition d ON d.id = e.workflow_id
+WHERE e.id = :execution_id
+""")
+
+# --- Starting executions -------------------------------------------------------------------
+
+# A workflow's latest published version, for a LATERAL join on `d` (workflow_definition).
+_LATEST_PUBLISHED: Final = """LATERAL (
+        SELECT id FROM workflow_version
+        WHERE workflow_id = d.id AND status = 'published'
+        ORDER BY version_num DESC LIMIT 1
+    ) v ON true"""
+
+# Routes as one JSON array: per active subscription (or the one workflow of a manual run), the
+# workflow, its filter, its latest published version and that version's entry step (the one
+# step without incoming edges; a published graph has exactly one). `{where}` picks the
+# subscriptions. No locks.
+_ROUTES_JSON: Final = """(
+    SELECT coalesce(json_agg(json_build_array(d.id, s.filter_conditions, v.id, st.id,
+                                              st.step_key, st.kind, st.action_key, st.cfg)
+                             ORDER BY s.created_at, s.id), '[]')::text
+    FROM workflow_subscription s
+    JOIN workflow_definition d ON d.id = s.workflow_id AND d.is_active
+    JOIN {latest}
+    JOIN workflow_step st ON st.version_id = v.id
+         AND NOT EXISTS (SELECT 1 FROM workflow_edge e WHERE e.to_step_id = st.id)
+    WHERE s.trigger_key = {trigger_key} AND s.is_active
+)"""
+
+
+def routes_json(trigger_key: str) -> str:
+    """Where an event of a trigger key goes, as a scalar subquery (`trigger_key`: the SQL
+    naming the key; the webhook intake reads it together with its endpoint)."""
+    return _ROUTES_JSON.format(latest=_LATEST_PUBLISHED, trigger_key=trigger_key)
+
+
+ROUTES: Final = Statement(f"SELECT {routes_json(':trigger_key')}")
+
+# A manual run's one route: the workflow's latest published version and entry step, in the
+# shape of the routes (no filter), with whether the workflow exists and is active.
+WORKFLOW_ROUTE: Final = Statement(f"""
+SELECT d.is_active,
+       json_build_array(json_build_array(d.id, NULL, v.id, st.id, st.step_key, st.kind,
+                                         st.action_key, st.cfg))::text AS routes
+FROM workflow_definition d
+JOIN {_LATEST_PUBLISHED}
+JOIN workflow_step st ON st.version_id = v.id
+     AND NOT EXISTS (SELECT 1 FROM workflow_edge e WHERE e.to_step_id = st.id)
+WHERE d.id = :workflow_id
+""")  # noqa: S608 - constant SQL only
+
+
+def _start_executions(event: str) -> str:
+    """The fan-out writes after the CTE `event` (one row: id, payload, trigger_type; or none,
+    and then nothing is written): the executions (`:execution_ids`, `:workflow_ids`,
+    `:version_ids`), their entry steps (`:entry_step_ids`, `:entry_step_keys`) and those
+    steps' jobs (the queue's `:job_*` arrays)."""
+    return f"""
+WITH event AS ({event}),
+executions AS (
+    INSERT INTO workflow_execution
+        (id, workflow_id, version_id, status, context_data, trigger_event_id, trigger_type)
+    SELECT new.id, new.workflow_id, new.version_id, 'PENDING',
+           jsonb_build_object('trigger', event.payload), event.id, event.trigger_type
+    FROM event CROSS JOIN unnest(:execution_ids::uuid[], :workflow_ids::uuid[],
+                                 :version_ids::uuid[]) AS new (id, workflow_id, version_id)
+),
+entry_steps AS (
+    INSERT INTO step_execution (id, execution_id, step_id, step_key, status, created_at, branches)
+    SELECT gen_random_uuid(), new.execution_id, new.step_id, new.step_key, 'PENDING',
+           clock_timestamp(), '{{}}'
+    FROM event CROSS JOIN unnest(:execution_ids::uuid[], :entry_step_ids::uuid[],
+                                 :entry_step_keys::text[]) AS new (execution_id, step_id, step_key)
+),
+{enqueue_jobs_ctes(only_if="EXISTS (SELECT 1 FROM event)")}
+SELECT (SELECT id FROM event) AS event_id, (SELECT count(*) FROM enqueued_wake) AS woken
+"""  # noqa: S608 - built from constants
+
+
+# A new event and what it starts; nothing on a repeated (trigger_key, idempotency_key): NULL
+# keys never conflict. The unique index makes a racing duplicate wait for the first insert,
+# then insert nothing (and every other insert of the statement depends on the event's).
+RECORD_EVENT: Final = Statement(
+    _start_executions("""
+    INSERT INTO trigger_event
+        (id, trigger_key, trigger_type, payload, idempotency_key, source, outcome, outcome_detail)
+    VALUES (:event_id, :trigger_key, :trigger_type, :payload::jsonb, :idempotency_key,
+            :source::jsonb, :outcome, :outcome_detail)
+    ON CONFLICT (trigger_key, idempotency_key) DO NOTHING
+    RETURNING id, payload, trigger_type
+""")
+)
+
+# An event a database trigger recorded (outcome `pending`), fanned out once. The row lock makes
+# a concurrent fan-out of the same event wait, then find it no longer pending and write nothing.
+FAN_OUT_RECORDED_EVENT: Final = Statement(
+    _start_executions("""
+    UPDATE trigger_event SET outcome = :outcome, outcome_detail = :outcome_detail
+    WHERE id = :event_id AND outcome = 'pending'
+    RETURNING id, payload, trigger_type
+""")
+)
+
+PENDING_EVENT: Final = Statement("""
+SELECT trigger_key, payload::text AS payload
+FROM trigger_event WHERE id = :event_id AND outcome = 'pending'
+""")
+
+FIRST_EVENT: Final = Statement("""
+SELECT ev.id, coalesce(array_agg(ex.id ORDER BY ex.created_at, ex.id)
+                       FILTER (WHERE ex.id IS NOT NULL), '{}') AS execution_ids
+FROM trigger_event ev LEFT JOIN workflow_execution ex ON ex.trigger_event_id = ev.id
+WHERE ev.trigger_key = :trigger_key AND ev.idempotency_key = :idempotency_key
+GROUP BY ev.id
+""")
+
+# --- Running a step ------------------------------------------------------------------------
+
+# Every step's state (key, status, branches, output when it succeeded), as one JSON array.
+_STEPS_JSON: Final = """(
+    SELECT coalesce(json_agg(json_build_array(s.step_key, s.status, s.branches,
+                        CASE WHEN s.status = 'SUCCESS' THEN s.result_data END)), '[]')::text
+    FROM step_execution s WHERE s.execution_id = :execution_id
+)"""
+
+# A step's start in one round trip. `execution_marked` turns a PENDING or WAITING execution
+# RUNNING (and touches it when a delay resumes, `:resume`, since its step leaves WAITING): only
+# the version this statement read, so a change that commits meanwhile makes it match nothing
+# and `raced` tells the caller to start again. `step_marked` turns the step RUNNING, counting
+# the attempt, unless it was decided meanwhile or its execution is over; it reads
+# `execution_marked` so that the execution's lock comes first (lock order: execution, then
+# steps). The SELECT reads the execution, its version, every step's state and output, and the
+# workflow's variables, all as of this statement's snapshot.
+START_STEP: Final = Statement(f"""
+WITH seen AS (
+    SELECT xmin::text AS version FROM workflow_execution WHERE id = :execution_id
+),
+execution_marked AS (
+    UPDATE workflow_execution
+    SET status = CASE WHEN status IN ('PENDING', 'WAITING') THEN 'RUNNING' ELSE status END,
+        started_at = coalesce(started_at, now()), updated_at = now()
+    WHERE id = :execution_id AND xmin::text = (SELECT version FROM seen)
+      AND (status IN ('PENDING', 'WAITING') OR (:resume AND status NOT IN {FINISHED}))
+    RETURNING xmin::text AS version
+),
+step_marked AS (
+    UPDATE step_execution
+    SET status = 'RUNNING', attempts = :attempt, started_at = coalesce(started_at, now())
+    WHERE execution_id = :execution_id AND step_key = :step_key
+      AND status IN ('PENDING', 'RUNNING', 'WAITING')
+      AND (SELECT count(*) FROM execution_marked) >= 0  -- runs after execution_marked
+      AND EXISTS (SELECT 1 FROM workflow_execution
+                  WHERE id = :execution_id AND status NOT IN {FINISHED})
+    RETURNING id
+)
+SELECT {_EXECUTION_COLUMNS},
+       EXISTS (SELECT 1 FROM step_marked) AS marked,
+       coalesce((SELECT version FROM execution_marked), e.xmin::text) AS version,
+       (e.status IN ('PENDING', 'WAITING') OR (:resume AND e.status NOT IN {FINISHED}))
+           AND NOT EXISTS (SELECT 1 FROM execution_marked) AS raced,
+       {_STEPS_JSON} AS steps,
+       {VARIABLES_JSON.format(workflow_id="e.workflow_id")} AS variables
+FROM workflow_execution e JOIN workflow_version v ON v.id = e.version_id
+WHERE e.id = :execution_id
+""")  # noqa: S608 - only constant SQL is interpolated
+
+# A failed attempt that will be retried: its error, and its entry appended to the step's
+# history. Only retried attempts are appended: the last attempt is the step row's own columns
+# (`attempts`, `status`, `error`, `execution_time`, `finished_at`), so a step that succeeds at
+# once writes no history at all.
+RECORD_ATTEMPT_ERROR: Final = Statement("""
+UPDATE step_execution
+SET error = :error, attempts = :attempts, input_data = coalesce(:input_data::jsonb, input_data),
+    attempts_history = attempts_history || jsonb_build_array(jsonb_build_object(
+        'attempt', :attempts::int, 'status', 'FAILED', 'error', :error::text,
+        'started_at', :started_at::timestamptz, 'finished_at', clock_timestamp(),
+        'duration_ms', :duration_ms::float8))
+WHERE execution_id = :execution_id AND step_key = :step_key AND status = 'RUNNING'
+""")
+
+# --- Completing a step ---------------------------------------------------------------------
+
+
+def _recorded(only_if: str) -> str:
+    """CTE `recorded`: the step's result (its last attempt: the attempts before it are in
+    `attempts_history`), from the `:result_*` parameters (`store.result_args`)."""
+    return f"""recorded AS (
+    UPDATE step_execution
+    SET status = :result_status::text, input_data = :result_input::jsonb,
+        result_data = :result_output::jsonb, error = :result_error,
+        attempts = :result_attempts, execution_time = :result_duration_ms,
+        branches = :result_branches,
+        finished_at = CASE WHEN :result_status::text IN ('WAITING', 'RUNNING') THEN NULL
+                           ELSE now() END
+    WHERE execution_id = :execution_id AND step_key = :step_key AND {only_if}
+    RETURNING id
+)"""  # noqa: S608 - the caller's constant SQL only
+
+
+def _advanced(only_if: str) -> str:
+    """CTEs `planned` (the steps planned next: SKIPPED, PENDING for their own jobs, or RUNNING
+    when this job runs it next; one planned already is left alone) and `execution` (its status
+    and one more step run; returns the new version), from the `:planned_*` parameters and
+    `:status` (`store.plan_args`)."""
+    return f"""planned AS (
+    INSERT INTO step_execution
+        (id, execution_id, step_id, step_key, status, attempts, created_at, started_at, branches)
+    SELECT gen_random_uuid(), :execution_id, new.step_id, new.step_key, new.status,
+           CASE WHEN new.status = 'RUNNING' THEN 1 ELSE 0 END, clock_timestamp(),
+           CASE WHEN new.status = 'RUNNING' THEN clock_timestamp() END, '{{}}'
+    FROM unnest(:planned_ids::uuid[], :planned_keys::text[], :planned_statuses::text[])
+         AS new (step_id, step_key, status)
+    WHERE {only_if}
+    ON CONFLICT (execution_id, step_id) DO NOTHING
+    RETURNING step_key
+),
+execution AS (
+    UPDATE workflow_execution
+    SET status = :status::text, steps_run = steps_run + 1, updated_at = now(),
+        finished_at = CASE WHEN :status::text IN {FINISHED} THEN now() END
+    WHERE id = :execution_id AND {only_if}
+    RETURNING xmin::text AS version
+)"""  # noqa: S608 - the caller's constant SQL only
+
+
+# The first statement of the long way: the execution's row lock, then the step's result (its
+# condition reads `locked`, so the lock comes first). No row: the execution is gone.
+LOCK_AND_RECORD: Final = Statement(f"""
+WITH locked AS (
+    SELECT id, status, steps_run FROM workflow_execution WHERE id = :execution_id
+    FOR NO KEY UPDATE
+),
+{_recorded("EXISTS (SELECT 1 FROM locked)")}
+SELECT status, steps_run, (SELECT count(*) FROM recorded) AS recorded FROM locked
+""")  # noqa: S608 - built from constants
+
+# The long way's writes once planned (after LOCK_AND_RECORD and STEP_STATES): the steps
+# planned next and the execution's status. Returns the keys inserted and the new version.
+ADVANCE: Final = Statement(f"""
+WITH {_advanced("true")}
+SELECT (SELECT version FROM execution) AS version,
+       (SELECT coalesce(array_agg(step_key), '{{}}') FROM planned) AS inserted
+""")  # noqa: S608 - built from constants
+
+_HELD_JOB, _SETTLE_JOB = settle_job_ctes(after="locked", only_if="EXISTS (SELECT 1 FROM ok)")
+
+# A whole completion in one statement, when the job knows the step states as of `:version` and
+# planned from them: lock the execution (then the job, fenced by its lease), and only if the
+# version is unchanged, the execution unfinished and the lease ours (`ok`), record the result,
+# insert the planned steps, set the status, settle the job (complete it, or hand it on to the
+# step it runs next) and enqueue the other planned steps' jobs. Otherwise it writes nothing and
+# the caller takes the long way. Run alone it is its own transaction; a transactional action
+# runs it in the action's transaction.
+SETTLE_STEP: Final = Statement(f"""
+WITH locked AS (
+    SELECT status, xmin::text AS version FROM workflow_execution WHERE id = :execution_id
+    FOR NO KEY UPDATE
+),
+{_HELD_JOB},
+ok AS MATERIALIZED (
+    SELECT 1 FROM locked
+    WHERE version = :version AND status NOT IN {FINISHED}
+      AND EXISTS (SELECT 1 FROM held_job)
+),
+{_recorded("EXISTS (SELECT 1 FROM ok)")},
+{_advanced("EXISTS (SELECT 1 FROM ok)")},
+{_SETTLE_JOB},
+{enqueue_jobs_ctes(only_if="EXISTS (SELECT 1 FROM ok)")}
+SELECT (SELECT version FROM execution) AS version,
+       EXISTS (SELECT 1 FROM held_job) AS held,
+       (SELECT count(*) FROM completed_job) + (SELECT count(*) FROM continued_job) AS settled,
+       (SELECT count(*) FROM enqueued_wake) AS woken
+""")  # noqa: S608 - built from constants
+
+# --- Operators: planning again, cancelling, failing ----------------------------------------
+
+# Steps planned outside a completion (a retry): inserted PENDING unless planned already;
+# returns the keys inserted (their jobs are enqueued next, in the same transaction).
+PLAN_STEPS: Final = Statement("""
+INSERT INTO step_execution (id, execution_id, step_id, step_key, status, created_at, branches)
+SELECT gen_random_uuid(), :execution_id, new.step_id, new.step_key, 'PENDING',
+       clock_timestamp(), '{}'
+FROM unnest(:planned_ids::uuid[], :planned_keys::text[]) AS new (step_id, step_key)
+ON CONFLICT (execution_id, step_id) DO NOTHING
+RETURNING step_key
+""")
+
+SET_EXECUTION_STATUS: Final = Statement(f"""
+UPDATE workflow_execution
+SET status = :status::text, error = :error, steps_run = steps_run + :steps_run,
+    updated_at = now(), finished_at = CASE WHEN :status::text IN {FINISHED} THEN now() END
+WHERE id = :execution_id
+""")  # noqa: S608 - constant SQL only
+
+CANCEL_ACTIVE_STEPS: Final = Statement("""
+UPDATE step_execution SET status = 'CANCELLED', finished_at = now()
+WHERE execution_id = :execution_id AND status IN ('PENDING', 'WAITING')
+""")
+
+# Retry forgets the steps that will be planned again (cancelled ones, and `:step_keys`; NULL:
+# every step), returning their attempts (the retried ones, then the last: the row itself, as
+# the API shows it) so the steps run again keep them. Locks: the execution's row is locked
+# first by the caller, then these step rows.
+FORGET_STEPS: Final = Statement("""
+DELETE FROM step_execution
+WHERE execution_id = :execution_id
+  AND (:step_keys::text[] IS NULL OR status = 'CANCELLED' OR step_key = ANY(:step_keys))
+RETURNING step_key, (attempts_history || CASE
+    WHEN status IN ('SUCCESS', 'FAILED') AND finished_at IS NOT NULL AND attempts > 0
+    THEN jsonb_build_array(jsonb_build_object(
+        'attempt', attempts, 'status', status, 'error', error,
+        'started_at', finished_at - coalesce(execution_time, 0) * interval '1 millisecond',
+        'finished_at', finished_at, 'duration_ms', execution_time))
+    ELSE '[]'::jsonb END)::text AS history
+""")
+RESTORE_HISTORIES: Final = Statement("""
+UPDATE step_execution s SET attempts_history = old.history::jsonb || s.attempts_history
+FROM unnest(:step_keys::text[], :histories::text[]) AS old (step_key, history)
+WHERE s.execution_id = :execution_id AND s.step_key = old.step_key
+""")
+# A retry on another version: the execution and the steps it keeps (same keys) move to it.
+MOVE_TO_VERSION: Final = Statement("""
+WITH moved AS (
+    UPDATE step_execution s SET step_id = ws.id
+    FROM workflow_step ws
+    WHERE s.execution_id = :execution_id AND ws.version_id = :version_id
+      AND ws.step_key = s.step_key
+)
+UPDATE workflow_execution SET version_id = :version_id, updated_at = now()
+WHERE id = :execution_id
+""")
+LATEST_PUBLISHED: Final = Statement("""
+SELECT id FROM workflow_version WHERE workflow_id = :workflow_id AND status = 'published'
+ORDER BY version_num DESC LIMIT 1
+""")
+
+# Step jobs that died outside their handler (the rescuer or a shutdown gave up on their last
+# attempt, or the worker's job timeout cancelled them) while their execution still runs: without
+# this sweep such an execution would wait forever for a step that will never report. Walks the
+# queue's partial index of dead jobs; no locks (each execution is locked before it is failed).
+DEAD_STEP_JOBS: Final = Statement(f"""
+SELECT j.payload->>'execution_id' AS execution_id, j.payload->>'step_key' AS step_key,
+       coalesce(j.last_error, 'unknown error') AS last_error
+FROM job j
+JOIN workflow_execution e ON e.id = (j.payload->>'execution_id')::uuid
+WHERE j.kind = :job_kind AND j.state = 'dead' AND e.status NOT IN {FINISHED}
+LIMIT 100
+""")  # noqa: S608 - constant SQL only
+FAIL_DEAD_STEP: Final = Statement("""
+UPDATE step_execution SET status = 'FAILED', error = :error, finished_at = now()
+WHERE execution_id = :execution_id AND step_key = :step_key
+  AND status IN ('PENDING', 'RUNNING', 'WAITING')
+""")
