@@ -18,8 +18,8 @@ from server.app import create_app
 from server.db.embedded import embedded_postgres
 from server.db.engine import open_engine
 from server.db.migrations import migrate
-from tests.apps import serving
-from tests.databases import create_database, drop_database, dsn_for_database
+from tests.support.apps import serving
+from tests.support.databases import create_database, drop_database, dsn_for_database
 
 
 @pytest.fixture(scope="session")

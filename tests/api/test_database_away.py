@@ -11,9 +11,9 @@ import httpx
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.apps import serving
 from tests.conftest import API_TOKEN
-from tests.db_proxy import database_proxy
+from tests.support.apps import serving
+from tests.support.db_proxy import database_proxy
 
 
 async def _requests(client: httpx.AsyncClient, workflow_id: str) -> list[httpx.Response]:

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.apps import serving
 from tests.conftest import API_TOKEN
-from tests.processes import free_port
-from tests.s3_server import create_bucket, s3_client, s3_server  # noqa: F401 - fixture
+from tests.support.apps import serving
+from tests.support.processes import free_port
+from tests.support.s3_server import create_bucket, s3_client, s3_server  # noqa: F401 - fixture
 
 DOCUMENT = {
     "name": "S3 published",

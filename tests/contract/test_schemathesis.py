@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.conftest import API_TOKEN
-from tests.processes import SWITCHYARD, environment, free_port
+from tests.support.processes import SWITCHYARD, environment, free_port
 
 CONFIG: Final = Path(__file__).with_name("schemathesis.toml")
 SCHEMATHESIS: Final = Path(sys.executable).with_name("st")

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from tests.conftest import API_TOKEN
-from tests.peers import _http_peer, http_peer  # noqa: F401 - fixtures, found by name
-from tests.processes import SWITCHYARD, environment, free_port
+from tests.support.peers import _http_peer, http_peer  # noqa: F401 - fixtures, found by name
+from tests.support.processes import SWITCHYARD, environment, free_port
 
 SCALE: Final = os.environ.get("FAULT_SCALE", "small")
 LARGE: Final = SCALE == "large"

@@ -15,7 +15,7 @@ import httpx
 
 from tests.conftest import API_TOKEN
 from tests.faults.conftest import Process, sized
-from tests.peers import HttpPeer
+from tests.support.peers import HttpPeer
 
 DRAIN_TIMEOUT_SECONDS = 600.0
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import API_TOKEN
 from tests.faults.conftest import Process, sized
-from tests.peers import HttpPeer, RecordedRequest, Reply
+from tests.support.peers import HttpPeer, RecordedRequest, Reply
 
 WAIT_SECONDS = 120.0
 WORKER = {"JOB_LEASE_SECONDS": "1", "JOB_POLL_INTERVAL_SECONDS": "0.2"}

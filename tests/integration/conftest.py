@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.broken_peers import broken_answer_peer  # noqa: F401 - a fixture
-from tests.peers import (  # noqa: F401 - fixtures, found by pytest by name
+from tests.support.broken_peers import broken_answer_peer  # noqa: F401 - a fixture
+from tests.support.peers import (  # noqa: F401 - fixtures, found by pytest by name
     _http_peer,
     _https_peer,
     _other_http_peer,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from server.crypto.aead import parse_encryption_keys
-from tests.processes import ServerProcess, environment, run_command, switchyard_run
+from tests.support.processes import ServerProcess, environment, run_command, switchyard_run
 
 DOCUMENT = {
     "name": "Shape a lead",

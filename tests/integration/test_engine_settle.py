@@ -15,7 +15,7 @@ from server.db.executions import StepResult, settle_step, start_step
 from server.engine.planning import StepStatus
 from server.queue.client import claim_jobs, enqueue_job
 from server.queue.jobs import Lease, NewJob
-from tests.action_contexts import RunningStep, insert_running_step
+from tests.support.action_contexts import RunningStep, insert_running_step
 
 KEYRING = Keyring([("k1", bytes(32))])
 DONE = StepResult(status=StepStatus.SUCCESS, result_data={"ok": True}, attempts=1)

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from server.http_limits import PROBE_CONNECTIONS
-from tests.processes import ServerProcess, environment, switchyard_run
-from tests.raw_http import closed_within, connect, read_response, request_head
+from tests.support.processes import ServerProcess, environment, switchyard_run
+from tests.support.raw_http import closed_within, connect, read_response, request_head
 
 TOKEN = "sy_http_connections"
 AUTH = f"Authorization: Bearer {TOKEN}"

@@ -32,12 +32,12 @@ from server.db.check_report import (
 from server.db.database_triggers import trigger_name
 from server.db.invariant_runner import Violation
 from server.storage.object_store import open_object_store
-from tests.apps import serving
 from tests.conftest import API_TOKEN
-from tests.engine.conftest import import_published, run, wait_for
-from tests.engine.test_runs import LEADS
-from tests.invariants import NO_GRACE, check_invariants
-from tests.processes import environment, run_command
+from tests.e2e.conftest import import_published, run, wait_for
+from tests.e2e.test_runs import LEADS
+from tests.support.apps import serving
+from tests.support.invariants import NO_GRACE, check_invariants
+from tests.support.processes import environment, run_command
 
 DATABASE_SOURCE = {
     "trigger_key": "lead_sources_db_change",

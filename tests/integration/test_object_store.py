@@ -26,7 +26,7 @@ from server.storage.object_store import (
     open_object_store,
 )
 from server.storage.s3 import S3CallLimits, S3ObjectStore
-from tests.s3_server import (
+from tests.support.s3_server import (
     DUMMY_ACCESS_KEY_ID,
     DUMMY_SECRET_ACCESS_KEY,
     create_bucket,

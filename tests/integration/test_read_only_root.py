@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import SWITCHYARD, ServerProcess, environment, free_port
+from tests.support.processes import SWITCHYARD, ServerProcess, environment, free_port
 
 TOKEN = "read-only-root-token-0123"
 WAIT_SECONDS = 20.0

@@ -10,7 +10,7 @@ import pytest
 
 from server.db.engine import engine_pool, open_engine, transaction
 from server.db.tables import WorkflowDefinition
-from tests.db_proxy import DatabaseProxy, database_proxy
+from tests.support.db_proxy import DatabaseProxy, database_proxy
 
 
 async def _transaction_cut_short(proxy: DatabaseProxy) -> None:

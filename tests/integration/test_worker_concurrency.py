@@ -11,7 +11,7 @@ import asyncpg
 from server.queue import client
 from server.queue.jobs import NewJob
 from server.worker.handlers import JobContext
-from tests.queue_support import eventually, fast_settings, worker_on
+from tests.support.queue_support import eventually, fast_settings, worker_on
 
 JOBS = 400
 WORKERS = 3

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from server.queue import admin, client
 from server.queue.jobs import JobState, NewJob, PermanentError, RetryableError
 from server.worker.handlers import JobContext
-from tests.queue_support import eventually, fast_settings, worker_on
+from tests.support.queue_support import eventually, fast_settings, worker_on
 
 
 async def job_count(connection: asyncpg.Connection) -> int:

@@ -13,11 +13,11 @@ import httpx
 from structlog.testing import capture_logs
 
 from config.settings import Settings
-from tests.engine.conftest import import_published, run, steps_by_key, wait_for
-from tests.engine.test_workers import api_only, api_settings, start_worker  # noqa: F401 - fixtures
-from tests.invariants import assert_invariants
-from tests.peers import HttpPeer, RecordedRequest, Reply
-from tests.processes import ServerProcess
+from tests.e2e.conftest import import_published, run, steps_by_key, wait_for
+from tests.e2e.test_workers import api_only, api_settings, start_worker  # noqa: F401 - fixtures
+from tests.support.invariants import assert_invariants
+from tests.support.peers import HttpPeer, RecordedRequest, Reply
+from tests.support.processes import ServerProcess
 
 SECRET = "sk-live-7f3a9c2e-secret"
 

@@ -13,8 +13,8 @@ import pytest
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.apps import serving
-from tests.engine.test_scheduler import events_of, until
+from tests.e2e.test_scheduler import events_of, until
+from tests.support.apps import serving
 
 INSERT_SCHEDULE = """
 INSERT INTO schedule_trigger (id, trigger_key, cron, timezone, payload, enabled, misfire_policy,

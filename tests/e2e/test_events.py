@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
-from tests.engine.conftest import health_when, import_published, wait_for
-from tests.engine.test_workers import api_only, api_settings, start_worker  # noqa: F401 - fixtures
-from tests.processes import ServerProcess
+from tests.e2e.conftest import health_when, import_published, wait_for
+from tests.e2e.test_workers import api_only, api_settings, start_worker  # noqa: F401 - fixtures
+from tests.support.processes import ServerProcess
 
 NOTIFY: dict[str, Any] = {
     "name": "On order",

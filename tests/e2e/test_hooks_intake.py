@@ -17,12 +17,12 @@ from server.app import create_app
 from server.db.engine import engine_pool, piccolo_engine
 from server.db.tables import TriggerEvent
 from server.db.trigger_health import trigger_health
-from tests.apps import serving
 from tests.conftest import API_TOKEN
-from tests.engine.conftest import import_published, wait_for
-from tests.engine.test_hooks_auth import BODY, WHSEC, echo_workflow, executions, health
-from tests.hook_senders import create_webhook, standard_headers
-from tests.processes import environment, switchyard_run
+from tests.e2e.conftest import import_published, wait_for
+from tests.e2e.test_hooks_auth import BODY, WHSEC, echo_workflow, executions, health
+from tests.support.apps import serving
+from tests.support.hook_senders import create_webhook, standard_headers
+from tests.support.processes import environment, switchyard_run
 
 JSON = {"content-type": "application/json"}
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.engine.test_scheduler import until
-from tests.processes import ServerProcess, environment, switchyard_run
+from tests.e2e.test_scheduler import until
+from tests.support.processes import ServerProcess, environment, switchyard_run
 
 REPLICAS = 3
 RUN_TOGETHER = dt.timedelta(seconds=4)

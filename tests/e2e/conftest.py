@@ -1,4 +1,4 @@
-"""Engine tests: the API and a worker in one app on this test's database."""
+"""End-to-end tests: the API and a worker in one app on this test's database."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.apps import serving
 from tests.conftest import API_TOKEN
+from tests.support.apps import serving
 
 FINISHED = {"SUCCESS", "FAILED", "CANCELLED"}
 WAIT_SECONDS = 20.0
@@ -21,7 +21,7 @@ WAIT_SECONDS = 20.0
 
 @pytest.fixture
 def engine_settings(settings_for: Callable[..., Settings]) -> Settings:
-    """The settings of `engine_client`'s app (for `tests.invariants.assert_invariants`)."""
+    """The settings of `engine_client`'s app (for `tests.support.invariants.assert_invariants`)."""
     return settings_for(
         roles=frozenset({Role.API, Role.WORKER}),
         job_poll_interval_seconds=0.2,
@@ -71,8 +71,8 @@ def steps_by_key(execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {step["step_key"]: step for step in execution["steps"]}
 
 
-from tests.broken_peers import broken_answer_peer  # noqa: E402, F401 - a fixture
-from tests.peers import (  # noqa: E402, F401 - fixtures, found by name
+from tests.support.broken_peers import broken_answer_peer  # noqa: E402, F401 - a fixture
+from tests.support.peers import (  # noqa: E402, F401 - fixtures, found by name
     _http_peer,
     _other_http_peer,
     _smtp_quit_refusing_server,

@@ -12,12 +12,12 @@ import pytest
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.apps import serving
 from tests.conftest import API_TOKEN
-from tests.engine.conftest import import_published, run, steps_by_key, wait_for
-from tests.engine.test_runs import fan_out_document
-from tests.invariants import assert_invariants
-from tests.processes import ServerProcess, environment, switchyard_run
+from tests.e2e.conftest import import_published, run, steps_by_key, wait_for
+from tests.e2e.test_runs import fan_out_document
+from tests.support.apps import serving
+from tests.support.invariants import assert_invariants
+from tests.support.processes import ServerProcess, environment, switchyard_run
 
 
 @pytest.fixture

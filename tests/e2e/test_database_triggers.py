@@ -13,9 +13,9 @@ import pytest
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.apps import serving
 from tests.conftest import API_TOKEN
-from tests.engine.conftest import import_published, wait_for
+from tests.e2e.conftest import import_published, wait_for
+from tests.support.apps import serving
 
 LEADS_SOURCE = {
     "trigger_key": "lead_sources_db_change",
