@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,6 +12,7 @@ from config.settings import Role, Settings
 from server.app import create_app
 from tests.conftest import API_TOKEN
 from tests.support.apps import serving
+from tests.support.waiting import eventually
 
 FINISHED = {"SUCCESS", "FAILED", "CANCELLED"}
 WAIT_SECONDS = 20.0
@@ -56,15 +55,19 @@ async def run(
 async def wait_for(
     client: httpx.AsyncClient, execution_id: str, statuses: set[str] = FINISHED
 ) -> dict[str, Any]:
-    """Poll the execution until its status is one of `statuses` (never a fixed sleep)."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
+    """The execution once its status is one of `statuses`."""
+
+    async def execution() -> dict[str, Any]:
         body: dict[str, Any] = (await client.get(f"/api/v1/executions/{execution_id}")).json()
-        if body["status"] in statuses:
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"execution stayed {body['status']}: {body}")
-        await asyncio.sleep(0.05)
+        return body
+
+    return await eventually(
+        execution,
+        until=lambda body: body["status"] in statuses,
+        what=f"execution {execution_id} in {sorted(statuses)}",
+        within=WAIT_SECONDS,
+        every=0.05,
+    )
 
 
 def steps_by_key(execution: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -88,14 +91,18 @@ async def health_when(
     client: httpx.AsyncClient, trigger_key: str, ready: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any]:
     """A trigger's health once `ready(health)` holds (counts are flushed about once a second)."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
+
+    async def health() -> dict[str, Any]:
         items = (await client.get("/api/v1/registry/triggers")).json()["items"]
-        health: dict[str, Any] = next(
+        found: dict[str, Any] = next(
             (t["health"] for t in items if t["trigger_key"] == trigger_key), {}
         )
-        if health and ready(health):
-            return health
-        if time.monotonic() > deadline:
-            raise AssertionError(f"trigger {trigger_key} health stayed {health}")
-        await asyncio.sleep(0.1)
+        return found
+
+    return await eventually(
+        health,
+        until=lambda found: bool(found) and ready(found),
+        what=f"trigger {trigger_key} health",
+        within=WAIT_SECONDS,
+        every=0.1,
+    )

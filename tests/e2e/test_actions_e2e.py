@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from tests.e2e.test_workers import api_only, api_settings, start_worker  # noqa:
 from tests.support.invariants import assert_invariants
 from tests.support.peers import HttpPeer, RecordedRequest, Reply
 from tests.support.processes import ServerProcess
+from tests.support.waiting import eventually
 
 SECRET = "sk-live-7f3a9c2e-secret"
 
@@ -140,10 +140,7 @@ async def test_a_worker_killed_mid_step_loses_nothing_and_makes_one_task(
     worker = await asyncio.to_thread(start_worker)
     workflow_id = await import_published(api_only, document)
     execution_id = await run(api_only, workflow_id)
-    deadline = time.monotonic() + 15
-    while not first_call.is_set():
-        assert time.monotonic() < deadline, "the step never started"
-        await asyncio.sleep(0.05)
+    await eventually(first_call.is_set, what="the step's first call", within=15)
     worker.process.kill()
     worker.process.wait()
     release.set()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.e2e.test_scheduler import until
 from tests.support.processes import ServerProcess, environment, switchyard_run
+from tests.support.waiting import eventually
 
 REPLICAS = 3
 RUN_TOGETHER = dt.timedelta(seconds=4)
@@ -57,7 +57,9 @@ async def test_three_schedulers_fire_every_tick_exactly_once_without_gaps(
                 )
                 return last is not None and last >= together + RUN_TOGETHER
 
-            await until(ran_together, "several ticks with all replicas running", seconds=20)
+            await eventually(
+                ran_together, what="several ticks with all replicas running", within=20
+            )
             codes = await asyncio.gather(*(asyncio.to_thread(s.stop) for s in servers))
             assert codes == [0] * REPLICAS, [s.output() for s in servers]
         rows = await connection.fetch(FIRED)

@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import API_TOKEN
 from tests.support.peers import _http_peer, http_peer  # noqa: F401 - fixtures, found by name
 from tests.support.processes import SWITCHYARD, environment, free_port
+from tests.support.waiting import eventually_sync
 
 SCALE: Final = os.environ.get("FAULT_SCALE", "small")
 LARGE: Final = SCALE == "large"
@@ -49,17 +50,25 @@ class Process:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited early:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name} did not become ready:\n{self.log()}")
+        try:
+            eventually_sync(
+                self._ready_status,
+                until=lambda status: status == 200,
+                what=f"{self.name} ready (GET /ready answering 200)",
+                within=timeout,
+                every=0.1,
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{self.log()}") from None
+
+    def _ready_status(self) -> int | str:
+        """What GET /ready answers, or why nothing answered; fails at once if it exited."""
+        if self.process.poll() is not None:
+            raise AssertionError(f"{self.name} exited early")
+        try:
+            return httpx.get(self.url + "/ready", timeout=2).status_code
+        except httpx.TransportError as error:
+            return repr(error)
 
     def signal(self, number: signal.Signals) -> None:
         if self.process.poll() is None:

@@ -7,7 +7,7 @@ import asyncio
 from typing import Final
 
 from server.db.engine import engine_pool, open_engine
-from tests.support.queue_support import eventually
+from tests.support.waiting import eventually
 
 POOL_SIZE: Final = 2
 BORROWERS: Final = 30  # job handlers acquiring and releasing in a tight loop

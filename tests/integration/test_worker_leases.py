@@ -16,7 +16,8 @@ from server.queue import client
 from server.queue.jobs import NewJob
 from server.worker.handlers import JobContext
 from tests.support.invariants import assert_invariants
-from tests.support.queue_support import eventually, fast_settings, worker_on
+from tests.support.queue_support import fast_settings, worker_on
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,8 @@ from server.queue.jobs import NewJob
 from server.worker.handlers import JobContext, JobHandler
 from server.worker.role import Worker
 from tests.support.invariants import assert_invariants
-from tests.support.queue_support import eventually, fast_settings, worker_on
+from tests.support.queue_support import fast_settings, worker_on
+from tests.support.waiting import eventually
 
 
 async def run_until_stopped(
