@@ -13,8 +13,8 @@ import httpx
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.conftest import API_TOKEN
 from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
 from tests.support.processes import environment, switchyard_run
 
 

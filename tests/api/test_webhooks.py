@@ -17,8 +17,8 @@ from server.db.rotation import rotate_keys
 from server.db.tables import WebhookEndpoint
 from server.db.webhooks import find_endpoint
 from server.keyring import load_keyring
-from tests.conftest import API_TOKEN
 from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
 from tests.support.hook_senders import create_webhook
 
 TOKEN = "token-of-at-least-16-characters"

@@ -23,14 +23,13 @@ from typing import Final
 import httpx
 import pytest
 
-from tests.conftest import API_TOKEN
+from tests.support.credentials import API_TOKEN, ENCRYPTION_KEY
 from tests.support.processes import SWITCHYARD, environment, free_port
 from tests.support.waiting import eventually
 
 CONFIG: Final = Path(__file__).with_name("schemathesis.toml")
 SCHEMATHESIS: Final = Path(sys.executable).with_name("st")
 EXAMPLES: Final = int(os.environ.get("CONTRACT_EXAMPLES", "20"))
-ENCRYPTION_KEY: Final = "test:" + "A" * 43 + "="
 START_TIMEOUT_SECONDS: Final = 60.0
 RUN_TIMEOUT_SECONDS: Final = 170.0 if EXAMPLES <= 20 else 3000.0
 

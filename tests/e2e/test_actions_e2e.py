@@ -12,12 +12,11 @@ import httpx
 from structlog.testing import capture_logs
 
 from config.settings import Settings
-from tests.e2e.conftest import import_published, run, steps_by_key, wait_for
-from tests.e2e.test_workers import api_only, api_settings, start_worker  # noqa: F401 - fixtures
 from tests.support.invariants import assert_invariants
 from tests.support.peers import HttpPeer, RecordedRequest, Reply
 from tests.support.processes import ServerProcess
 from tests.support.waiting import eventually
+from tests.support.workflows import import_published, run, steps_by_key, wait_for
 
 SECRET = "sk-live-7f3a9c2e-secret"
 
@@ -109,9 +108,9 @@ async def test_secrets_reach_the_peer_but_never_the_records_or_logs(
 
 
 async def test_a_worker_killed_mid_step_loses_nothing_and_makes_one_task(
-    api_only: httpx.AsyncClient,  # noqa: F811 - fixture
-    api_settings: Settings,  # noqa: F811 - fixture
-    start_worker: Callable[[], ServerProcess],  # noqa: F811 - fixture
+    api_only: httpx.AsyncClient,
+    api_settings: Settings,
+    start_worker: Callable[[], ServerProcess],
     http_peer: HttpPeer,
 ) -> None:
     release = threading.Event()

@@ -11,10 +11,10 @@ import pytest
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.conftest import API_TOKEN
-from tests.e2e.conftest import import_published, wait_for
 from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
 from tests.support.waiting import eventually
+from tests.support.workflows import import_published, wait_for
 
 LEADS_SOURCE = {
     "trigger_key": "lead_sources_db_change",

@@ -13,12 +13,12 @@ import pytest
 from config.settings import Role, Settings
 from server.api.hook_cache import EndpointCache
 from server.app import create_app
-from tests.conftest import API_TOKEN
-from tests.e2e.conftest import import_published
 from tests.e2e.test_hooks_auth import BODY, echo_workflow
 from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
 from tests.support.hook_senders import create_webhook
 from tests.support.waiting import eventually
+from tests.support.workflows import import_published
 
 JSON = {"content-type": "application/json"}
 PROPAGATION_SECONDS = 5.0

@@ -14,10 +14,10 @@ import pytest
 from config.settings import Role, Settings
 from server.app import create_app
 from server.scheduler.listener import SCHEDULE_LISTENER_APPLICATION_NAME
-from tests.conftest import API_TOKEN
-from tests.e2e.conftest import import_published, wait_for
 from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
 from tests.support.waiting import eventually
+from tests.support.workflows import import_published, wait_for
 
 EVERY_SECOND = "* * * * * *"
 WAIT_SECONDS = 10.0  # well under the 30 s resync: a change seen sooner came by notification

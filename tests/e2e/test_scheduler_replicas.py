@@ -11,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
+from tests.support.credentials import ENCRYPTION_KEY
 from tests.support.processes import ServerProcess, environment, switchyard_run
 from tests.support.waiting import eventually
 
@@ -39,7 +40,7 @@ async def test_three_schedulers_fire_every_tick_exactly_once_without_gaps(
     connection = await asyncpg.connect(database_dsn)
     try:
         await connection.execute(INSERT_SCHEDULE, uuid.uuid4())
-        env = environment(DATABASE_URL=database_dsn, ENCRYPTION_KEYS="test:" + "A" * 43 + "=")
+        env = environment(DATABASE_URL=database_dsn, ENCRYPTION_KEYS=ENCRYPTION_KEY)
         with ExitStack() as stack:
             servers = [
                 stack.enter_context(

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import asyncpg
 import httpx
 
-from tests.conftest import API_TOKEN
-from tests.faults.conftest import Process
+from tests.faults.drill import Process
+from tests.support.credentials import API_TOKEN
 from tests.support.waiting import eventually
 
 RECONNECT = (

@@ -13,9 +13,9 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import API_TOKEN
 from tests.faults.cluster import OwnCluster
-from tests.faults.conftest import Process, sized
+from tests.faults.drill import Process, sized
+from tests.support.credentials import API_TOKEN
 from tests.support.waiting import eventually
 
 EVENTS_PER_SECOND = 20

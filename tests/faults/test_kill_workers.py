@@ -13,8 +13,8 @@ from collections.abc import Callable
 import asyncpg
 import httpx
 
-from tests.conftest import API_TOKEN
-from tests.faults.conftest import Process, sized
+from tests.faults.drill import Process, sized
+from tests.support.credentials import API_TOKEN
 from tests.support.peers import HttpPeer
 from tests.support.waiting import eventually
 

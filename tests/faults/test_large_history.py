@@ -19,8 +19,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.conftest import API_TOKEN
-from tests.faults.conftest import LARGE, Process, sized
+from tests.faults.drill import LARGE, Process, sized
+from tests.support.credentials import API_TOKEN
 from tests.support.waiting import eventually
 
 DOCUMENT = {

@@ -13,8 +13,8 @@ import asyncpg
 import httpx
 
 from server.queue.listener import LISTENER_APPLICATION_NAME
-from tests.conftest import API_TOKEN
-from tests.faults.conftest import Process, sized
+from tests.faults.drill import Process, sized
+from tests.support.credentials import API_TOKEN
 from tests.support.waiting import eventually
 
 POLL_SECONDS = 1.0

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import asyncpg
 
-from tests.faults.conftest import Process, sized
+from tests.faults.drill import Process, sized
 from tests.support.waiting import eventually
 
 INSERT_SCHEDULE = """

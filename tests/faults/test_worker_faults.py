@@ -13,8 +13,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import API_TOKEN
-from tests.faults.conftest import Process, sized
+from tests.faults.drill import Process, sized
+from tests.support.credentials import API_TOKEN
 from tests.support.peers import HttpPeer, RecordedRequest, Reply
 from tests.support.waiting import eventually
 

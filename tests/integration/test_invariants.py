@@ -32,13 +32,13 @@ from server.db.check_report import (
 from server.db.database_triggers import trigger_name
 from server.db.invariant_runner import Violation
 from server.storage.object_store import open_object_store
-from tests.conftest import API_TOKEN
-from tests.e2e.conftest import import_published, run, wait_for
 from tests.e2e.test_runs import LEADS
 from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
 from tests.support.invariants import NO_GRACE, check_invariants
 from tests.support.processes import environment, run_command
 from tests.support.waiting import eventually
+from tests.support.workflows import import_published, run, wait_for
 
 DATABASE_SOURCE = {
     "trigger_key": "lead_sources_db_change",
