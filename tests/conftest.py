@@ -1,5 +1,10 @@
 """Shared fixtures: a real PostgreSQL (embedded by default, DATABASE_URL when set) and
-per-test databases cloned from a migrated template."""
+per-test databases cloned from a migrated template.
+
+The fixtures of the loopback peers and the S3 server live in their support modules and are
+declared once here as plugins (pytest reads `pytest_plugins` only in the root conftest), so
+every test can request them by name with no import.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,15 @@ from server.app import create_app
 from server.db.embedded import embedded_postgres
 from server.db.migrations import migrate
 from server.db.pool import open_pool
-from tests.apps import serving
-from tests.databases import create_database, drop_database, dsn_for_database
+from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
+from tests.support.databases import create_database, drop_database, dsn_for_database
+
+pytest_plugins = [
+    "tests.support.peers",  # http_peer, other_http_peer, https_peer, smtp_*, tls_client_context
+    "tests.support.broken_peers",  # broken_answer_peer
+    "tests.support.s3_server",  # s3_server
+]
 
 
 @pytest.fixture(scope="session")
@@ -75,9 +87,6 @@ async def engine(database_dsn: str) -> AsyncIterator[PostgresEngine]:
     """Piccolo's engine with an open pool on this test's database."""
     async with open_pool(database_dsn) as opened:
         yield opened
-
-
-API_TOKEN = "sy_test-token-for-the-api-suite"
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from piccolo.engine.postgres import PostgresEngine
 from config.settings import Role, Settings, SettingsError, load_settings
 from server.app import create_app
 from server.db.tokens import create_token
-from tests.apps import serving
-from tests.conftest import API_TOKEN
+from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
 
 
 @pytest.mark.parametrize(

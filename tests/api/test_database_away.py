@@ -3,17 +3,16 @@ recovers by itself when the database comes back (issue 11's second defect)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 
 import httpx
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.apps import serving
-from tests.conftest import API_TOKEN
-from tests.db_proxy import database_proxy
+from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
+from tests.support.db_proxy import database_proxy
+from tests.support.waiting import eventually
 
 
 async def _requests(client: httpx.AsyncClient, workflow_id: str) -> list[httpx.Response]:
@@ -52,8 +51,10 @@ async def test_every_route_answers_503_with_retry_after_while_the_database_is_aw
             assert (await client.get("/ready")).status_code == 503
 
             await proxy.restore()
-            deadline = time.monotonic() + 10
-            while (await client.get("/api/v1/workflows")).status_code != 200:
-                assert time.monotonic() < deadline, "the API did not recover"
-                await asyncio.sleep(0.1)
+            await eventually(
+                lambda: client.get("/api/v1/workflows"),
+                until=lambda answer: answer.status_code == 200,
+                what="the API recovered",
+                every=0.1,
+            )
             assert all(r.status_code < 500 for r in await _requests(client, workflow_id))

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.apps import serving
-from tests.conftest import API_TOKEN
-from tests.processes import free_port
-from tests.s3_server import create_bucket, s3_client, s3_server  # noqa: F401 - fixture
+from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
+from tests.support.processes import free_port
+from tests.support.s3_server import create_bucket, s3_client
 
 DOCUMENT = {
     "name": "S3 published",
@@ -26,7 +26,7 @@ DOCUMENT = {
 
 async def test_publish_writes_the_document_under_the_bucket_prefix(
     settings_for: Callable[..., Settings],
-    s3_server: str,  # noqa: F811 - fixture
+    s3_server: str,
 ) -> None:
     bucket = await create_bucket(s3_server)
     settings = settings_for(
@@ -49,7 +49,7 @@ async def test_publish_writes_the_document_under_the_bucket_prefix(
 
 async def test_an_unreachable_store_answers_503_and_leaves_the_version_a_draft(
     settings_for: Callable[..., Settings],
-    s3_server: str,  # noqa: F811 - fixture
+    s3_server: str,
 ) -> None:
     settings = settings_for(
         roles=frozenset({Role.API}),

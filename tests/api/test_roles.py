@@ -6,8 +6,8 @@ import httpx
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.apps import serving
-from tests.conftest import API_TOKEN
+from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
 
 
 async def test_worker_only_process_serves_health_but_not_the_api(

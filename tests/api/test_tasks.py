@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from server.actions import task_management
-from tests.action_contexts import RunningStep, action_context, insert_running_step
+from tests.support.action_contexts import RunningStep, action_context, insert_running_step
 
 
 def parse(timestamp: str) -> dt.datetime:

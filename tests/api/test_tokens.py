@@ -13,9 +13,9 @@ import httpx
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.apps import serving
-from tests.conftest import API_TOKEN
-from tests.processes import environment, switchyard_run
+from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
+from tests.support.processes import environment, switchyard_run
 
 
 async def test_a_created_token_is_shown_once_listed_without_secret_and_records_its_use(

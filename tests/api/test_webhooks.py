@@ -17,9 +17,9 @@ from server.db.rotation import rotate_keys
 from server.db.tables import WebhookEndpoint
 from server.db.webhooks import find_endpoint
 from server.keyring import load_keyring
-from tests.apps import serving
-from tests.conftest import API_TOKEN
-from tests.hook_senders import create_webhook
+from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
+from tests.support.hook_senders import create_webhook
 
 TOKEN = "token-of-at-least-16-characters"
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

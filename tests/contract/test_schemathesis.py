@@ -17,20 +17,19 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Final
 
 import httpx
 import pytest
 
-from tests.conftest import API_TOKEN
-from tests.processes import SWITCHYARD, environment, free_port
+from tests.support.credentials import API_TOKEN, ENCRYPTION_KEY
+from tests.support.processes import SWITCHYARD, environment, free_port
+from tests.support.waiting import eventually
 
 CONFIG: Final = Path(__file__).with_name("schemathesis.toml")
 SCHEMATHESIS: Final = Path(sys.executable).with_name("st")
 EXAMPLES: Final = int(os.environ.get("CONTRACT_EXAMPLES", "20"))
-ENCRYPTION_KEY: Final = "test:" + "A" * 43 + "="
 START_TIMEOUT_SECONDS: Final = 60.0
 RUN_TIMEOUT_SECONDS: Final = 170.0 if EXAMPLES <= 20 else 3000.0
 
@@ -72,18 +71,26 @@ async def test_the_live_api_keeps_its_openapi_contract_under_fuzzing(
 
 
 async def _wait_ready(url: str, server: subprocess.Popen[str], log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
     async with httpx.AsyncClient(timeout=2) as client:
-        while time.monotonic() < deadline:
+
+        async def ready_status() -> int | str:
             if server.poll() is not None:
-                raise AssertionError(f"the api exited early:\n{log_path.read_text()}")  # noqa: ASYNC240
+                raise AssertionError("the api exited early")
             try:
-                if (await client.get(url + "/ready")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"the api did not become ready:\n{log_path.read_text()}")  # noqa: ASYNC240
+                return (await client.get(url + "/ready")).status_code
+            except httpx.TransportError as error:
+                return repr(error)
+
+        try:
+            await eventually(
+                ready_status,
+                until=lambda status: status == 200,
+                what="the api ready (GET /ready answering 200)",
+                within=START_TIMEOUT_SECONDS,
+                every=0.1,
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{log_path.read_text()}") from None  # noqa: ASYNC240
 
 
 async def _schemathesis(url: str, workdir: Path) -> tuple[int, str]:

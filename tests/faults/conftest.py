@@ -1,95 +1,23 @@
-"""Fault scenarios: real `switchyard` processes on loopback, killed, paused and cut off.
+"""Fixtures of the fault scenarios: real `switchyard` processes on loopback (`processes`), killed,
+paused and cut off, and `switchyard check` as each scenario's last word.
 
 Each scenario is bounded in time and size and stops by itself. `FAULT_SCALE=small` (the default,
 run by CI with the rest of the suite) keeps them short; `FAULT_SCALE=large` (`make faults
-SCALE=large`) runs them at the sizes the README quotes.
+SCALE=large`) runs them at the sizes the README quotes (`drill.py`).
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Final
 
-import httpx
 import pytest
 
-from tests.conftest import API_TOKEN
-from tests.peers import _http_peer, http_peer  # noqa: F401 - fixtures, found by name
-from tests.processes import SWITCHYARD, environment, free_port
-
-SCALE: Final = os.environ.get("FAULT_SCALE", "small")
-LARGE: Final = SCALE == "large"
-ENCRYPTION_KEY: Final = "test:" + "A" * 43 + "="
-START_TIMEOUT_SECONDS: Final = 60.0
-
-
-def sized(small: int, large: int) -> int:
-    return large if LARGE else small
-
-
-class Process:
-    """One `switchyard run` whose output goes to a file (a pipe nobody reads would block it)."""
-
-    def __init__(self, args: list[str], env: dict[str, str], workdir: Path, name: str) -> None:
-        self.port = free_port()
-        self.name = name
-        self.log_path = workdir / f"{name}.log"
-        self._log = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            [*SWITCHYARD, "run", "--port", str(self.port), "--data-dir", str(workdir / "data"),
-             *args],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited early:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name} did not become ready:\n{self.log()}")
-
-    def signal(self, number: signal.Signals) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(number)
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.process.wait()
-
-    def terminate(self, timeout: float) -> float:
-        """SIGTERM; the seconds it took to exit (AssertionError if it did not in `timeout`)."""
-        started = time.monotonic()
-        self.signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(
-                f"{self.name} ignored SIGTERM for {timeout} s:\n{self.log()}"
-            ) from None
-        return time.monotonic() - started
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()[-6000:]
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.kill()
-        self._log.close()
+from tests.faults.drill import LARGE, Process
+from tests.support.credentials import API_TOKEN, ENCRYPTION_KEY
+from tests.support.processes import SWITCHYARD, environment
 
 
 @pytest.fixture

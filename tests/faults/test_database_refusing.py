@@ -5,18 +5,23 @@ state, and every accepted event runs once the limit is lifted."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import asyncpg
 import httpx
 
-from tests.conftest import API_TOKEN
-from tests.faults.conftest import Process
+from tests.faults.drill import Process
+from tests.support.credentials import API_TOKEN
+from tests.support.waiting import eventually
 
 RECONNECT = (
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+RUNS = (
+    "SELECT (e.payload->>'n')::int AS n, x.status,"
+    " (SELECT count(*) FROM step_execution s WHERE s.execution_id = x.id) AS steps"
+    " FROM trigger_event e JOIN workflow_execution x ON x.trigger_event_id = e.id"
 )
 DOCUMENT = {
     "name": "Refusing drill",
@@ -72,17 +77,13 @@ async def test_a_database_that_refuses_statements_gets_503s_and_nothing_half_wri
             assert answer.status_code == 503, answer.text
             assert answer.headers["retry-after"]
 
-        deadline = time.monotonic() + 120
-        while True:
-            rows = await connection.fetch(
-                "SELECT (e.payload->>'n')::int AS n, x.status,"
-                " (SELECT count(*) FROM step_execution s WHERE s.execution_id = x.id) AS steps"
-                " FROM trigger_event e JOIN workflow_execution x ON x.trigger_event_id = e.id"
-            )
-            if rows and all(row["status"] == "SUCCESS" for row in rows):
-                break
-            assert time.monotonic() < deadline, [dict(row) for row in rows]
-            await asyncio.sleep(0.5)
+        rows = await eventually(
+            lambda: connection.fetch(RUNS),
+            until=lambda rows: rows and all(row["status"] == "SUCCESS" for row in rows),
+            what="every run succeeded",
+            within=120,
+            every=0.5,
+        )
     assert {row["n"] for row in rows} >= set(accepted)  # every accepted event ran
     assert {row["steps"] for row in rows} == {2}  # whole runs, nothing half-written
     assert await connection.fetchval("SELECT count(*) FROM tasks") == len(rows)

@@ -13,9 +13,10 @@ from collections.abc import Callable
 import asyncpg
 import httpx
 
-from tests.conftest import API_TOKEN
-from tests.faults.conftest import Process, sized
-from tests.peers import HttpPeer
+from tests.faults.drill import Process, sized
+from tests.support.credentials import API_TOKEN
+from tests.support.peers import HttpPeer
+from tests.support.waiting import eventually
 
 DRAIN_TIMEOUT_SECONDS = 600.0
 
@@ -98,10 +99,13 @@ async def test_workers_killed_during_the_drain_lose_and_duplicate_nothing(
         await asyncio.to_thread(replacement.wait_ready)
         workers.append(replacement)
 
-    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
-    while (left := await unfinished(connection)) > 0:
-        assert time.monotonic() < deadline, f"{left} executions still unfinished"
-        await asyncio.sleep(0.5)
+    await eventually(
+        lambda: unfinished(connection),
+        until=lambda left: left == 0,
+        what="every execution finished (last value: executions unfinished)",
+        within=DRAIN_TIMEOUT_SECONDS,
+        every=0.5,
+    )
     drained = time.monotonic() - started
 
     rows = await connection.fetch("SELECT status, count(*) FROM workflow_execution GROUP BY status")

@@ -19,8 +19,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.conftest import API_TOKEN
-from tests.faults.conftest import LARGE, Process, sized
+from tests.faults.drill import LARGE, Process, sized
+from tests.support.credentials import API_TOKEN
+from tests.support.waiting import eventually
 
 DOCUMENT = {
     "name": "History",
@@ -57,18 +58,18 @@ async def drain_rate(
     since = await connection.fetchval("SELECT now()")
     worker = start_worker()
     await asyncio.to_thread(worker.wait_ready)
-    deadline = time.monotonic() + (7200 if LARGE else 300)
-    while True:
-        row = await connection.fetchrow(
+    row = await eventually(
+        lambda: connection.fetchrow(
             "SELECT count(*) AS done, min(finished_at) AS first, max(finished_at) AS last"
             " FROM workflow_execution WHERE finished_at >= $1",
             since,
-        )
-        assert row is not None
-        if row["done"] >= expected:
-            break
-        assert time.monotonic() < deadline, f"only {row['done']} of {expected} drained"
-        await asyncio.sleep(0.5)
+        ),
+        until=lambda row: row is not None and row["done"] >= expected,
+        what=f"{expected} executions drained",
+        within=7200 if LARGE else 300,
+        every=0.5,
+    )
+    assert row is not None
     worker.terminate(30)
     seconds = (row["last"] - row["first"]).total_seconds()
     return (row["done"] - 1) / max(seconds, 1e-3)  # type: ignore[no-any-return]

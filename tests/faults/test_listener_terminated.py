@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from functools import partial
 
 import asyncpg
 import httpx
 
 from server.queue.listener import LISTENER_APPLICATION_NAME
-from tests.conftest import API_TOKEN
-from tests.faults.conftest import Process, sized
+from tests.faults.drill import Process, sized
+from tests.support.credentials import API_TOKEN
+from tests.support.waiting import eventually
 
 POLL_SECONDS = 1.0
 TERMINATE = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1"
@@ -47,15 +49,23 @@ async def test_a_terminated_listener_comes_back_and_polling_covers_the_gap(
             sent = time.monotonic()
             started = await client.post(f"/api/v1/workflows/{workflow_id}/run", json={"input": {}})
             execution_id = started.json()["execution_id"]
-            while (await client.get(f"/api/v1/executions/{execution_id}")).json()[
-                "status"
-            ] != "SUCCESS":
-                assert time.monotonic() - sent < 10 * POLL_SECONDS, "the run was not picked up"
-                await asyncio.sleep(0.05)
+            await eventually(
+                partial(_status, client, execution_id),
+                until=lambda status: status == "SUCCESS",
+                what="the run picked up and finished",
+                within=10 * POLL_SECONDS,
+                every=0.05,
+            )
             waits.append(time.monotonic() - sent)
-            deadline = time.monotonic() + 10
-            while await connection.fetchval(LISTENING, LISTENER_APPLICATION_NAME) == 0:
-                assert time.monotonic() < deadline, "the listener did not come back"
-                await asyncio.sleep(0.1)
+            await eventually(
+                lambda: connection.fetchval(LISTENING, LISTENER_APPLICATION_NAME),
+                what="the listener back (its connections counted)",
+                every=0.1,
+            )
     assert max(waits) < POLL_SECONDS + 1.5, waits
     switchyard_check(database_dsn)
+
+
+async def _status(client: httpx.AsyncClient, execution_id: str) -> str:
+    status: str = (await client.get(f"/api/v1/executions/{execution_id}")).json()["status"]
+    return status

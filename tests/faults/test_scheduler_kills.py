@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import asyncpg
 
-from tests.faults.conftest import Process, sized
+from tests.faults.drill import Process, sized
+from tests.support.waiting import eventually
 
 INSERT_SCHEDULE = """
 INSERT INTO schedule_trigger (id, trigger_key, cron, timezone, payload, enabled, misfire_policy,
@@ -23,6 +24,12 @@ FIRED = """
 SELECT idempotency_key, source->>'scheduled_for' AS scheduled_for
 FROM trigger_event WHERE trigger_key = 'every-second'
 """
+
+
+async def _fired_after(connection: asyncpg.Connection, moment: dt.datetime) -> bool:
+    """Whether a tick scheduled after `moment` has fired."""
+    rows = await connection.fetch(FIRED)
+    return any(dt.datetime.fromisoformat(row["scheduled_for"]) > moment for row in rows)
 
 
 async def _sleep_to_just_before_a_tick(rng: random.Random) -> None:
@@ -39,7 +46,8 @@ async def test_schedulers_killed_near_tick_boundaries_fire_every_tick_once(
     await connection.execute(INSERT_SCHEDULE, uuid.uuid4())
     schedulers = [processes(database_dsn, "scheduler") for _ in range(3)]
     await asyncio.gather(*(asyncio.to_thread(s.wait_ready) for s in schedulers))
-    await asyncio.sleep(2)  # every replica has loaded the schedule
+    ready = dt.datetime.now(dt.UTC)
+    await eventually(lambda: _fired_after(connection, ready), what="a tick fired by the replicas")
     started = dt.datetime.now(dt.UTC)
     rng = random.Random(11)  # noqa: S311 - kill moments, not cryptography
     kills = sized(4, 20)
@@ -51,7 +59,11 @@ async def test_schedulers_killed_near_tick_boundaries_fire_every_tick_once(
         replacement = processes(database_dsn, "scheduler")
         schedulers.append(replacement)
         await asyncio.to_thread(replacement.wait_ready)
-    await asyncio.sleep(2)
+    last_kill = dt.datetime.now(dt.UTC)
+    await eventually(
+        lambda: _fired_after(connection, last_kill + dt.timedelta(seconds=1)),
+        what="a full tick fired after the last kill",
+    )
     ended = dt.datetime.now(dt.UTC)
     for scheduler in schedulers:
         scheduler.terminate(15)

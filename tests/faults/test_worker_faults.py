@@ -13,9 +13,10 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import API_TOKEN
-from tests.faults.conftest import Process, sized
-from tests.peers import HttpPeer, RecordedRequest, Reply
+from tests.faults.drill import Process, sized
+from tests.support.credentials import API_TOKEN
+from tests.support.peers import HttpPeer, RecordedRequest, Reply
+from tests.support.waiting import eventually
 
 WAIT_SECONDS = 120.0
 WORKER = {"JOB_LEASE_SECONDS": "1", "JOB_POLL_INTERVAL_SECONDS": "0.2"}
@@ -67,13 +68,6 @@ async def api(
         yield client
 
 
-async def eventually(condition: Callable[[], Any], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not await condition():
-        assert time.monotonic() < deadline, f"{what} not reached within {WAIT_SECONDS} s"
-        await asyncio.sleep(0.1)
-
-
 async def execution(client: httpx.AsyncClient, execution_id: str) -> dict[str, Any]:
     body: dict[str, Any] = (await client.get(f"/api/v1/executions/{execution_id}")).json()
     return body
@@ -96,7 +90,7 @@ async def test_a_frozen_worker_that_wakes_after_its_lease_changes_nothing(
     async def called(times: int) -> bool:
         return len(http_peer.requests_to("/slow")) >= times
 
-    await eventually(lambda: called(1), "the first call")
+    await eventually(lambda: called(1), what="the first call", within=WAIT_SECONDS, every=0.1)
     zombie.signal(signal.SIGSTOP)  # frozen mid-step, holding the lease it can no longer renew
     rescuer = processes(database_dsn, "worker", "rescuer", **WORKER)
     await asyncio.to_thread(rescuer.wait_ready)
@@ -104,10 +98,17 @@ async def test_a_frozen_worker_that_wakes_after_its_lease_changes_nothing(
     async def succeeded() -> bool:
         return bool((await execution(api, execution_id))["status"] == "SUCCESS")
 
-    await eventually(succeeded, "the run finished by the other worker")
+    await eventually(
+        succeeded, what="the run finished by the other worker", within=WAIT_SECONDS, every=0.1
+    )
     before = await execution(api, execution_id)
     zombie.signal(signal.SIGCONT)  # wakes, finishes its call, tries to record it
-    await asyncio.sleep(4)
+    await eventually(
+        lambda: "job_lease_lost" in zombie.log(),
+        what="the woken worker reporting its lost lease",
+        within=WAIT_SECONDS,
+        every=0.1,
+    )
     after = await execution(api, execution_id)
     assert after == before  # the late completion was fenced out
     assert [step["step_key"] for step in after["steps"]] == ["call", "task"]
@@ -137,7 +138,7 @@ async def test_sigterm_during_long_steps_stops_claiming_and_exits_within_the_gra
     async def busy() -> bool:
         return len(http_peer.requests_to("/slow")) >= 4
 
-    await eventually(busy, "four steps in flight")
+    await eventually(busy, what="four steps in flight", within=WAIT_SECONDS, every=0.1)
     exit_seconds = await asyncio.to_thread(worker.terminate, 15)
     assert exit_seconds < 5 + 3  # SHUTDOWN_GRACE_SECONDS is 5
     calls_at_exit = len(http_peer.requests_to("/slow"))
@@ -151,7 +152,9 @@ async def test_sigterm_during_long_steps_stops_claiming_and_exits_within_the_gra
         )
         return bool(left == 0)
 
-    await eventually(all_done, "every run finished by the next worker")
+    await eventually(
+        all_done, what="every run finished by the next worker", within=WAIT_SECONDS, every=0.1
+    )
     assert await connection.fetchval("SELECT count(*) FROM tasks") == runs
     switchyard_check(database_dsn)
 
@@ -198,8 +201,15 @@ async def test_a_burst_of_duplicated_deliveries_with_no_worker_runs_each_deliver
         )
         return bool(done >= unique)
 
-    await eventually(drained, "the backlog drained")
-    await asyncio.sleep(1)
+    await eventually(drained, what="the backlog drained", within=WAIT_SECONDS, every=0.1)
+    # With no job left, no step can run again: the counts below are final.
+    await eventually(
+        lambda: connection.fetchval("SELECT count(*) FROM job"),
+        until=lambda jobs: jobs == 0,
+        what="the queue empty (last value: jobs left)",
+        within=WAIT_SECONDS,
+        every=0.1,
+    )
     rows = await connection.fetch(
         "SELECT (s.result_data->>'id')::int AS id, count(*) FROM step_execution s GROUP BY 1"
     )

@@ -10,8 +10,8 @@ import pytest
 
 from server.actions.email import EmailAction
 from server.queue.jobs import PermanentError, RetryableError
-from tests.action_contexts import Credentials, action_context
-from tests.peers import SMTP_PASSWORD, SMTP_USER, SmtpPeer, free_port
+from tests.support.action_contexts import Credentials, action_context
+from tests.support.peers import SMTP_PASSWORD, SMTP_USER, SmtpPeer, free_port
 
 # The peers listen on loopback, which the outbound guard refuses unless HTTP_ALLOWED_HOSTS
 # allows it: these tests allow it explicitly, as a deployment with a local relay would.

@@ -12,9 +12,9 @@ from server.actions.guarded_http import OutboundClient
 from server.actions.http_request import HttpRequestAction
 from server.actions.oauth2 import ClientCredentialsTokens
 from server.queue.jobs import PermanentError, RetryableError
-from tests.action_contexts import action_context
-from tests.broken_peers import BrokenAnswerPeer
-from tests.peers import HttpPeer, RecordedRequest, Reply, free_port
+from tests.support.action_contexts import action_context
+from tests.support.broken_peers import BrokenAnswerPeer
+from tests.support.peers import HttpPeer, RecordedRequest, Reply, free_port
 
 
 async def call(

@@ -13,8 +13,8 @@ from server.actions.guarded_http import OutboundClient
 from server.actions.http_request import HttpRequestAction
 from server.actions.oauth2 import ClientCredentialsTokens
 from server.queue.jobs import PermanentError
-from tests.action_contexts import Credentials, action_context
-from tests.peers import HttpPeer, RecordedRequest, Reply
+from tests.support.action_contexts import Credentials, action_context
+from tests.support.peers import HttpPeer, RecordedRequest, Reply
 
 
 class FakeClock:

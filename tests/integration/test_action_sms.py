@@ -10,8 +10,8 @@ import pytest
 from server.actions.guarded_http import OutboundClient
 from server.actions.sms import SmsAction
 from server.queue.jobs import PermanentError, RetryableError
-from tests.action_contexts import Credentials, action_context
-from tests.peers import HttpPeer
+from tests.support.action_contexts import Credentials, action_context
+from tests.support.peers import HttpPeer
 
 MESSAGES_PATH = "/2010-04-01/Accounts/AC123/Messages.json"
 CFG = {"credential": "twilio", "from": "+15550001", "to": "+15550002", "body": "Hello Ann"}

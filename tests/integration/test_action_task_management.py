@@ -11,7 +11,7 @@ import pytest
 
 from server.actions import task_management
 from server.queue.jobs import PermanentError
-from tests.action_contexts import RunningStep, action_context, insert_running_step
+from tests.support.action_contexts import RunningStep, action_context, insert_running_step
 
 
 @pytest.fixture

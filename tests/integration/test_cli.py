@@ -4,7 +4,6 @@ instance's database (never a new one), say which, and fail clearly when there is
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,8 @@ import httpx
 import pytest
 
 from server.crypto.aead import parse_encryption_keys
-from tests.processes import ServerProcess, environment, run_command, switchyard_run
+from tests.support.processes import ServerProcess, environment, run_command, switchyard_run
+from tests.support.waiting import eventually_sync
 
 DOCUMENT = {
     "name": "Shape a lead",
@@ -36,16 +36,21 @@ def _ok(result: Any) -> str:
 
 
 def _wait_finished(server: ServerProcess, token: str, execution_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
     headers = {"Authorization": f"Bearer {token}"}
-    while True:
+
+    def execution() -> dict[str, Any]:
         body: dict[str, Any] = server.get(
             f"/api/v1/executions/{execution_id}", headers=headers
         ).json()
-        if body["status"] in {"SUCCESS", "FAILED", "CANCELLED"}:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
+        return body
+
+    return eventually_sync(
+        execution,
+        until=lambda body: body["status"] in {"SUCCESS", "FAILED", "CANCELLED"},
+        what=f"execution {execution_id} finished",
+        within=20,
+        every=0.05,
+    )
 
 
 @pytest.mark.timeout(240)  # about fifteen CLI processes, each starting Python and connecting

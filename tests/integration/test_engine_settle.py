@@ -15,10 +15,12 @@ from server.engine.planning import ExecutionStatus, StepStatus
 from server.queue.client import claim_jobs, enqueue_job
 from server.queue.jobs import Lease, NewJob
 from server.runs.store import StepResult, settle_step, start_step
-from tests.action_contexts import RunningStep, insert_running_step
+from tests.support.action_contexts import RunningStep, insert_running_step
+from tests.support.waiting import eventually
 
 KEYRING = Keyring([("k1", bytes(32))])
 DONE = StepResult(status=StepStatus.SUCCESS, result_data={"ok": True}, attempts=1)
+WAIT_EVENT_TYPE = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1"
 
 
 @pytest.fixture
@@ -100,6 +102,7 @@ async def test_a_change_that_commits_while_it_waits_for_the_lock_is_seen(
     connection: asyncpg.Connection, running_step: RunningStep, started: Started, database_dsn: str
 ) -> None:
     other = await asyncpg.connect(database_dsn)
+    watcher = await asyncpg.connect(database_dsn)  # outside `other`'s transaction and snapshot
     try:
         transaction = other.transaction()
         await transaction.start()
@@ -110,10 +113,15 @@ async def test_a_change_that_commits_while_it_waits_for_the_lock_is_seen(
         task = asyncio.ensure_future(
             settle(connection, running_step, started.version, started.lease)
         )
-        await asyncio.sleep(0.2)
+        await eventually(
+            lambda: watcher.fetchval(WAIT_EVENT_TYPE, connection.get_server_pid()),
+            until=lambda wait_event_type: wait_event_type == "Lock",
+            what="the settle waiting for a lock",
+        )
         assert not task.done()  # blocked on the execution's row lock
         await transaction.commit()
         assert await task == (False, True)
     finally:
         await other.close()
+        await watcher.close()
     assert await state(connection, running_step) == ("RUNNING", "RUNNING", 1)

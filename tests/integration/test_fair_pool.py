@@ -7,7 +7,7 @@ import asyncio
 from typing import Final
 
 from server.db.pool import asyncpg_pool, open_pool
-from tests.queue_support import eventually
+from tests.support.waiting import eventually
 
 POOL_SIZE: Final = 2
 BORROWERS: Final = 30  # job handlers acquiring and releasing in a tight loop

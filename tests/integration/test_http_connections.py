@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from server.http_limits import PROBE_CONNECTIONS
-from tests.processes import ServerProcess, environment, switchyard_run
-from tests.raw_http import closed_within, connect, read_response, request_head
+from tests.support.processes import ServerProcess, environment, switchyard_run
+from tests.support.raw_http import closed_within, connect, read_response, request_head
+from tests.support.waiting import eventually_sync
 
 TOKEN = "sy_http_connections"
 AUTH = f"Authorization: Bearer {TOKEN}"
@@ -67,7 +68,7 @@ def test_past_the_cap_health_is_served_other_requests_get_503_and_then_refused_a
             assert time.monotonic() - started < 0.5
             assert (response.status, response.headers["retry-after"]) == (503, "1")
             assert closed_within(refused, 3.0)
-    assert _served_again(server)
+    _wait_served_again(server)
 
 
 def test_past_the_cap_the_longest_idle_keep_alive_connection_makes_room(
@@ -84,12 +85,13 @@ def test_past_the_cap_the_longest_idle_keep_alive_connection_makes_room(
         assert read_response(idle[1]).status == 200  # the others are kept
 
 
-def _served_again(server: ServerProcess) -> bool:
-    """Once the held connections are gone, requests are served again (polled briefly)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        if httpx.get(f"{server.url}/api/v1/workflows", headers=headers).status_code == 200:
-            return True
-        time.sleep(0.05)
-    return False
+def _wait_served_again(server: ServerProcess) -> None:
+    """Once the held connections are gone, requests are served again."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    eventually_sync(
+        lambda: httpx.get(f"{server.url}/api/v1/workflows", headers=headers).status_code,
+        until=lambda status: status == 200,
+        what="requests served again",
+        within=5,
+        every=0.05,
+    )

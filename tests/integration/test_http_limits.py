@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ServerProcess, environment, switchyard_run
-from tests.raw_http import (
+from tests.support.processes import ServerProcess, environment, switchyard_run
+from tests.support.raw_http import (
     closed_within,
     connect,
     health_latency,

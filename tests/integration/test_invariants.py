@@ -32,12 +32,13 @@ from server.db.check_report import (
 from server.db.database_triggers import trigger_name
 from server.db.invariant_runner import Violation
 from server.storage.object_store import open_object_store
-from tests.apps import serving
-from tests.conftest import API_TOKEN
-from tests.engine.conftest import import_published, run, wait_for
-from tests.engine.test_runs import LEADS
-from tests.invariants import NO_GRACE, check_invariants
-from tests.processes import environment, run_command
+from tests.e2e.test_runs import LEADS
+from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
+from tests.support.invariants import NO_GRACE, check_invariants
+from tests.support.processes import environment, run_command
+from tests.support.waiting import eventually
+from tests.support.workflows import import_published, run, wait_for
 
 DATABASE_SOURCE = {
     "trigger_key": "lead_sources_db_change",
@@ -149,17 +150,14 @@ async def _event(client: httpx.AsyncClient, key: str, payload: dict[str, Any]) -
 
 
 async def _only_execution(client: httpx.AsyncClient, workflow_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 15
-    while True:
-        listed = await client.get("/api/v1/executions", params={"workflow_id": workflow_id})
-        items: list[dict[str, Any]] = listed.json()["items"]
-        if items:
-            execution: dict[str, Any] = (
-                await client.get(f"/api/v1/executions/{items[0]['id']}")
-            ).json()
-            return execution
-        assert time.monotonic() < deadline, "the row change started no execution"
-        await asyncio.sleep(0.05)
+    async def listed() -> list[dict[str, Any]]:
+        page = await client.get("/api/v1/executions", params={"workflow_id": workflow_id})
+        items: list[dict[str, Any]] = page.json()["items"]
+        return items
+
+    items = await eventually(listed, what="an execution started by the row change", within=15)
+    execution: dict[str, Any] = (await client.get(f"/api/v1/executions/{items[0]['id']}")).json()
+    return execution
 
 
 async def _sql(dsn: str, statement: str, *arguments: object) -> Any:

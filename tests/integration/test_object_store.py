@@ -26,13 +26,12 @@ from server.storage.object_store import (
     open_object_store,
 )
 from server.storage.s3 import S3CallLimits, S3ObjectStore
-from tests.s3_server import (
+from tests.support.s3_server import (
     DUMMY_ACCESS_KEY_ID,
     DUMMY_SECRET_ACCESS_KEY,
     create_bucket,
     delete_bucket,
     s3_client,
-    s3_server,  # noqa: F401 - a fixture, used by name
 )
 
 PREFIX = "tenant-a/documents"
@@ -59,7 +58,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 @pytest.fixture
-async def s3_bucket(s3_server: str) -> AsyncIterator[str]:  # noqa: F811 - the imported fixture
+async def s3_bucket(s3_server: str) -> AsyncIterator[str]:
     """A fresh bucket on the moto server, deleted after the test."""
     bucket = await create_bucket(s3_server)
     yield bucket
@@ -275,7 +274,7 @@ async def test_local_store_cannot_be_opened_on_a_file(tmp_path: Path) -> None:
 
 
 async def test_s3_objects_land_under_the_prefix_with_their_content_type(
-    s3_server: str,  # noqa: F811 - the imported fixture
+    s3_server: str,
     s3_bucket: str,
 ) -> None:
     store = S3ObjectStore(bucket=s3_bucket, prefix=f"/{PREFIX}/", endpoint_url=s3_server)
@@ -292,7 +291,7 @@ async def test_s3_objects_land_under_the_prefix_with_their_content_type(
 
 
 async def test_s3_store_sees_nothing_outside_its_prefix(
-    s3_server: str,  # noqa: F811 - the imported fixture
+    s3_server: str,
     s3_bucket: str,
 ) -> None:
     async with s3_client(s3_server) as client:
@@ -305,7 +304,7 @@ async def test_s3_store_sees_nothing_outside_its_prefix(
 
 
 async def test_s3_put_sends_the_md5_of_the_body_so_a_damaged_upload_is_refused(
-    s3_server: str,  # noqa: F811 - the imported fixture
+    s3_server: str,
     s3_bucket: str,
 ) -> None:
     # moto stores the object without checking Content-MD5 (AWS, MinIO and Ceph do check it),
@@ -331,7 +330,7 @@ async def test_s3_put_sends_the_md5_of_the_body_so_a_damaged_upload_is_refused(
 
 
 async def test_s3_prefix_counts_towards_the_key_length_limit(
-    s3_server: str,  # noqa: F811 - the imported fixture
+    s3_server: str,
     s3_bucket: str,
 ) -> None:
     fitting = "k" * (1024 - len(PREFIX) - 1)
@@ -343,7 +342,7 @@ async def test_s3_prefix_counts_towards_the_key_length_limit(
 
 
 async def test_s3_missing_bucket_is_a_store_error_naming_the_bucket(
-    s3_server: str,  # noqa: F811 - the imported fixture
+    s3_server: str,
 ) -> None:
     async with S3ObjectStore(bucket="no-such-bucket", endpoint_url=s3_server) as store:
         with pytest.raises(ObjectStoreError, match=r"s3://no-such-bucket.*NoSuchBucket"):
@@ -353,7 +352,7 @@ async def test_s3_missing_bucket_is_a_store_error_naming_the_bucket(
 
 
 async def test_s3_unreachable_endpoint_fails_fast_on_every_operation(
-    s3_server: str,  # noqa: F811 - sets the dummy credentials
+    s3_server: str,
 ) -> None:
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     store = S3ObjectStore(
@@ -383,7 +382,7 @@ async def test_s3_unreachable_endpoint_fails_fast_on_every_operation(
 
 
 async def test_s3_endpoint_that_never_answers_fails_after_the_configured_attempts(
-    s3_server: str,  # noqa: F811 - sets the dummy credentials
+    s3_server: str,
 ) -> None:
     session = aioboto3.Session()
     attempts: list[str] = []
@@ -402,7 +401,7 @@ async def test_s3_endpoint_that_never_answers_fails_after_the_configured_attempt
 
 
 async def test_s3_call_limit_caps_a_whole_call(
-    s3_server: str,  # noqa: F811 - sets the dummy credentials
+    s3_server: str,
 ) -> None:
     with _silent_endpoint() as endpoint:
         limits = S3CallLimits(read_timeout_seconds=30, max_attempts=3, call_timeout_seconds=0.5)

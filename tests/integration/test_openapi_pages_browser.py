@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import Page, Route, async_playwright
 
-from tests.processes import ServerProcess, environment, switchyard_run
+from tests.support.processes import ServerProcess, environment, switchyard_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from server.db.migrations import known_migrations
-from tests.processes import environment, free_port, run_command, switchyard_run
+from tests.support.processes import environment, free_port, run_command, switchyard_run
 
 
 async def test_three_concurrent_migrate_commands_leave_one_correct_schema(

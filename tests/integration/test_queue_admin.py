@@ -13,7 +13,7 @@ from server.queue.jobs import (
     JobStateConflictError,
     NewJob,
 )
-from tests.queue_support import claim
+from tests.support.queue_support import claim
 
 
 async def test_dead_jobs_are_listed_newest_first_and_can_be_requeued(

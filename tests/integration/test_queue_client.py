@@ -13,7 +13,8 @@ from server.queue.jobs import (
     NewJob,
 )
 from server.queue.sql import JOB_CHANNEL
-from tests.queue_support import claim, eventually
+from tests.support.queue_support import claim
+from tests.support.waiting import eventually
 
 
 async def test_claim_returns_the_job_with_a_lease_and_counts_the_attempt(

@@ -13,7 +13,7 @@ from server.queue.jobs import (
     LeaseLostError,
     NewJob,
 )
-from tests.queue_support import claim, expire_leases
+from tests.support.queue_support import claim, expire_leases
 
 
 async def test_complete_deletes_the_job_and_a_stale_completion_is_refused(

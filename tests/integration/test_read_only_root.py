@@ -12,13 +12,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.processes import SWITCHYARD, ServerProcess, environment, free_port
+from tests.support.processes import SWITCHYARD, ServerProcess, environment, free_port
+from tests.support.waiting import eventually_sync
 
 TOKEN = "read-only-root-token-0123"
 WAIT_SECONDS = 20.0
@@ -130,11 +130,11 @@ def _run_a_workflow(url: str) -> None:
         started = client.post(f"/api/v1/workflows/{workflow_id}/run", json={"input": {"total": 3}})
         assert started.status_code == 202, started.text
         execution_id = started.json()["execution_id"]
-        deadline = time.monotonic() + WAIT_SECONDS
-        while (body := client.get(f"/api/v1/executions/{execution_id}").json())["status"] not in {
-            "SUCCESS",
-            "FAILED",
-        }:
-            assert time.monotonic() < deadline, body
-            time.sleep(0.1)
+        body = eventually_sync(
+            lambda: client.get(f"/api/v1/executions/{execution_id}").json(),
+            until=lambda body: body["status"] in {"SUCCESS", "FAILED"},
+            what=f"execution {execution_id} finished",
+            within=WAIT_SECONDS,
+            every=0.1,
+        )
         assert body["status"] == "SUCCESS", body

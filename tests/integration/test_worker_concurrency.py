@@ -11,7 +11,8 @@ import asyncpg
 from server.queue import client
 from server.queue.handlers import JobContext
 from server.queue.jobs import NewJob
-from tests.queue_support import eventually, fast_settings, worker_on
+from tests.support.queue_support import fast_settings, worker_on
+from tests.support.waiting import eventually
 
 JOBS = 400
 WORKERS = 3

@@ -10,7 +10,8 @@ from prometheus_client import REGISTRY
 from server.queue import admin, client
 from server.queue.handlers import JobContext
 from server.queue.jobs import JobState, NewJob, PermanentError, RetryableError
-from tests.queue_support import eventually, fast_settings, worker_on
+from tests.support.queue_support import fast_settings, worker_on
+from tests.support.waiting import eventually
 
 
 async def job_count(connection: asyncpg.Connection) -> int:

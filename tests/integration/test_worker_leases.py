@@ -15,8 +15,9 @@ from structlog.testing import capture_logs
 from server.queue import client
 from server.queue.handlers import JobContext
 from server.queue.jobs import NewJob
-from tests.invariants import assert_invariants
-from tests.queue_support import eventually, fast_settings, worker_on
+from tests.support.invariants import assert_invariants
+from tests.support.queue_support import fast_settings, worker_on
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +77,7 @@ async def test_a_sigkilled_workers_job_is_rescued_and_run_again(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.worker_process",
+        "tests.support.worker_process",
         database_dsn,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -13,7 +13,8 @@ from server.queue.handlers import JobContext
 from server.queue.jobs import NewJob
 from server.queue.listener import LISTENER_APPLICATION_NAME
 from server.worker.role import Worker
-from tests.queue_support import eventually, fast_settings, worker_on
+from tests.support.queue_support import fast_settings, worker_on
+from tests.support.waiting import eventually
 
 KILL_LISTENER = """
 SELECT pg_terminate_backend(pid) FROM pg_stat_activity

@@ -17,7 +17,8 @@ from server.app import create_app
 from server.queue import client
 from server.queue.handlers import JobContext
 from server.queue.jobs import NewJob
-from tests.queue_support import eventually, fast_settings, worker_on
+from tests.support.queue_support import fast_settings, worker_on
+from tests.support.waiting import eventually
 
 SLOTS = 250  # WORKER_CONCURRENCY: far more CPU-bound jobs than one loop can run promptly
 JOBS = 250

@@ -13,8 +13,9 @@ from server.queue import client
 from server.queue.handlers import JobContext, JobHandler
 from server.queue.jobs import NewJob
 from server.worker.role import Worker
-from tests.invariants import assert_invariants
-from tests.queue_support import eventually, fast_settings, worker_on
+from tests.support.invariants import assert_invariants
+from tests.support.queue_support import fast_settings, worker_on
+from tests.support.waiting import eventually
 
 
 async def run_until_stopped(

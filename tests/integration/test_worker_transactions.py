@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 from server.queue import client
 from server.queue.handlers import JobContext
 from server.queue.jobs import NewJob, RetryableError
-from tests.queue_support import eventually, worker_on
+from tests.support.queue_support import worker_on
+from tests.support.waiting import eventually
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from server.actions.transform import set_variables, transform
 from server.queue.jobs import PermanentError
-from tests.action_contexts import action_context
+from tests.support.action_contexts import action_context
 
 
 async def test_set_variables_outputs_its_values() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,9 +11,10 @@ import pytest
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.apps import serving
-from tests.conftest import API_TOKEN
-from tests.engine.conftest import import_published, wait_for
+from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
+from tests.support.waiting import eventually
+from tests.support.workflows import import_published, wait_for
 
 LEADS_SOURCE = {
     "trigger_key": "lead_sources_db_change",
@@ -59,13 +58,16 @@ async def client(
 
 
 async def _executions(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 15
-    while True:
+    """The executions, finished, once there are at least `count` of them."""
+
+    async def listed() -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = (await client.get("/api/v1/executions")).json()["items"]
-        if len(items) >= count:
-            return [await wait_for(client, item["id"]) for item in items]
-        assert time.monotonic() < deadline, f"{len(items)} executions, expected {count}"
-        await asyncio.sleep(0.05)
+        return items
+
+    items = await eventually(
+        listed, until=lambda items: len(items) >= count, what=f"{count} executions", within=15
+    )
+    return [await wait_for(client, item["id"]) for item in items]
 
 
 async def test_row_changes_start_the_subscribed_workflow(

@@ -8,12 +8,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from tests.support.waiting import eventually_sync
 
 SWITCHYARD = [sys.executable, "-m", "server"]
 START_TIMEOUT_SECONDS = 40.0
@@ -62,17 +63,22 @@ class ServerProcess:
         return httpx.get(self.url + path, timeout=5, **kwargs)  # type: ignore[arg-type]
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited early: {self.output()}")
-            try:
-                if self.get("/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("server did not become ready")
+        eventually_sync(
+            self._ready_status,
+            until=lambda status: status == 200,
+            what="the server ready (GET /ready answering 200)",
+            within=START_TIMEOUT_SECONDS,
+            every=0.1,
+        )
+
+    def _ready_status(self) -> int | str:
+        """What GET /ready answers, or why nothing answered; fails at once if the server exited."""
+        if self.process.poll() is not None:
+            raise AssertionError(f"server exited early: {self.output()}")
+        try:
+            return self.get("/ready").status_code
+        except httpx.TransportError as error:
+            return repr(error)
 
     def stop(self, timeout: float = 20) -> int:
         self.process.send_signal(signal.SIGTERM)

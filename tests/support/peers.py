@@ -29,7 +29,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from tests.certificates import TlsIdentity, localhost_identity
+from tests.support.certificates import TlsIdentity, localhost_identity
 
 SMTP_USER = "mailer@example.com"
 SMTP_PASSWORD = "correct horse"

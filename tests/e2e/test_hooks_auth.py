@@ -9,8 +9,8 @@ import httpx
 from structlog.testing import capture_logs
 
 from server.db.tables import TriggerEvent
-from tests.engine.conftest import import_published, wait_for
-from tests.hook_senders import create_webhook, github_headers, standard_headers
+from tests.support.hook_senders import create_webhook, github_headers, standard_headers
+from tests.support.workflows import import_published, wait_for
 
 BODY = b'{"total": 42}'
 TOKEN = "a-header-token-of-some-length"

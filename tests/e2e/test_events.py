@@ -8,9 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.engine.conftest import health_when, import_published, wait_for
-from tests.engine.test_workers import api_only, api_settings, start_worker  # noqa: F401 - fixtures
-from tests.processes import ServerProcess
+from tests.support.processes import ServerProcess
+from tests.support.workflows import health_when, import_published, wait_for
 
 NOTIFY: dict[str, Any] = {
     "name": "On order",
@@ -119,8 +118,8 @@ async def test_fifty_racing_duplicates_start_one_execution(
 
 
 async def test_events_accepted_with_no_worker_all_run_once_a_worker_starts(
-    api_only: httpx.AsyncClient,  # noqa: F811 - fixture
-    start_worker: Callable[[], ServerProcess],  # noqa: F811 - fixture
+    api_only: httpx.AsyncClient,
+    start_worker: Callable[[], ServerProcess],
 ) -> None:
     await _register(api_only)
     await import_published(api_only, {**NOTIFY, "subscriptions": [{"trigger_key": "orders"}]})

@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.engine.conftest import import_published, run, steps_by_key, wait_for
+from tests.support.workflows import import_published, run, steps_by_key, wait_for
 
 SPIN = "{% for i in range(trigger.n) %}{% for j in range(trigger.n) %}{% endfor %}{% endfor %}"
 MACRO = (

@@ -13,8 +13,9 @@ import pytest
 
 from config.settings import Role, Settings
 from server.app import create_app
-from tests.apps import serving
-from tests.engine.test_scheduler import events_of, until
+from tests.e2e.test_scheduler import events_of
+from tests.support.apps import serving
+from tests.support.waiting import eventually
 
 INSERT_SCHEDULE = """
 INSERT INTO schedule_trigger (id, trigger_key, cron, timezone, payload, enabled, misfire_policy,
@@ -67,8 +68,8 @@ async def test_after_downtime_run_once_fires_one_catch_up_and_skip_fires_none(
         return bool(state["next_fire_at"] == january_first(year + 1))
 
     async with start_scheduler():
-        await until(lambda: planned_ahead(run_once), "the catch-up fire")
-        await until(lambda: planned_ahead(skip), "the skipped ticks to be planned past")
+        await eventually(lambda: planned_ahead(run_once), what="the catch-up fire")
+        await eventually(lambda: planned_ahead(skip), what="the skipped ticks to be planned past")
 
     [catch_up] = await events_of(connection, str(run_once))
     assert catch_up["key"] == f"schedule:{run_once}:{year}-01-01T00:00:00+00:00"
@@ -108,16 +109,17 @@ async def test_a_failing_fire_is_kept_counted_and_retried_while_other_schedules_
         return row is not None and row["refused"] >= 2 and "intake is down" in row["last_error"]
 
     async with start_scheduler():
-        await until(error_kept, "the fire error on the schedule")
+        await eventually(error_kept, what="the fire error on the schedule")
         assert "intake is down for broken" in (await last_error() or "")
-        await until(refused_counted, "failed fires counted in trigger health")
+        await eventually(refused_counted, what="failed fires counted in trigger health")
         healthy_fires = len(await events_of(connection, str(healthy)))
-        await until(
-            lambda: _more(connection, healthy, healthy_fires + 1), "the healthy schedule to go on"
+        await eventually(
+            lambda: _more(connection, healthy, healthy_fires + 1),
+            what="the healthy schedule to go on",
         )
         await connection.execute(REPAIR_INTAKE)
-        await until(lambda: _more(connection, broken, 1), "the repaired schedule to fire")
-        await until(error_cleared, "the error cleared by a successful fire")
+        await eventually(lambda: _more(connection, broken, 1), what="the repaired schedule to fire")
+        await eventually(error_cleared, what="the error cleared by a successful fire")
 
     fired = [e["source"]["scheduled_for"] for e in await events_of(connection, str(broken))]
     assert len(fired) == len(set(fired))

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from tests.engine.conftest import import_published, run, steps_by_key, wait_for
-from tests.peers import HttpPeer, RecordedRequest, Reply
+from tests.support.peers import HttpPeer, RecordedRequest, Reply
+from tests.support.workflows import import_published, run, steps_by_key, wait_for
 
 QUICK_RETRY = {"max_attempts": 3, "backoff_seconds": 0.05}
 

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 from structlog.testing import capture_logs
 
-from tests.engine.conftest import import_published, run, wait_for
-from tests.peers import HttpPeer
+from tests.support.peers import HttpPeer
+from tests.support.workflows import import_published, run, wait_for
 
 SECRET = "sk-live-loud-failure-4b1d"
 

@@ -1,4 +1,5 @@
-"""A worker in a process of its own, for tests that kill it: `python -m tests.worker_process DSN`.
+"""A worker in a process of its own, for tests that kill it:
+`python -m tests.support.worker_process DSN`.
 
 It handles kind `block` by waiting forever (so its job is running when the test kills it) and
 uses a one-second lease, so a rescue happens quickly after the kill.

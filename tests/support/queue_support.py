@@ -1,18 +1,11 @@
-"""Helpers shared by the queue and worker tests: polling with a deadline, fast settings, and
-a worker run against a test database.
-
-Tests never sleep to wait for work: `eventually` polls a condition until a deadline and fails
-with the condition's name when it is not met.
+"""Helpers shared by the queue and worker tests: claims with a long lease, expired leases, fast
+settings, and a worker run against a test database (waiting for it is `tests.support.waiting`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Final, TypeVar, overload
 
 import asyncpg
 
@@ -21,40 +14,6 @@ from server.queue.client import claim_jobs
 from server.queue.handlers import JobHandler
 from server.queue.jobs import ClaimedJob
 from server.worker.role import Worker, running
-
-T = TypeVar("T")
-
-DEADLINE_SECONDS: Final = 10.0
-POLL_EVERY_SECONDS: Final = 0.01
-
-
-@overload
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], *, within: float = ..., what: str = ...
-) -> T: ...
-
-
-@overload
-async def eventually(
-    check: Callable[[], T | None], *, within: float = ..., what: str = ...
-) -> T: ...
-
-
-async def eventually(
-    check: Callable[[], object], *, within: float = DEADLINE_SECONDS, what: str = "condition"
-) -> object:
-    """Poll `check` until it returns something truthy (awaiting it if it is a coroutine
-    function); return that, or fail after `within` seconds naming `what`."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {within} s")
-        await asyncio.sleep(POLL_EVERY_SECONDS)
 
 
 async def claim(

@@ -3,57 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import ExitStack
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
-import pytest
 
-from config.settings import Role, Settings
-from server.app import create_app
-from tests.apps import serving
-from tests.conftest import API_TOKEN
-from tests.engine.conftest import import_published, run, steps_by_key, wait_for
-from tests.engine.test_runs import fan_out_document
-from tests.invariants import assert_invariants
-from tests.processes import ServerProcess, environment, switchyard_run
-
-
-@pytest.fixture
-def api_settings(settings_for: Callable[..., Settings]) -> Settings:
-    # The same outbound allowance as the workers (`start_worker`): publishing checks it.
-    return settings_for(roles=frozenset({Role.API}), http_allowed_hosts=("127.0.0.1",))
-
-
-@pytest.fixture
-async def api_only(api_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(create_app(api_settings), token=API_TOKEN) as client:
-        yield client
-
-
-@pytest.fixture
-def start_worker(database_dsn: str, tmp_path: Path) -> Iterator[Callable[[], ServerProcess]]:
-    """Start `switchyard run --roles worker` processes on this test's database."""
-    env = environment(
-        DATABASE_URL=database_dsn,
-        JOB_LEASE_SECONDS="2",
-        JOB_POLL_INTERVAL_SECONDS="0.2",
-        WORKER_CONCURRENCY="8",
-        DB_POOL_MAX_SIZE="16",
-        ENCRYPTION_KEYS="test:" + "A" * 43 + "=",
-        HTTP_ALLOWED_HOSTS="127.0.0.1",
-    )
-    with ExitStack() as stack:
-
-        def start() -> ServerProcess:
-            worker = stack.enter_context(
-                switchyard_run(["--roles", "worker"], env, tmp_path / "data")
-            )
-            worker.wait_ready()
-            return worker
-
-        yield start
+from config.settings import Settings
+from tests.e2e.test_runs import fan_out_document
+from tests.support.invariants import assert_invariants
+from tests.support.processes import ServerProcess
+from tests.support.workflows import import_published, run, steps_by_key, wait_for
 
 
 async def test_two_workers_run_each_step_once_and_each_join_once(

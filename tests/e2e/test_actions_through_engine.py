@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
-from tests.broken_peers import BrokenAnswerPeer
-from tests.engine.conftest import import_published, run, steps_by_key, wait_for
-from tests.peers import HttpPeer, SmtpPeer
+from tests.support.broken_peers import BrokenAnswerPeer
+from tests.support.peers import HttpPeer, SmtpPeer
+from tests.support.workflows import import_published, run, steps_by_key, wait_for
 
 # Retries on, and quick: a step that failed after its effect would repeat it within the test.
 RETRY: dict[str, Any] = {"max_attempts": 3, "backoff_seconds": 0.05}

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -16,9 +14,10 @@ import pytest
 from config.settings import Role, Settings
 from server.app import create_app
 from server.scheduler.listener import SCHEDULE_LISTENER_APPLICATION_NAME
-from tests.apps import serving
-from tests.conftest import API_TOKEN
-from tests.engine.conftest import import_published, wait_for
+from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
+from tests.support.waiting import eventually
+from tests.support.workflows import import_published, wait_for
 
 EVERY_SECOND = "* * * * * *"
 WAIT_SECONDS = 10.0  # well under the 30 s resync: a change seen sooner came by notification
@@ -63,16 +62,6 @@ async def events_of(connection: asyncpg.Connection, schedule_id: str) -> list[di
     ]
 
 
-async def until(
-    check: Callable[[], Awaitable[bool]], what: str, seconds: float = WAIT_SECONDS
-) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def create(client: httpx.AsyncClient, **fields: object) -> dict[str, Any]:
     response = await client.post(
         "/api/v1/schedules", json={"trigger_key": "tick", "cron": EVERY_SECOND, **fields}
@@ -92,7 +81,7 @@ async def test_a_fire_records_an_event_and_starts_the_subscribed_workflow(
         page = await full_client.get("/api/v1/executions", params={"workflow_id": workflow_id})
         return bool(page.json()["items"])
 
-    await until(executed, "an execution started by the schedule")
+    await eventually(executed, what="an execution started by the schedule", within=WAIT_SECONDS)
     first = (
         await full_client.get("/api/v1/executions", params={"workflow_id": workflow_id})
     ).json()
@@ -126,21 +115,33 @@ async def test_changes_apply_without_a_restart(
     async def fired(schedule_id: str, count: int = 1) -> bool:
         return len(await events_of(connection, schedule_id)) >= count
 
-    await until(lambda: fired(first["id"]), "the first schedule to fire")
+    await eventually(
+        lambda: fired(first["id"]), what="the first schedule to fire", within=WAIT_SECONDS
+    )
     # The scheduler is running and synced: a new schedule can only be seen by notification.
     second = await create(full_client, trigger_key="other")
-    await until(lambda: fired(second["id"]), "a new schedule to fire")
+    await eventually(
+        lambda: fired(second["id"]), what="a new schedule to fire", within=WAIT_SECONDS
+    )
 
     url = f"/api/v1/schedules/{second['id']}"
     assert (await full_client.patch(url, json={"payload": {"n": 2}})).status_code == 200
     changed_at = len(await events_of(connection, second["id"]))
-    await until(lambda: fired(second["id"], changed_at + 1), "a fire after the change")
+    await eventually(
+        lambda: fired(second["id"], changed_at + 1),
+        what="a fire after the change",
+        within=WAIT_SECONDS,
+    )
     assert (await events_of(connection, second["id"]))[-1]["payload"] == {"n": 2}
 
     assert (await full_client.patch(url, json={"enabled": False})).status_code == 200
     stopped_at = len(await events_of(connection, second["id"]))
     others = len(await events_of(connection, first["id"]))
-    await until(lambda: fired(first["id"], others + 2), "two more ticks of the other schedule")
+    await eventually(
+        lambda: fired(first["id"], others + 2),
+        what="two more ticks of the other schedule",
+        within=WAIT_SECONDS,
+    )
     assert len(await events_of(connection, second["id"])) == stopped_at
 
 
@@ -167,21 +168,21 @@ async def test_a_change_sent_while_the_listener_was_down_applies_after_it_reconn
         return bool(count)
 
     async with serving(create_app(settings), token=API_TOKEN) as client:
-        await until(listening, "the schedule listener to connect")
+        await eventually(listening, what="the schedule listener to connect", within=WAIT_SECONDS)
         assert await connection.fetchval(KILL_SCHEDULE_LISTENER, SCHEDULE_LISTENER_APPLICATION_NAME)
-        await until(_not(listening), "the listener to be gone")
+        await eventually(
+            listening,
+            until=lambda found: not found,
+            what="the listener to be gone",
+            within=WAIT_SECONDS,
+        )
         schedule = await create(client)  # its notification is lost: nobody listens
-        await until(
-            lambda: _has_events(connection, schedule["id"]), "the resync after reconnecting"
+        await eventually(
+            lambda: _has_events(connection, schedule["id"]),
+            what="the resync after reconnecting",
+            within=WAIT_SECONDS,
         )
 
 
 async def _has_events(connection: asyncpg.Connection, schedule_id: str) -> bool:
     return bool(await events_of(connection, schedule_id))
-
-
-def _not(check: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
-    async def negated() -> bool:
-        return not await check()
-
-    return negated

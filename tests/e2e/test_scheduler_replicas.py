@@ -11,8 +11,9 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.engine.test_scheduler import until
-from tests.processes import ServerProcess, environment, switchyard_run
+from tests.support.credentials import ENCRYPTION_KEY
+from tests.support.processes import ServerProcess, environment, switchyard_run
+from tests.support.waiting import eventually
 
 REPLICAS = 3
 RUN_TOGETHER = dt.timedelta(seconds=4)
@@ -39,7 +40,7 @@ async def test_three_schedulers_fire_every_tick_exactly_once_without_gaps(
     connection = await asyncpg.connect(database_dsn)
     try:
         await connection.execute(INSERT_SCHEDULE, uuid.uuid4())
-        env = environment(DATABASE_URL=database_dsn, ENCRYPTION_KEYS="test:" + "A" * 43 + "=")
+        env = environment(DATABASE_URL=database_dsn, ENCRYPTION_KEYS=ENCRYPTION_KEY)
         with ExitStack() as stack:
             servers = [
                 stack.enter_context(
@@ -57,7 +58,9 @@ async def test_three_schedulers_fire_every_tick_exactly_once_without_gaps(
                 )
                 return last is not None and last >= together + RUN_TOGETHER
 
-            await until(ran_together, "several ticks with all replicas running", seconds=20)
+            await eventually(
+                ran_together, what="several ticks with all replicas running", within=20
+            )
             codes = await asyncio.gather(*(asyncio.to_thread(s.stop) for s in servers))
             assert codes == [0] * REPLICAS, [s.output() for s in servers]
         rows = await connection.fetch(FIRED)

@@ -4,8 +4,6 @@ drops it."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
@@ -15,11 +13,12 @@ import pytest
 from config.settings import Role, Settings
 from server.api.hook_cache import EndpointCache
 from server.app import create_app
-from tests.apps import serving
-from tests.conftest import API_TOKEN
-from tests.engine.conftest import import_published
-from tests.engine.test_hooks_auth import BODY, echo_workflow
-from tests.hook_senders import create_webhook
+from tests.e2e.test_hooks_auth import BODY, echo_workflow
+from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN
+from tests.support.hook_senders import create_webhook
+from tests.support.waiting import eventually
+from tests.support.workflows import import_published
 
 JSON = {"content-type": "application/json"}
 PROPAGATION_SECONDS = 5.0
@@ -32,19 +31,11 @@ async def app_and_client(
     app = create_app(settings_for(roles=frozenset({Role.API})))
     async with serving(app, token=API_TOKEN) as client:
         cache: EndpointCache = app.state.endpoint_cache
-        deadline = time.monotonic() + PROPAGATION_SECONDS
-        while not cache.live:  # the listener connects in the background
-            assert time.monotonic() < deadline, "the config listener never connected"
-            await asyncio.sleep(0.02)
+        # The listener connects in the background.
+        await eventually(
+            lambda: cache.live, what="the config listener connected", within=PROPAGATION_SECONDS
+        )
         yield cache, client
-
-
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll `check` until it is true."""
-    deadline = time.monotonic() + PROPAGATION_SECONDS
-    while not await check():
-        assert time.monotonic() < deadline, "the change never reached the cache"
-        await asyncio.sleep(0.02)
 
 
 async def test_repeat_deliveries_are_served_from_the_cache(
@@ -75,7 +66,7 @@ async def test_a_change_made_elsewhere_drops_the_cached_endpoint(
             answer = await client.post("/hooks/orders", content=BODY, headers=JSON)
             return answer.status_code == 404
 
-        await eventually(refused)
+        await eventually(refused, what="the disabled endpoint refused", within=PROPAGATION_SECONDS)
     finally:
         await other.close()
 
@@ -96,7 +87,9 @@ async def test_a_subscription_changed_elsewhere_reroutes_the_next_deliveries(
             answer = await client.post("/hooks/orders", content=BODY, headers=JSON)
             return bool(answer.json()["outcome"] == "no_match")
 
-        await eventually(unmatched)
+        await eventually(
+            unmatched, what="the deactivated subscription unmatched", within=PROPAGATION_SECONDS
+        )
     finally:
         await other.close()
 
@@ -120,12 +113,19 @@ async def warm(cache: EndpointCache, client: httpx.AsyncClient) -> int:
     """Deliver until one delivery is served from the cache (the notifications of the set-up's
     own commits arrive asynchronously and may empty it once more); the hits so far."""
     before = cache.hits
-    deadline = time.monotonic() + PROPAGATION_SECONDS
-    while cache.hits == before:
-        assert time.monotonic() < deadline, "deliveries are never served from the cache"
+
+    async def deliver() -> int:
         answer = await client.post("/hooks/orders", content=BODY, headers=JSON)
         assert answer.status_code == 202, answer.text
-    return cache.hits
+        return cache.hits
+
+    return await eventually(
+        deliver,
+        until=lambda hits: hits > before,
+        what="a delivery served from the cache",
+        within=PROPAGATION_SECONDS,
+        every=0,
+    )
 
 
 async def kept_through(

@@ -17,12 +17,12 @@ from server.app import create_app
 from server.db.pool import asyncpg_pool, piccolo_database
 from server.db.tables import TriggerEvent
 from server.db.trigger_health import trigger_health
-from tests.apps import serving
-from tests.conftest import API_TOKEN
-from tests.engine.conftest import import_published, wait_for
-from tests.engine.test_hooks_auth import BODY, WHSEC, echo_workflow, executions, health
-from tests.hook_senders import create_webhook, standard_headers
-from tests.processes import environment, switchyard_run
+from tests.e2e.test_hooks_auth import BODY, WHSEC, echo_workflow, executions, health
+from tests.support.apps import serving
+from tests.support.credentials import API_TOKEN, ENCRYPTION_KEY
+from tests.support.hook_senders import create_webhook, standard_headers
+from tests.support.processes import environment, switchyard_run
+from tests.support.workflows import import_published, wait_for
 
 JSON = {"content-type": "application/json"}
 
@@ -68,7 +68,7 @@ async def test_a_new_endpoint_is_live_at_once_and_a_deleted_one_is_gone(
 async def test_a_change_through_one_replica_applies_at_once_on_another(
     settings_for: Callable[..., Settings], database_dsn: str, tmp_path: Path
 ) -> None:
-    keys = ("test:" + "A" * 43 + "=",)
+    keys = (ENCRYPTION_KEY,)
     env = environment(
         DATABASE_URL=database_dsn, ENCRYPTION_KEYS=keys[0], API_TOKENS=API_TOKEN, ROLES="api"
     )

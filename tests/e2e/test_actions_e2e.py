@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,11 +12,11 @@ import httpx
 from structlog.testing import capture_logs
 
 from config.settings import Settings
-from tests.engine.conftest import import_published, run, steps_by_key, wait_for
-from tests.engine.test_workers import api_only, api_settings, start_worker  # noqa: F401 - fixtures
-from tests.invariants import assert_invariants
-from tests.peers import HttpPeer, RecordedRequest, Reply
-from tests.processes import ServerProcess
+from tests.support.invariants import assert_invariants
+from tests.support.peers import HttpPeer, RecordedRequest, Reply
+from tests.support.processes import ServerProcess
+from tests.support.waiting import eventually
+from tests.support.workflows import import_published, run, steps_by_key, wait_for
 
 SECRET = "sk-live-7f3a9c2e-secret"
 
@@ -109,9 +108,9 @@ async def test_secrets_reach_the_peer_but_never_the_records_or_logs(
 
 
 async def test_a_worker_killed_mid_step_loses_nothing_and_makes_one_task(
-    api_only: httpx.AsyncClient,  # noqa: F811 - fixture
-    api_settings: Settings,  # noqa: F811 - fixture
-    start_worker: Callable[[], ServerProcess],  # noqa: F811 - fixture
+    api_only: httpx.AsyncClient,
+    api_settings: Settings,
+    start_worker: Callable[[], ServerProcess],
     http_peer: HttpPeer,
 ) -> None:
     release = threading.Event()
@@ -140,10 +139,7 @@ async def test_a_worker_killed_mid_step_loses_nothing_and_makes_one_task(
     worker = await asyncio.to_thread(start_worker)
     workflow_id = await import_published(api_only, document)
     execution_id = await run(api_only, workflow_id)
-    deadline = time.monotonic() + 15
-    while not first_call.is_set():
-        assert time.monotonic() < deadline, "the step never started"
-        await asyncio.sleep(0.05)
+    await eventually(first_call.is_set, what="the step's first call", within=15)
     worker.process.kill()
     worker.process.wait()
     release.set()

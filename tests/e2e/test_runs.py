@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 
 from config.settings import Settings
-from tests.engine.conftest import import_published, run, steps_by_key, wait_for
-from tests.invariants import assert_invariants
+from tests.support.invariants import assert_invariants
+from tests.support.workflows import import_published, run, steps_by_key, wait_for
 
 LEADS: dict[str, Any] = {
     "name": "Lead processing",
