@@ -23,13 +23,13 @@ from litestar import Controller, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from server.api.deps import Injected
+from server.api.deps import Injected, Resources
 from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, page, time_and_id
 from server.api.problems import problem
 from server.db import events
 from server.db.events import EventView
 from server.db.registry import trigger_type_of
-from server.db.trigger_health import IntakeOutcome, IntakeRecorder
+from server.db.trigger_health import IntakeOutcome
 from server.engine.document import TriggerKey
 from server.runs.intake import accept_event
 from server.runs.replay import replay_event
@@ -58,10 +58,10 @@ class EventController(Controller):
     async def send_event(
         self,
         data: JSONBody[EventIn],
-        pool: Injected[asyncpg.Pool],
-        recorder: Injected[IntakeRecorder],
+        resources: Injected[Resources],
     ) -> EventAccepted:
         """Record an event and start every subscribed workflow whose filter passes."""
+        recorder = resources.recorder
         if await trigger_type_of(data.trigger_key) != "event":
             # Counted under one fixed key: unknown keys must not grow metrics or health rows.
             recorder.record(
@@ -75,7 +75,7 @@ class EventController(Controller):
                 extra={"errors": [{"field": "trigger_key", "message": "unknown event source"}]},
             )
         # One statement writes the event and its executions: no transaction block needed.
-        async with pool.acquire() as connection:
+        async with resources.pool.acquire() as connection:
             accepted = await accept_event(
                 connection,
                 trigger_key=data.trigger_key,
@@ -124,14 +124,14 @@ class EventController(Controller):
 
     @post("/{event_id:uuid}/replay", status_code=HTTP_202_ACCEPTED)
     async def replay_event(
-        self, event_id: FromPath[uuid.UUID], recorder: Injected[IntakeRecorder]
+        self, event_id: FromPath[uuid.UUID], resources: Injected[Resources]
     ) -> EventAccepted:
         """Accept the event's payload again as a new event of its trigger key, through the
         normal intake (the subscriptions and latest published versions of now); a manual
         run's event starts its workflow again. Answers like POST /events."""
         accepted = await replay_event(event_id)
         outcome = IntakeOutcome(accepted.outcome)
-        recorder.record(accepted.trigger_key, outcome)
+        resources.recorder.record(accepted.trigger_key, outcome)
         return EventAccepted(
             event_id=accepted.event_id,
             execution_ids=accepted.execution_ids,

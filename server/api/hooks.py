@@ -46,7 +46,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
-from server.api.deps import DEPENDENCIES, Injected
+from server.api.deps import DEPENDENCIES, Injected, Resources
 from server.api.hook_cache import EndpointCache
 from server.api.problems import problem
 from server.crypto.aead import Keyring, SecretDecryptionError
@@ -127,13 +127,13 @@ class HookController(Controller):
         self,
         path: FromPath[str],
         request: Request[Any, Any, Any],
-        pool: Injected[asyncpg.Pool],
-        recorder: Injected[IntakeRecorder],
-        endpoint_cache: Injected[EndpointCache],
-        keyring: Injected[Keyring],
+        resources: Injected[Resources],
     ) -> Response[HookAccepted | HookResult]:
         """Record the delivery as an event of the endpoint's trigger and start its workflows."""
-        endpoint = await _endpoint(endpoint_cache, recorder, path.strip("/"), keyring)
+        pool, recorder = resources.pool, resources.recorder
+        endpoint = await _endpoint(
+            resources.endpoint_cache, recorder, path.strip("/"), resources.keyring
+        )
         try:
             body = await request.body()
         except RequestEntityTooLarge:

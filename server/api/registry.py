@@ -9,19 +9,18 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
-import asyncpg
 import msgspec
 from litestar import Controller, delete, get, post
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from config.settings import Settings
-from server.api.deps import Injected
+from server.api.deps import Injected, Resources
 from server.api.pagination import Page
 from server.api.problems import problem
 from server.db import registry
 from server.db.registry import ActionEntry, CredentialTypeEntry, TriggerEntry
-from server.db.trigger_health import IntakeRecorder, TriggerHealth, trigger_health
+from server.db.trigger_health import TriggerHealth, trigger_health
 from server.engine.document import TriggerKey
 
 
@@ -46,14 +45,12 @@ class RegistryController(Controller):
         return Page(items=await registry.list_actions(), next_cursor=None)
 
     @get("/triggers")
-    async def triggers(
-        self, pool: Injected[asyncpg.Pool], recorder: Injected[IntakeRecorder]
-    ) -> Page[TriggerView]:
+    async def triggers(self, resources: Injected[Resources]) -> Page[TriggerView]:
         """Trigger sources subscriptions can name, each with its intake health."""
         # This process's counts not yet flushed are written first: a client reads its writes.
-        await recorder.flush()
+        await resources.recorder.flush()
         entries = await registry.list_triggers()
-        async with pool.acquire() as connection:
+        async with resources.pool.acquire() as connection:
             health = await trigger_health(connection, [e.trigger_key for e in entries])
         items = [
             TriggerView(

@@ -10,14 +10,13 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from config.settings import Settings
-from server.api.deps import Injected
+from server.api.deps import Injected, Resources
 from server.api.pagination import Page, VersionNumber
 from server.db import versions
 from server.db.documents import load_document
 from server.db.publishing import document_problems, publish_version
 from server.db.versions import EdgeRecord, StepRecord, VersionSummary
 from server.engine.validation import Problem
-from server.storage.object_store import ObjectStore
 
 
 class DraftCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -83,14 +82,13 @@ class VersionController(Controller):
         self,
         workflow_id: FromPath[uuid.UUID],
         version_num: VersionNumber,
-        settings: Injected[Settings],
-        object_store: Injected[ObjectStore],
+        resources: Injected[Resources],
     ) -> VersionView:
         """Validate, snapshot to the object store and freeze the draft; new executions use it."""
         version = await publish_version(
             workflow_id,
             version_num,
-            store=object_store,
-            http_allowed_hosts=settings.http_allowed_hosts,
+            store=resources.object_store,
+            http_allowed_hosts=resources.settings.http_allowed_hosts,
         )
         return await _view(version)

@@ -23,7 +23,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from msgspec import UNSET, UnsetType
 
 from config.settings import Settings
-from server.api.deps import Injected
+from server.api.deps import Injected, Resources
 from server.api.pagination import (
     DEFAULT_LIMIT,
     Cursor,
@@ -32,7 +32,6 @@ from server.api.pagination import (
     page,
     time_and_id,
 )
-from server.crypto.aead import Keyring
 from server.db import webhooks
 from server.db.webhook_auth import AuthInput
 from server.db.webhooks import (
@@ -99,8 +98,7 @@ class WebhookController(Controller):
     async def create_webhook(
         self,
         data: JSONBody[WebhookCreate],
-        keyring: Injected[Keyring],
-        settings: Injected[Settings],
+        resources: Injected[Resources],
     ) -> SavedWebhook:
         """A new endpoint, live at once at POST /hooks/{path}: `url` is the URL to give the
         sender (PUBLIC_URL + /hooks/{path}; relative when PUBLIC_URL is unset). A generated
@@ -111,7 +109,7 @@ class WebhookController(Controller):
                 [{"field": "auth.type", "message": "is required"}],
             )
         created = await webhooks.create_webhook(
-            keyring=keyring,
+            keyring=resources.keyring,
             trigger_key=data.trigger_key,
             path=data.path,
             auth=data.auth,
@@ -119,7 +117,7 @@ class WebhookController(Controller):
             sync_timeout_seconds=data.sync_timeout_seconds,
             enabled=data.enabled,
         )
-        return _public(created, settings)
+        return _public(created, resources.settings)
 
     @get("/{webhook_id:uuid}")
     async def get_webhook(
@@ -132,8 +130,7 @@ class WebhookController(Controller):
         self,
         webhook_id: FromPath[uuid.UUID],
         data: JSONBody[WebhookChange],
-        keyring: Injected[Keyring],
-        settings: Injected[Settings],
+        resources: Injected[Resources],
     ) -> SavedWebhook:
         """Change an endpoint; takes effect on the next request on every replica."""
         changes: dict[str, Any] = {
@@ -143,9 +140,9 @@ class WebhookController(Controller):
         }
         auth = None if data.auth is UNSET else data.auth
         changed = await webhooks.update_webhook(
-            webhook_id, keyring=keyring, changes=changes, auth=auth
+            webhook_id, keyring=resources.keyring, changes=changes, auth=auth
         )
-        return _public(changed, settings)
+        return _public(changed, resources.settings)
 
     @delete("/{webhook_id:uuid}", status_code=HTTP_204_NO_CONTENT)
     async def delete_webhook(self, webhook_id: FromPath[uuid.UUID]) -> None:

@@ -10,8 +10,7 @@ from litestar import Controller, Response, delete, get, patch, post, put
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from config.settings import Settings
-from server.api.deps import Injected
+from server.api.deps import Injected, Resources
 from server.api.pagination import (
     DEFAULT_LIMIT,
     Cursor,
@@ -21,7 +20,6 @@ from server.api.pagination import (
     page,
     time_and_id,
 )
-from server.crypto.aead import Keyring
 from server.db import publishing, workflows
 from server.db.documents import load_document
 from server.db.publishing import import_workflow
@@ -29,7 +27,6 @@ from server.db.variables import variables_writer
 from server.db.versions import get_version, latest_version
 from server.db.workflows import WorkflowSummary
 from server.engine.document import Category, Description, Name, Tag, WorkflowDocument
-from server.storage.object_store import ObjectStore
 
 
 class WorkflowCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -117,9 +114,7 @@ class WorkflowController(Controller):
     async def import_document(
         self,
         data: JSONBody[WorkflowDocument],
-        settings: Injected[Settings],
-        keyring: Injected[Keyring],
-        object_store: Injected[ObjectStore],
+        resources: Injected[Resources],
         publish: FromQuery[bool] = False,
     ) -> ImportResult:
         """Create a whole workflow from one document, all or nothing; `publish=true` publishes
@@ -127,9 +122,9 @@ class WorkflowController(Controller):
         version = await import_workflow(
             data,
             publish=publish,
-            store=object_store,
-            write_variables=variables_writer(keyring),
-            http_allowed_hosts=settings.http_allowed_hosts,
+            store=resources.object_store,
+            write_variables=variables_writer(resources.keyring),
+            http_allowed_hosts=resources.settings.http_allowed_hosts,
         )
         return ImportResult(
             id=version.workflow_id, version_num=version.version_num, published=publish
@@ -140,9 +135,7 @@ class WorkflowController(Controller):
         self,
         workflow_id: FromPath[uuid.UUID],
         data: JSONBody[WorkflowDocument],
-        settings: Injected[Settings],
-        keyring: Injected[Keyring],
-        object_store: Injected[ObjectStore],
+        resources: Injected[Resources],
         publish: FromQuery[bool] = False,
     ) -> ImportResult:
         """Fix forward: the document becomes the workflow's next version (or replaces its
@@ -153,9 +146,9 @@ class WorkflowController(Controller):
             workflow_id,
             data,
             publish=publish,
-            store=object_store,
-            write_variables=variables_writer(keyring),
-            http_allowed_hosts=settings.http_allowed_hosts,
+            store=resources.object_store,
+            write_variables=variables_writer(resources.keyring),
+            http_allowed_hosts=resources.settings.http_allowed_hosts,
         )
         return ImportResult(
             id=version.workflow_id, version_num=version.version_num, published=publish
