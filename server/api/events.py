@@ -105,7 +105,8 @@ class EventController(Controller):
         since: FromQuery[dt.datetime | None] = None,
     ) -> Page[EventView]:
         """Events of every trigger, newest first, with their outcome (`accepted`, `no_match`,
-        `filtered`, `pending`), its detail and the executions they started; filter by
+        `filtered`, `skipped`, `pending`), its detail (why nothing, or not everything,
+        started) and the executions they started; filter by
         `trigger_key` and `since` (received at or after)."""
         async with pool.acquire() as connection:
             items = await events.list_events(

@@ -1,6 +1,9 @@
 """`/api/v1/schedules`: cron schedules that fire events for a trigger key.
 
-A schedule is `{"trigger_key", "cron", "timezone", "payload", "enabled", "misfire_policy"}`;
+A schedule is `{"trigger_key", "cron", "timezone", "payload", "enabled", "misfire_policy",
+"overlap"}` (`overlap`: `allow`, the default, starts every fire's executions; `skip` starts no
+execution of a workflow while one this schedule started is unfinished; `buffer_one` lets at
+most one wait for it, then run);
 reads add the scheduler's view: `last_fire_at`, `next_fire_at` (null while disabled) and
 `last_error`. An invalid cron or time zone answers 422 naming the field, with an example.
 Every change is committed with a notification, so running schedulers apply it at once.
@@ -27,7 +30,7 @@ from server.api.pagination import (
 from server.db import schedules
 from server.db.schedules import ScheduleView
 from server.engine.document import TriggerKey
-from server.triggers.schedule import MisfirePolicy
+from server.triggers.schedule import MisfirePolicy, OverlapPolicy
 
 Cron = Annotated[
     str,
@@ -54,6 +57,7 @@ class ScheduleCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     payload: dict[str, Any] = msgspec.field(default_factory=dict)
     enabled: bool = True
     misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    overlap: OverlapPolicy = OverlapPolicy.ALLOW
 
 
 class ScheduleChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -65,6 +69,7 @@ class ScheduleChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     payload: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
     misfire_policy: MisfirePolicy | msgspec.UnsetType = msgspec.UNSET
+    overlap: OverlapPolicy | msgspec.UnsetType = msgspec.UNSET
 
 
 class ScheduleController(Controller):

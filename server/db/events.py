@@ -1,8 +1,9 @@
 """Reading trigger events for the API: a keyset list, and one event with its executions.
 
 Every intake path records its event (`server.runs.intake`), with its outcome (`accepted`,
-`no_match`, `filtered`, `pending` for a database trigger's event not fanned out yet) and the
-reason when nothing started; these reads show them, newest first, so a user can see why a
+`no_match`, `filtered`, `skipped` by a concurrency limit or a schedule's overlap policy,
+`pending` for a database trigger's event not fanned out yet) and the reason when nothing (or,
+for skips, not everything) started; these reads show them, newest first, so a user can see why a
 workflow did not run and replay the event once it is fixed.
 """
 

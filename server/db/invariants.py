@@ -27,10 +27,11 @@ import msgspec
 
 from server.engine.planning import FINISHED_EXECUTION_SQL
 
-# Outcomes `server.runs.intake` records: accepted (with executions), filtered and no_match (with
-# the reason in outcome_detail), pending (a database trigger's event not fanned out yet). A
-# duplicate delivery records no row: it finds the first event.
-EVENT_OUTCOMES: Final = ("accepted", "filtered", "no_match", "pending")
+# Outcomes `server.runs.intake` records: accepted (with executions; outcome_detail names the
+# workflows a concurrency limit or overlap policy skipped, if any), filtered, no_match and
+# skipped (every execution skipped; with the reason in outcome_detail), pending (a database
+# trigger's event not fanned out yet). A duplicate delivery records no row: it finds the first.
+EVENT_OUTCOMES: Final = ("accepted", "filtered", "no_match", "pending", "skipped")
 
 # The live step jobs (queued, waiting to run or to wake a delay, or running under a lease), by
 # execution and step. Step jobs carry {"execution_id", "step_key", "resume"?}; the id is cast only
@@ -50,7 +51,7 @@ _LIVE_STEP_JOBS: Final = """live_step_jobs AS (
 # event; $2: the retention (seconds): older accepted events may have lost their executions to
 # pruning, which deletes executions before their events. Outcomes: accepted needs at least one
 # execution, or the reason they are gone (deleting a workflow records it on their events);
-# filtered and no_match need a reason and no execution; pending (recorded by a
+# filtered, no_match and skipped need a reason and no execution; pending (recorded by a
 # database trigger, fanned out by its `trigger_event` job, written in the same transaction)
 # needs that live job and must not be older than the grace. Any other outcome is unknown.
 EVENTS_WITHOUT_EXECUTIONS: Final = f"""
@@ -72,7 +73,7 @@ broken AS (
                       THEN ev.outcome || ' without a recorded reason (outcome_detail is empty)'
                       ELSE ev.outcome || ' but has executions' END
     FROM judged ev
-    WHERE ev.outcome IN ('filtered', 'no_match')
+    WHERE ev.outcome IN ('filtered', 'no_match', 'skipped')
       AND (ev.no_reason
            OR EXISTS (SELECT 1 FROM workflow_execution ex WHERE ex.trigger_event_id = ev.id))
     UNION ALL

@@ -7,8 +7,10 @@ committed a moment ago wins over a replica's stale copy), records the event thro
 forward, never back. Every replica fires every tick; the first insert wins and the others get
 `duplicate=True` and start nothing. The row lock also serialises replicas per schedule, so a
 change through the API (which updates the same row) is ordered before or after a fire, never
-in the middle. Payload and trigger key are read from the locked row, so a fire always carries
-the committed ones.
+in the middle. Payload, trigger key and overlap policy are read from the locked row, so a fire
+always carries the committed ones; with `overlap` other than `allow` the fire's executions count
+in the schedule's overlap group (`server.runs.concurrency`), and a skipped one is recorded on
+the fire's event.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import msgspec
 from server.db.pool import transaction
 from server.db.schedules import TRIGGER_TYPE
 from server.db.tables import ScheduleTrigger
+from server.runs.concurrency import schedule_overlap
 from server.runs.intake import AcceptedEvent, accept_event
-from server.triggers.schedule import fire_idempotency_key
+from server.triggers.schedule import OverlapPolicy, fire_idempotency_key
 
 MAX_ERROR_CHARS = 2000
 
@@ -52,6 +55,7 @@ async def fire_schedule(
                 ScheduleTrigger.timezone,
                 ScheduleTrigger.enabled,
                 ScheduleTrigger.payload,
+                ScheduleTrigger.overlap,
             )
             .where(ScheduleTrigger.id == schedule_id)
             .lock_rows("UPDATE")
@@ -68,6 +72,7 @@ async def fire_schedule(
             payload=row["payload"],
             idempotency_key=fire_idempotency_key(schedule_id, fire_at),
             source=source,
+            overlap=schedule_overlap(schedule_id, OverlapPolicy(row["overlap"])),
         )
         table = ScheduleTrigger
         await (

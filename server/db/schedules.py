@@ -7,13 +7,16 @@ plan the scheduler reads is kept honest here: creating a schedule, re-enabling i
 another cron or time zone sets `next_fire_at` to the first tick after now (disabling clears
 it), so a paused schedule or a replaced cron never counts as missed ticks to catch up. A
 schedule's `trigger_key` is registered as a `schedule` trigger source if it is not registered
-yet; a key registered with another type is a conflict.
+yet; a key registered with another type is a conflict. `overlap` (`allow`, `skip`,
+`buffer_one`) is what a fire does while an execution the schedule started is unfinished
+(applied by `server.runs.concurrency` when the fire is recorded).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from enum import StrEnum
 from typing import Any, Final
 
 import msgspec
@@ -24,7 +27,12 @@ from server.db.pool import transaction
 from server.db.registry import register_trigger, trigger_type_of
 from server.db.tables import ScheduleTrigger
 from server.errors import ConflictError, NotFoundError
-from server.triggers.schedule import MisfirePolicy, next_fire_time, validate_schedule
+from server.triggers.schedule import (
+    MisfirePolicy,
+    OverlapPolicy,
+    next_fire_time,
+    validate_schedule,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +50,7 @@ class ScheduleView(msgspec.Struct, frozen=True, kw_only=True):
     payload: dict[str, Any]
     enabled: bool
     misfire_policy: MisfirePolicy
+    overlap: OverlapPolicy
     last_fire_at: dt.datetime | None
     next_fire_at: dt.datetime | None
     last_error: str | None
@@ -57,6 +66,7 @@ _COLUMNS = (
     ScheduleTrigger.payload,
     ScheduleTrigger.enabled,
     ScheduleTrigger.misfire_policy,
+    ScheduleTrigger.overlap,
     ScheduleTrigger.last_fire_at,
     ScheduleTrigger.next_fire_at,
     ScheduleTrigger.last_error,
@@ -73,6 +83,7 @@ async def create_schedule(
     payload: dict[str, Any] | None = None,
     enabled: bool = True,
     misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE,
+    overlap: OverlapPolicy = OverlapPolicy.ALLOW,
 ) -> ScheduleView:
     now = dt.datetime.now(dt.UTC)
     schedule = validate_schedule(cron, timezone, now=now)
@@ -85,6 +96,7 @@ async def create_schedule(
         payload=msgspec.json.encode(payload or {}).decode(),
         enabled=enabled,
         misfire_policy=misfire_policy.value,
+        overlap=overlap.value,
         next_fire_at=next_fire_time(schedule, now) if enabled else None,
         created_at=now,
         updated_at=now,
@@ -225,7 +237,7 @@ async def ensure_schedule_source(trigger_key: str) -> None:
 
 
 def _stored(value: Any) -> Any:
-    if isinstance(value, MisfirePolicy):
+    if isinstance(value, StrEnum):
         return value.value
     if isinstance(value, dict):
         return msgspec.json.encode(value).decode()

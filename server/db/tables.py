@@ -175,7 +175,7 @@ class TriggerEvent(Table, tablename="trigger_event"):
     payload = JSONB(default={})
     idempotency_key = Varchar(length=300, null=True, default=None)
     source = JSONB(default={})  # where it came from: webhook id, schedule id and fire time, ...
-    outcome = Varchar(length=20, default="accepted")  # accepted | no_match | filtered
+    outcome = Varchar(length=20, default="accepted")  # accepted | no_match | filtered | skipped
     outcome_detail = Text(null=True, default=None)
     received_at = Timestamptz(default=TimestamptzNow())
     correlation_key = Text(null=True, default=None)  # for wait_for_event steps

@@ -1,8 +1,9 @@
 """Trigger health: counters and last error per trigger key, in `trigger_health` and Prometheus.
 
 Silent trigger failures are what operators fear most, so every intake outcome is counted:
-accepted, deduplicated, filtered (every filter refused), no_match (no subscription) and
-refused (authentication failed or the request was invalid, so no event exists). Recording is
+accepted, deduplicated, filtered (every filter refused), no_match (no subscription), skipped
+(every execution it would start was skipped by a concurrency limit or a schedule's overlap
+policy) and refused (authentication failed or the request was invalid, so no event exists). Recording is
 best effort and happens after the intake committed: a failure here is logged, never returned
 to the sender, whose event is already safe.
 """
@@ -35,6 +36,7 @@ class IntakeOutcome(StrEnum):
     FILTERED = "filtered"
     NO_MATCH = "no_match"
     REFUSED = "refused"
+    SKIPPED = "skipped"
 
 
 class TriggerHealth(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,13 +46,14 @@ class TriggerHealth(msgspec.Struct, frozen=True, kw_only=True):
     filtered: int = 0
     no_match: int = 0
     refused: int = 0
+    skipped: int = 0
     last_error: str | None = None
     last_error_at: dt.datetime | None = None
 
 
 HEALTH: Final = """
 SELECT trigger_key, last_event_at, accepted, deduplicated, filtered, no_match, refused,
-       last_error, last_error_at
+       skipped, last_error, last_error_at
 FROM trigger_health WHERE trigger_key = ANY($1::text[])
 """
 
@@ -110,13 +113,13 @@ class _Delta:
 
 
 FLUSH_INTERVAL_SECONDS: Final = 1.0
-# $3..$7 are the counts in IntakeOutcome's order: accepted, deduplicated, filtered, no_match,
-# refused.
+# $3..$8 are the counts in IntakeOutcome's order: accepted, deduplicated, filtered, no_match,
+# refused, skipped.
 ADD_COUNTS: Final = """
 INSERT INTO trigger_health AS h (trigger_key, last_event_at, accepted, deduplicated, filtered,
-                                 no_match, refused, last_error, last_error_at)
-VALUES ($1, $2::timestamptz, $3, $4, $5, $6, $7, $8::text,
-        CASE WHEN $8::text IS NULL THEN NULL ELSE now() END)
+                                 no_match, refused, skipped, last_error, last_error_at)
+VALUES ($1, $2::timestamptz, $3, $4, $5, $6, $7, $8, $9::text,
+        CASE WHEN $9::text IS NULL THEN NULL ELSE now() END)
 ON CONFLICT (trigger_key) DO UPDATE SET
   last_event_at = greatest(h.last_event_at, excluded.last_event_at),
   accepted = h.accepted + excluded.accepted,
@@ -124,6 +127,7 @@ ON CONFLICT (trigger_key) DO UPDATE SET
   filtered = h.filtered + excluded.filtered,
   no_match = h.no_match + excluded.no_match,
   refused = h.refused + excluded.refused,
+  skipped = h.skipped + excluded.skipped,
   last_error = coalesce(excluded.last_error, h.last_error),
   last_error_at = coalesce(excluded.last_error_at, h.last_error_at),
   updated_at = now()

@@ -31,6 +31,7 @@ from server.engine.templates import (
     string_leaves,
     template_error,
     template_step_reads,
+    template_variable_reads,
 )
 
 __all__ = [
@@ -77,18 +78,20 @@ def validate_document(
 
 
 def _option_problems(document: WorkflowDocument) -> Iterator[Problem]:
-    """The concurrency key is a template over `trigger` (an execution's group is decided when
-    it starts, before any step has run)."""
+    """The concurrency key is a template over `trigger` only: an execution's group is decided
+    when its event is accepted, before any step has run and without reading the variables."""
     key = document.concurrency.key if document.concurrency else None
     if key is None:
         return
     if error := template_error(key):
         yield Problem(field="concurrency.key", message=error)
-    elif template_step_reads(key, expression=False).keys:
+        return
+    steps, variables = template_step_reads(key), template_variable_reads(key)
+    if steps.keys or steps.whole or variables.keys or variables.whole:
         yield Problem(
             field="concurrency.key",
-            message="the concurrency key is decided when an execution starts, before any step "
-            "has run: it may read trigger (and vars), not steps",
+            message="the concurrency key is decided when an event is accepted, before any step "
+            "has run and without reading variables: it may read trigger only",
         )
 
 

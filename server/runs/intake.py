@@ -12,28 +12,39 @@ published version (`sql.routes_json`, read just before in one statement, or by t
 intake together with its endpoint); events that match nothing, or that every filter refuses,
 are kept with the reason. A manual run is an event of the `manual` trigger whose one route is
 its workflow (`run_manually`).
+
+Routes carry their version's `concurrency` option. When a start counts in a concurrency group,
+or a schedule fire carries an overlap policy, `server.runs.concurrency.place` decides, under
+the groups' advisory locks and inside a transaction (the caller's, or one opened here), whether
+each execution starts, waits held (no entry step, no job) or is skipped; skips are recorded in
+the event's `outcome_detail`, and the outcome is `skipped` when nothing started. Events whose
+workflows have no such option take none of these locks and no transaction block.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import msgspec
 import structlog
 
 from server.db.pool import transaction
-from server.engine.document import Step, StepKind
+from server.engine.document import Concurrency, Step, StepKind
 from server.engine.filters import filter_refusal
 from server.errors import ConflictError, NotFoundError
 from server.queue.client import job_arrays
 from server.runs import sql
+from server.runs.concurrency import Arrival, Fate, Overlap, place
 from server.runs.jobs import step_job
 from server.statements import Connection
 
 log = structlog.get_logger(__name__)
 
 MANUAL_TRIGGER_KEY: Final = "manual"
+MAX_DETAIL_CHARS: Final = 2000
 
 
 class AcceptedEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,13 +56,15 @@ class AcceptedEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Route(msgspec.Struct, frozen=True, kw_only=True):
-    """An active subscription's workflow, version and entry step (`sql.routes_json`)."""
+    """An active subscription's workflow, version and entry step, and the version's
+    `concurrency` option (`sql.routes_json`)."""
 
     workflow_id: uuid.UUID
     filter_conditions: dict[str, Any]
     version_id: uuid.UUID
     step_id: uuid.UUID
     entry: Step
+    concurrency: Concurrency | None = None
 
 
 def routes_from_json(text: str) -> list[Route]:
@@ -63,11 +76,13 @@ def routes_from_json(text: str) -> list[Route]:
             version_id=uuid.UUID(version_id),
             step_id=uuid.UUID(step_id),
             entry=Step(key=key, kind=StepKind(kind), action_key=action_key, cfg=cfg),
+            concurrency=None if concurrency is None else msgspec.convert(concurrency, Concurrency),
         )
-        for workflow_id, filter_conditions, version_id, step_id, key, kind, action_key, cfg in (
-            msgspec.json.decode(text)
-        )
-    ]
+        for (
+            workflow_id, filter_conditions, version_id, step_id, key, kind, action_key, cfg,
+            concurrency,
+        ) in msgspec.json.decode(text)
+    ]  # fmt: skip
 
 
 async def read_routes(connection: Connection, trigger_key: str) -> list[Route]:
@@ -75,16 +90,20 @@ async def read_routes(connection: Connection, trigger_key: str) -> list[Route]:
 
 
 class _Start(msgspec.Struct, frozen=True, kw_only=True):
-    """A route whose filter passed: the execution it starts."""
+    """A route whose filter passed: the execution it starts (held: it waits for admission)."""
 
     execution_id: uuid.UUID
     route: Route
+    held: bool = False
+    concurrency_key: str | None = None
+    overlap_key: str | None = None
 
 
 class _FanOut(msgspec.Struct, frozen=True, kw_only=True):
     starts: list[_Start]
     outcome: str
     detail: str | None
+    grouped: bool = False  # some starts count in groups: the statements' grouped form
 
 
 async def accept_event(
@@ -96,18 +115,64 @@ async def accept_event(
     idempotency_key: str | None = None,
     source: dict[str, Any] | None = None,
     routes: list[Route] | None = None,
+    overlap: Overlap | None = None,
 ) -> AcceptedEvent:
     """Record one event and start the executions it triggers (see the module docstring).
-    `routes`: the trigger key's routes if the caller has read them (else they are read)."""
+    `routes`: the trigger key's routes if the caller has read them (else they are read).
+    `overlap`: a schedule fire's overlap group and policy. Executions of workflows with a
+    concurrency option, or with `overlap`, are placed under their groups' locks
+    (`server.runs.concurrency`): in the caller's transaction, or in one opened here."""
     if routes is None:
         routes = await read_routes(connection, trigger_key)
     fan_out = await _fan_out(routes, trigger_key, payload)
+    if not _grouped(fan_out, overlap):
+        return await _record(
+            connection, fan_out, trigger_key=trigger_key, trigger_type=trigger_type,
+            payload=payload, idempotency_key=idempotency_key, source=source,
+        )  # fmt: skip
+    async with _transaction(connection):
+        fan_out = await _placed(connection, fan_out, payload, overlap)
+        return await _record(
+            connection, fan_out, trigger_key=trigger_key, trigger_type=trigger_type,
+            payload=payload, idempotency_key=idempotency_key, source=source,
+        )  # fmt: skip
+
+
+def _grouped(fan_out: _FanOut, overlap: Overlap | None) -> bool:
+    """Whether a start counts in a group (the common case, none, costs nothing more)."""
+    if not fan_out.starts:
+        return False
+    return overlap is not None or any(start.route.concurrency for start in fan_out.starts)
+
+
+@asynccontextmanager
+async def _transaction(connection: Connection) -> AsyncIterator[None]:
+    """The caller's transaction if there is one (group locks last until it ends), else one."""
+    if connection.is_in_transaction():
+        yield
+        return
+    async with connection.transaction():
+        yield
+
+
+async def _record(
+    connection: Connection,
+    fan_out: _FanOut,
+    *,
+    trigger_key: str,
+    trigger_type: str,
+    payload: Any,
+    idempotency_key: str | None,
+    source: dict[str, Any] | None,
+) -> AcceptedEvent:
+    """Write the event and the executions it starts (`sql.RECORD_EVENT`)."""
     event_id = uuid.uuid4()
-    row = await sql.RECORD_EVENT.fetchrow(
+    statement = sql.RECORD_EVENT_GROUPED if fan_out.grouped else sql.RECORD_EVENT
+    row = await statement.fetchrow(
         connection, event_id=event_id, trigger_key=trigger_key, trigger_type=trigger_type,
         payload=msgspec.json.encode(payload).decode(), idempotency_key=idempotency_key,
         source=msgspec.json.encode(source or {}).decode(), outcome=fan_out.outcome,
-        outcome_detail=fan_out.detail, **_start_args(fan_out.starts),
+        outcome_detail=fan_out.detail, **_start_args(fan_out),
     )  # fmt: skip
     if row is None or row["event_id"] is None:
         first = await sql.FIRST_EVENT.fetchrow(
@@ -148,18 +213,57 @@ async def _fan_out(routes: list[Route], trigger_key: str, payload: Any) -> _FanO
     if starts:
         return _FanOut(starts=starts, outcome="accepted", detail=None)
     if refusals:
-        return _FanOut(starts=[], outcome="filtered", detail="; ".join(refusals)[:2000])
+        return _FanOut(starts=[], outcome="filtered", detail="; ".join(refusals)[:MAX_DETAIL_CHARS])
     return _FanOut(
-        starts=[], outcome="no_match", detail=f"no active subscription to {trigger_key!r}"[:2000]
+        starts=[],
+        outcome="no_match",
+        detail=f"no active subscription to {trigger_key!r}"[:MAX_DETAIL_CHARS],
     )
 
 
-def _start_args(starts: list[_Start]) -> dict[str, Any]:
-    """The named parameters of the executions an event starts (`sql._start_executions`)."""
-    jobs = [
-        step_job(start.execution_id, start.route.step_id, start.route.entry) for start in starts
+async def _placed(
+    connection: Connection, fan_out: _FanOut, payload: Any, overlap: Overlap | None
+) -> _FanOut:
+    """The fan-out with each start placed in its groups: started, held, or skipped (then it
+    is no start; the event's detail says why, and its outcome is `skipped` if none is left)."""
+    placements = await place(
+        connection,
+        [
+            Arrival(workflow_id=start.route.workflow_id, concurrency=start.route.concurrency)
+            for start in fan_out.starts
+        ],
+        payload,
+        overlap,
+    )
+    starts = [
+        msgspec.structs.replace(
+            start,
+            held=placement.fate is Fate.HOLD,
+            concurrency_key=placement.concurrency_key,
+            overlap_key=placement.overlap_key,
+        )
+        for start, placement in zip(fan_out.starts, placements, strict=True)
+        if placement.fate is not Fate.SKIP
     ]
-    return {
+    skips = [placement.reason or "" for placement in placements if placement.fate is Fate.SKIP]
+    if not skips:
+        return msgspec.structs.replace(fan_out, starts=starts, grouped=True)
+    detail = ("skipped: " + "; ".join(skips))[:MAX_DETAIL_CHARS]
+    return _FanOut(
+        starts=starts, outcome="accepted" if starts else "skipped", detail=detail, grouped=True
+    )
+
+
+def _start_args(fan_out: _FanOut) -> dict[str, Any]:
+    """The named parameters of the executions an event starts (`sql._start_executions`):
+    jobs for the entry steps of the executions not held."""
+    starts = fan_out.starts
+    jobs = [
+        step_job(start.execution_id, start.route.step_id, start.route.entry)
+        for start in starts
+        if not start.held
+    ]
+    args: dict[str, Any] = {
         "execution_ids": [start.execution_id for start in starts],
         "workflow_ids": [start.route.workflow_id for start in starts],
         "version_ids": [start.route.version_id for start in starts],
@@ -167,6 +271,11 @@ def _start_args(starts: list[_Start]) -> dict[str, Any]:
         "entry_step_keys": [start.route.entry.key for start in starts],
         **job_arrays(jobs),
     }
+    if fan_out.grouped:
+        args["held"] = [start.held for start in starts]
+        args["concurrency_keys"] = [start.concurrency_key for start in starts]
+        args["overlap_keys"] = [start.overlap_key for start in starts]
+    return args
 
 
 async def fan_out_recorded_event(
@@ -179,10 +288,16 @@ async def fan_out_recorded_event(
     if row is None:
         return None
     routes = await read_routes(connection, row["trigger_key"])
-    fan_out = await _fan_out(routes, row["trigger_key"], msgspec.json.decode(row["payload"]))
-    written = await sql.FAN_OUT_RECORDED_EVENT.fetchrow(
+    payload = msgspec.json.decode(row["payload"])
+    fan_out = await _fan_out(routes, row["trigger_key"], payload)
+    if _grouped(fan_out, None):
+        fan_out = await _placed(connection, fan_out, payload, None)
+    statement = (
+        sql.FAN_OUT_RECORDED_EVENT_GROUPED if fan_out.grouped else sql.FAN_OUT_RECORDED_EVENT
+    )
+    written = await statement.fetchrow(
         connection, event_id=event_id, outcome=fan_out.outcome, outcome_detail=fan_out.detail,
-        **_start_args(fan_out.starts),
+        **_start_args(fan_out),
     )  # fmt: skip
     if written is None or written["event_id"] is None:
         return None

@@ -92,18 +92,19 @@ WHERE e.id = :execution_id
 
 # A workflow's latest published version, for a LATERAL join on `d` (workflow_definition).
 _LATEST_PUBLISHED: Final = """LATERAL (
-        SELECT id FROM workflow_version
+        SELECT id, options FROM workflow_version
         WHERE workflow_id = d.id AND status = 'published'
         ORDER BY version_num DESC LIMIT 1
     ) v ON true"""
 
 # Routes as one JSON array: per active subscription (or the one workflow of a manual run), the
 # workflow, its filter, its latest published version and that version's entry step (the one
-# step without incoming edges; a published graph has exactly one). `{where}` picks the
-# subscriptions. No locks.
+# step without incoming edges; a published graph has exactly one), and the version's
+# `concurrency` option (null without one). `{where}` picks the subscriptions. No locks.
 _ROUTES_JSON: Final = """(
     SELECT coalesce(json_agg(json_build_array(d.id, s.filter_conditions, v.id, st.id,
-                                              st.step_key, st.kind, st.action_key, st.cfg)
+                                              st.step_key, st.kind, st.action_key, st.cfg,
+                                              v.options->'concurrency')
                              ORDER BY s.created_at, s.id), '[]')::text
     FROM workflow_subscription s
     JOIN workflow_definition d ON d.id = s.workflow_id AND d.is_active
@@ -127,7 +128,8 @@ ROUTES: Final = Statement(f"SELECT {routes_json(':trigger_key')}")
 WORKFLOW_ROUTE: Final = Statement(f"""
 SELECT d.is_active,
        json_build_array(json_build_array(d.id, NULL, v.id, st.id, st.step_key, st.kind,
-                                         st.action_key, st.cfg))::text AS routes
+                                         st.action_key, st.cfg,
+                                         v.options->'concurrency'))::text AS routes
 FROM workflow_definition d
 JOIN {_LATEST_PUBLISHED}
 JOIN workflow_step st ON st.version_id = v.id
@@ -136,27 +138,41 @@ WHERE d.id = :workflow_id
 """)  # noqa: S608 - constant SQL only
 
 
-def _start_executions(event: str) -> str:
+def _start_executions(event: str, *, grouped: bool = False) -> str:
     """The fan-out writes after the CTE `event` (one row: id, payload, trigger_type; or none,
     and then nothing is written): the executions (`:execution_ids`, `:workflow_ids`,
     `:version_ids`), their entry steps (`:entry_step_ids`, `:entry_step_keys`) and those
-    steps' jobs (the queue's `:job_*` arrays)."""
+    steps' jobs (the queue's `:job_*` arrays). `grouped`: some executions count in concurrency
+    or overlap groups (`server.runs.concurrency`): `:held` (held ones get no entry step; the
+    caller passes jobs only for the others), `:concurrency_keys` and `:overlap_keys`; the
+    plain form, for events of workflows without groups, carries none of these arrays."""
+    columns = values = arrays = names = entry_arrays = entry_names = entry_filter = ""
+    if grouped:
+        columns = ", held, concurrency_key, overlap_key"
+        values = ", new.held, new.concurrency_key, new.overlap_key"
+        arrays = ", :held::bool[], :concurrency_keys::text[], :overlap_keys::text[]"
+        names = ", held, concurrency_key, overlap_key"
+        entry_arrays, entry_names, entry_filter = ", :held::bool[]", ", held", "WHERE NOT new.held"
     return f"""
 WITH event AS ({event}),
 executions AS (
     INSERT INTO workflow_execution
-        (id, workflow_id, version_id, status, context_data, trigger_event_id, trigger_type)
+        (id, workflow_id, version_id, status, context_data, trigger_event_id, trigger_type
+         {columns})
     SELECT new.id, new.workflow_id, new.version_id, 'PENDING',
-           jsonb_build_object('trigger', event.payload), event.id, event.trigger_type
+           jsonb_build_object('trigger', event.payload), event.id, event.trigger_type {values}
     FROM event CROSS JOIN unnest(:execution_ids::uuid[], :workflow_ids::uuid[],
-                                 :version_ids::uuid[]) AS new (id, workflow_id, version_id)
+                                 :version_ids::uuid[] {arrays})
+                          AS new (id, workflow_id, version_id {names})
 ),
 entry_steps AS (
     INSERT INTO step_execution (id, execution_id, step_id, step_key, status, created_at, branches)
     SELECT gen_random_uuid(), new.execution_id, new.step_id, new.step_key, 'PENDING',
            clock_timestamp(), '{{}}'
     FROM event CROSS JOIN unnest(:execution_ids::uuid[], :entry_step_ids::uuid[],
-                                 :entry_step_keys::text[]) AS new (execution_id, step_id, step_key)
+                                 :entry_step_keys::text[] {entry_arrays})
+                          AS new (execution_id, step_id, step_key {entry_names})
+    {entry_filter}
 ),
 {enqueue_jobs_ctes(only_if="EXISTS (SELECT 1 FROM event)")}
 SELECT (SELECT id FROM event) AS event_id, (SELECT count(*) FROM enqueued_wake) AS woken
@@ -166,25 +182,27 @@ SELECT (SELECT id FROM event) AS event_id, (SELECT count(*) FROM enqueued_wake) 
 # A new event and what it starts; nothing on a repeated (trigger_key, idempotency_key): NULL
 # keys never conflict. The unique index makes a racing duplicate wait for the first insert,
 # then insert nothing (and every other insert of the statement depends on the event's).
-RECORD_EVENT: Final = Statement(
-    _start_executions("""
+_RECORD_EVENT: Final = """
     INSERT INTO trigger_event
         (id, trigger_key, trigger_type, payload, idempotency_key, source, outcome, outcome_detail)
     VALUES (:event_id, :trigger_key, :trigger_type, :payload::jsonb, :idempotency_key,
             :source::jsonb, :outcome, :outcome_detail)
     ON CONFLICT (trigger_key, idempotency_key) DO NOTHING
     RETURNING id, payload, trigger_type
-""")
-)
+"""
+RECORD_EVENT: Final = Statement(_start_executions(_RECORD_EVENT))
+RECORD_EVENT_GROUPED: Final = Statement(_start_executions(_RECORD_EVENT, grouped=True))
 
 # An event a database trigger recorded (outcome `pending`), fanned out once. The row lock makes
 # a concurrent fan-out of the same event wait, then find it no longer pending and write nothing.
-FAN_OUT_RECORDED_EVENT: Final = Statement(
-    _start_executions("""
+_FAN_OUT_RECORDED_EVENT: Final = """
     UPDATE trigger_event SET outcome = :outcome, outcome_detail = :outcome_detail
     WHERE id = :event_id AND outcome = 'pending'
     RETURNING id, payload, trigger_type
-""")
+"""
+FAN_OUT_RECORDED_EVENT: Final = Statement(_start_executions(_FAN_OUT_RECORDED_EVENT))
+FAN_OUT_RECORDED_EVENT_GROUPED: Final = Statement(
+    _start_executions(_FAN_OUT_RECORDED_EVENT, grouped=True)
 )
 
 PENDING_EVENT: Final = Statement("""
@@ -607,3 +625,58 @@ SELECT step_key, error FROM step_execution
 WHERE execution_id = :execution_id AND status = 'FAILED'
 ORDER BY finished_at NULLS LAST, step_key
 """)
+
+# --- Concurrency and overlap groups (`server.runs.concurrency`) -----------------------------
+# A group is (workflow, kind, key): kind `concurrency` counts executions by `concurrency_key`,
+# kind `overlap` by `overlap_key`. Every decision about a group (an arrival starts, waits held
+# or is skipped; a held one is admitted) is made under the group's transaction-level advisory
+# lock, taken by its own statement BEFORE the reads that decide: in READ COMMITTED each
+# statement takes its snapshot when it starts, so a read after the lock sees everything the
+# lock's previous holder committed, whereas a read in the same statement as the lock would not.
+
+# The groups' advisory locks (two-int form: `:lock_space` is the groups' own key space), taken
+# one after the other in the order given: callers sort them, so two transactions never wait for
+# each other's groups in a cycle. Held to the end of the transaction.
+LOCK_GROUPS: Final = Statement("""
+SELECT count(*) FROM (
+    SELECT pg_advisory_xact_lock(:lock_space, key) FROM unnest(:lock_keys::int[]) AS key
+) locked
+""")
+# One more group's lock, only if it is free at once (taken out of order: waiting could close a
+# cycle with a transaction that holds it and waits for one of ours).
+TRY_LOCK_GROUP: Final = Statement("SELECT pg_try_advisory_xact_lock(:lock_space, :lock_key)")
+
+# Per group, in the order given: how many of its executions are started and unfinished
+# (`running`: not held, PENDING, RUNNING or WAITING), and its first held execution in arrival
+# order (created_at, id) with that execution's own groups and its version's concurrency limit.
+# Served by the partial indexes workflow_execution_concurrency and _overlap (a key compared
+# with `=` is not null, and the status list is the indexes' own). No locks.
+_GROUP_EXECUTIONS: Final = f"""workflow_execution e
+    WHERE g.kind = '{{kind}}' AND e.workflow_id = g.workflow_id AND e.{{kind}}_key = g.key
+      AND e.status IN {_UNFINISHED}"""
+GROUP_STATES: Final = Statement(f"""
+SELECT g.kind, g.workflow_id, g.key,
+       coalesce(running_c.n, running_o.n) AS running,
+       head.id AS head_id, head.concurrency_key AS head_concurrency_key,
+       head.overlap_key AS head_overlap_key,
+       (v.options->'concurrency'->>'limit')::int AS head_concurrency_limit
+FROM unnest(:kinds::text[], :workflow_ids::uuid[], :keys::text[]) WITH ORDINALITY
+     AS g (kind, workflow_id, key, n)
+LEFT JOIN LATERAL (
+    SELECT count(*) AS n FROM {_GROUP_EXECUTIONS.format(kind="concurrency")} AND NOT e.held
+) running_c ON g.kind = 'concurrency'
+LEFT JOIN LATERAL (
+    SELECT count(*) AS n FROM {_GROUP_EXECUTIONS.format(kind="overlap")} AND NOT e.held
+) running_o ON g.kind = 'overlap'
+LEFT JOIN LATERAL (
+    (SELECT e.id, e.concurrency_key, e.overlap_key, e.version_id
+     FROM {_GROUP_EXECUTIONS.format(kind="concurrency")} AND e.held
+     ORDER BY e.created_at, e.id LIMIT 1)
+    UNION ALL
+    (SELECT e.id, e.concurrency_key, e.overlap_key, e.version_id
+     FROM {_GROUP_EXECUTIONS.format(kind="overlap")} AND e.held
+     ORDER BY e.created_at, e.id LIMIT 1)
+) head ON true
+LEFT JOIN workflow_version v ON v.id = head.version_id
+ORDER BY g.n
+""")  # noqa: S608 - built from constants

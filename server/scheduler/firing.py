@@ -2,7 +2,7 @@
 
 The database work is `server.db.schedule_fires.fire_schedule` (one transaction; the tick's
 idempotency key makes a replica's repeat of a tick a no-op). Trigger health counts what this
-replica inserted (accepted, filtered, no_match); a tick a peer replica had already recorded is
+replica inserted (accepted, filtered, no_match, skipped); a tick a peer replica had already recorded is
 expected with several schedulers and is not counted at all (not as `deduplicated`, which is
 for senders repeating themselves). A tick that cannot be fired (database down, a failing
 subscription) is logged, kept as the schedule's `last_error`, and counted as `refused` with

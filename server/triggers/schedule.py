@@ -51,6 +51,15 @@ class MisfirePolicy(StrEnum):
     RUN_ONCE = "run_once"
 
 
+class OverlapPolicy(StrEnum):
+    """What a fire does while an execution the schedule started for a workflow is unfinished:
+    start another (`allow`), start none (`skip`), or let at most one wait for it (`buffer_one`)."""
+
+    ALLOW = "allow"
+    SKIP = "skip"
+    BUFFER_ONE = "buffer_one"
+
+
 class PlannedFire(msgspec.Struct, frozen=True, kw_only=True):
     at: dt.datetime
     catch_up: bool = False

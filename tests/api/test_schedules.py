@@ -99,6 +99,28 @@ async def test_malformed_bodies_are_refused(api_client: httpx.AsyncClient) -> No
     )
     assert policy.status_code == 400
     assert "misfire_policy" in policy.text
+    overlap = await api_client.post(
+        URL, json={"trigger_key": "k", "cron": "@daily", "overlap": "sometimes"}
+    )
+    assert overlap.status_code == 400
+    assert overlap.headers["content-type"] == "application/problem+json"
+    assert overlap.json()["errors"][0]["field"] == "overlap"
+
+
+async def test_a_schedule_keeps_its_overlap_policy(api_client: httpx.AsyncClient) -> None:
+    default = await _create(api_client)
+    assert default["overlap"] == "allow"
+    buffered = await _create(api_client, overlap="buffer_one")
+    assert buffered["overlap"] == "buffer_one"
+    url = f"{URL}/{buffered['id']}"
+    changed = (await api_client.patch(url, json={"overlap": "skip"})).json()
+    assert changed["overlap"] == "skip"
+    assert (await api_client.get(url)).json()["overlap"] == "skip"
+    listed = (await api_client.get(URL)).json()["items"]
+    assert {item["id"]: item["overlap"] for item in listed} == {
+        default["id"]: "allow",
+        buffered["id"]: "skip",
+    }
 
 
 async def test_the_trigger_key_is_registered_as_a_schedule_source(
