@@ -74,7 +74,8 @@ class EventController(Controller):
                 'POST /api/v1/registry/triggers {"trigger_key": ..., "type": "event"}',
                 extra={"errors": [{"field": "trigger_key", "message": "unknown event source"}]},
             )
-        # One statement writes the event and its executions: no transaction block needed.
+        # One statement writes the event and its executions: no transaction block needed
+        # (accept_event opens one itself when a workflow's concurrency limit needs locks).
         async with resources.pool.acquire() as connection:
             accepted = await accept_event(
                 connection,

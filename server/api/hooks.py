@@ -245,7 +245,8 @@ async def _accept(
     if github_event := headers.get("x-github-event"):
         source["github_event"] = github_event[:100]
     try:
-        # One statement writes the event and its executions: no transaction block needed.
+        # One statement writes the event and its executions: no transaction block needed
+        # (accept_event opens one itself when a workflow's concurrency limit needs locks).
         async with pool.acquire() as connection:
             accepted: AcceptedEvent = await accept_event(
                 connection,

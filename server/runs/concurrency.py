@@ -101,7 +101,9 @@ async def place(
         try:
             keyed.append(await _groups(arrival, payload, overlap))
         except RenderError as error:
-            keyed.append(f"the concurrency key could not be rendered: {error}")
+            keyed.append(
+                f"workflow {arrival.workflow_id}: the concurrency key could not be rendered: {error}"
+            )
     groups = list(dict.fromkeys(g for item in keyed if isinstance(item, tuple) for g in item if g))
     await Locks().take(connection, groups)
     states = await read_states(connection, groups)

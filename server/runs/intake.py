@@ -53,6 +53,7 @@ class AcceptedEvent(msgspec.Struct, frozen=True, kw_only=True):
     execution_ids: list[uuid.UUID]
     duplicate: bool = False
     outcome: str = "accepted"
+    detail: str | None = None  # why nothing, or not everything, started
 
 
 class Route(msgspec.Struct, frozen=True, kw_only=True):
@@ -197,6 +198,7 @@ async def _record(
         event_id=event_id,
         execution_ids=execution_ids,
         outcome=fan_out.outcome,
+        detail=fan_out.detail,
     )
 
 
@@ -306,6 +308,7 @@ async def fan_out_recorded_event(
         event_id=event_id,
         execution_ids=[start.execution_id for start in fan_out.starts],
         outcome=fan_out.outcome,
+        detail=fan_out.detail,
     )
 
 
@@ -318,7 +321,8 @@ async def run_manually(
 
     Raises:
         NotFoundError: no such workflow, or it has no published version.
-        ConflictError: the workflow is inactive.
+        ConflictError: the workflow is inactive, or its concurrency limit skipped the run
+            (`overflow: skip`; the run's event is kept with the reason).
     """
     async with transaction() as tx:
         connection: Connection = tx.connection
@@ -329,7 +333,7 @@ async def run_manually(
             )
         if not row["is_active"]:
             raise ConflictError(f"workflow {workflow_id} is inactive; set is_active to run it")
-        return await accept_event(
+        accepted = await accept_event(
             connection,
             trigger_key=MANUAL_TRIGGER_KEY,
             trigger_type="manual",
@@ -337,3 +341,9 @@ async def run_manually(
             source={**(source or {}), "workflow_id": str(workflow_id)},
             routes=routes_from_json(row["routes"]),
         )
+    if not accepted.execution_ids:
+        raise ConflictError(
+            f"workflow {workflow_id} did not start: {accepted.detail}; event "
+            f"{accepted.event_id} records it; run it again once an execution has ended"
+        )
+    return accepted

@@ -215,6 +215,9 @@ async def test_overflow_skip_records_the_skipped_executions_on_their_events(
     assert f"skipped: workflow {limited}: concurrency limit 1" in partly["outcome_detail"]
     [audited] = await all_finished(connection, audit, 1)
     assert partly["execution_ids"] == [audited["id"]]
+    manual = await engine_client.post(f"/api/v1/workflows/{limited}/run", json={"input": {}})
+    assert manual.status_code == 409, manual.text
+    assert "concurrency limit 1 reached (overflow: skip)" in manual.json()["detail"]
     health = await health_when(engine_client, "solo", lambda found: found["skipped"] >= 1)
     assert (health["accepted"], health["skipped"]) == (1, 1)
 
