@@ -335,3 +335,49 @@ async def test_overlap_buffer_one_lets_one_fire_wait_and_then_run(
     assert skipped
     assert all("(overlap: buffer_one)" in fire["outcome_detail"] for fire in skipped)
     await assert_invariants(settings_for())
+
+
+@pytest.mark.timeout(90)
+async def test_a_schedule_and_events_share_a_concurrency_limit(
+    full_client: httpx.AsyncClient,
+    connection: asyncpg.Connection,
+    settings_for: Callable[..., Settings],
+) -> None:
+    """Executions in two groups at once (the schedule's overlap group and the workflow's
+    concurrency group) start only when both have room, whichever group's end admits them."""
+    response = await full_client.post(
+        "/api/v1/schedules",
+        json={"trigger_key": "tick", "cron": EVERY_SECOND, "overlap": "buffer_one",
+              "payload": {"n": 0}},
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    schedule = response.json()
+    await register_event_source(full_client, "orders")
+    workflow_id = await import_published(
+        full_client,
+        workflow("Shared limit", trigger_keys=["tick", "orders"], delay_seconds=1,
+                 concurrency={"limit": 1}),
+    )  # fmt: skip
+    sent = []
+    for n in range(1, 4):
+        sent.extend((await send(full_client, "orders", {"n": n}))["execution_ids"])
+    assert len(sent) == 3
+    await eventually(
+        lambda: executions_of(connection, workflow_id),
+        until=lambda rows: sum(row["status"] in FINISHED for row in rows) >= 6,
+        what="6 finished executions",
+        within=60.0,
+        every=0.2,
+    )
+    disabled = await full_client.patch(
+        f"/api/v1/schedules/{schedule['id']}", json={"enabled": False}
+    )
+    assert disabled.status_code == 200, disabled.text
+    executions = await all_finished(connection, workflow_id, 6)
+
+    assert [row["status"] for row in executions] == ["SUCCESS"] * len(executions)
+    never_two_at_once(executions)  # one at a time, whichever trigger started them
+    assert {row["id"] for row in executions} >= set(sent)  # every event's execution ran
+    scheduled = [row for row in executions if row["overlap_key"] is not None]
+    assert len(scheduled) >= 2
+    await assert_invariants(settings_for())

@@ -132,3 +132,22 @@ def test_document_structure_errors_name_the_field() -> None:
         document(steps=[{"key": "bad key!", "kind": "action"}])
     with pytest.raises(msgspec.ValidationError, match=r"\$\.steps\[0\]\.kind"):
         document(steps=[{"key": "a", "kind": "loop"}])
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["{{ steps.a.output.id }}", "{{ vars.region }}", "{{ vars[trigger.name] }}"],
+)
+def test_a_concurrency_key_may_read_the_trigger_only(key: str) -> None:
+    doc = document(steps=[step("a")], concurrency={"limit": 1, "key": key})
+    [problem] = messages(doc)
+    assert problem.startswith("concurrency.key: ")
+    assert "it may read trigger only" in problem
+
+
+def test_a_concurrency_key_over_the_trigger_is_valid() -> None:
+    doc = document(
+        steps=[step("a")],
+        concurrency={"limit": 3, "key": "{{ trigger.customer }}-{{ trigger.region }}"},
+    )
+    assert messages(doc) == []
