@@ -181,6 +181,36 @@ async def test_a_templated_key_gives_each_customer_a_group_of_its_own(
     await assert_invariants(engine_settings)
 
 
+async def test_a_cancelled_held_execution_gives_its_turn_to_the_next(
+    engine_client: httpx.AsyncClient,
+    engine_settings: Settings,
+    connection: asyncpg.Connection,
+) -> None:
+    await register_event_source(engine_client, "orders")
+    workflow_id = await import_published(
+        engine_client,
+        workflow("Queued", trigger_keys=["orders"], delay_seconds=1, concurrency={"limit": 1}),
+    )
+    [first], [second], [third] = [
+        (await send(engine_client, "orders", {"n": n}))["execution_ids"] for n in range(3)
+    ]
+    waiting = (await engine_client.get(f"/api/v1/executions/{second}")).json()
+    assert (waiting["status"], waiting["held"]) == ("PENDING", True)
+    cancelled = await engine_client.post(f"/api/v1/executions/{second}/cancel")
+    assert cancelled.status_code == 202, cancelled.text
+
+    executions = {row["id"]: row for row in await all_finished(connection, workflow_id, 3)}
+
+    assert [executions[id_]["status"] for id_ in (first, second, third)] == [
+        "SUCCESS",
+        "CANCELLED",
+        "SUCCESS",
+    ]
+    assert executions[second]["started_at"] is None  # it never ran
+    assert executions[third]["started_at"] >= executions[first]["finished_at"]
+    await assert_invariants(engine_settings)
+
+
 async def test_overflow_skip_records_the_skipped_executions_on_their_events(
     engine_client: httpx.AsyncClient,
     engine_settings: Settings,
