@@ -2,7 +2,10 @@
 
 Follow one step from claim to commit:
 - `intake.py` starts executions, the one way (every trigger and manual runs): one statement
-  records the event, its executions, their entry steps and the entry steps' jobs.
+  records the event, its executions, their entry steps and the entry steps' jobs. Executions
+  over a workflow's concurrency limit or a schedule's overlap policy wait held or are skipped
+  (`concurrency.py`, under the per-group locks of `groups.py`) and are admitted in order when
+  one of their group ends (`admission.py`).
 - The worker role (`server.worker`, a generic job runner) claims a `workflow_step` job
   (`jobs.py`) and calls `step_runner.StepRunner`: `store.start_step` marks the step running
   and reads its inputs; `step_kinds.py` runs it (an action gets `action_contexts.py`); the
