@@ -43,9 +43,11 @@ from server.db.trigger_health import IntakeRecorder
 from server.keyring import load_keyring
 from server.queue.handlers import JobHandler
 from server.runs.event_fan_out import EVENT_JOB_KIND, EventFanOut
+from server.runs.event_waits import WAIT_TIMEOUT_JOB_KIND
 from server.runs.execution_ended import ENDED_JOB_KIND, ExecutionEnded
 from server.runs.jobs import STEP_JOB_KIND
 from server.runs.step_runner import StepRunner
+from server.runs.wait_resumes import WaitTimeout
 from server.scheduler import role as scheduler_role
 from server.storage.object_store import open_object_store
 from server.supervision import CrashHandler, start_supervised
@@ -136,6 +138,7 @@ async def lifespan(
                 STEP_JOB_KIND: StepRunner(settings, app.state.keyring, BUILTIN_ACTIONS),
                 EVENT_JOB_KIND: EventFanOut(recorder),
                 ENDED_JOB_KIND: ExecutionEnded(),
+                WAIT_TIMEOUT_JOB_KIND: WaitTimeout(),
             }
             await stack.enter_async_context(
                 worker_role.running(

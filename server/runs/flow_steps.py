@@ -1,6 +1,8 @@
 """Running a flow step (`call_workflow`, `foreach`, `wait_for_event`): its first half, or,
 once resumed, its second (`server.runs.waits` tells the story). Called by the step runner in
-the transaction that records the step."""
+the transaction that records the step; what must be written after the step's record, in that
+transaction (a wait's key and timeout job: the execution's row lock comes before the step
+row's), is `FlowOutcome.recorded`."""
 
 from __future__ import annotations
 
@@ -10,11 +12,10 @@ from typing import Any
 
 import msgspec
 
-from config.settings import Settings
 from server.engine.document import Step, StepKind
 from server.runs import sql
 from server.runs.calls import ChildRun, finish_call, finish_foreach, start_call, start_foreach
-from server.runs.event_waits import WaitRun, finish_wait, start_wait
+from server.runs.event_waits import Waiting, WaitRun, finish_wait, record_waiting, start_wait
 from server.runs.step_kinds import Outcome
 from server.runs.store import ExecutionRow
 from server.runs.waits import resumed_record
@@ -27,9 +28,22 @@ class FlowStepRun(msgspec.Struct, frozen=True, kw_only=True):
     step_id: uuid.UUID
     context: Mapping[str, Any]
     secret_keys: frozenset[str]
+    edge_branches: frozenset[str]  # the branch keys of the step's outgoing edges
 
 
-async def run_flow_step(connection: Connection, settings: Settings, flow: FlowStepRun) -> Outcome:
+class FlowOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """A flow step's outcome, and what to write once the completion has recorded it."""
+
+    outcome: Outcome
+    waiting: Waiting | None = None  # a WAITING wait_for_event step
+
+    async def recorded(self, connection: Connection) -> None:
+        """Call after the completion recorded `outcome`, in its transaction."""
+        if self.waiting is not None:
+            await record_waiting(connection, self.waiting)
+
+
+async def run_flow_step(connection: Connection, flow: FlowStepRun) -> FlowOutcome:
     row = await sql.FLOW_STEP.fetchrow(
         connection, execution_id=flow.execution.id, step_key=flow.step.key
     )
@@ -43,10 +57,12 @@ async def run_flow_step(connection: Connection, settings: Settings, flow: FlowSt
             step_id=flow.step_id,
             context=flow.context,
             secret_keys=flow.secret_keys,
+            edge_branches=flow.edge_branches,
         )
         if resumed is None:
-            return await start_wait(connection, settings, wait)
-        return await finish_wait(connection, wait, resumed)
+            outcome, waiting = await start_wait(connection, wait)
+            return FlowOutcome(outcome=outcome, waiting=waiting)
+        return FlowOutcome(outcome=finish_wait(wait, resumed))
     run = ChildRun(
         execution_id=flow.execution.id,
         step=flow.step,
@@ -55,5 +71,7 @@ async def run_flow_step(connection: Connection, settings: Settings, flow: FlowSt
         secret_keys=flow.secret_keys,
     )
     if flow.step.kind is StepKind.CALL_WORKFLOW:
-        return await (start_call if resumed is None else finish_call)(connection, run)
-    return await (start_foreach if resumed is None else finish_foreach)(connection, run)
+        outcome = await (start_call if resumed is None else finish_call)(connection, run)
+    else:
+        outcome = await (start_foreach if resumed is None else finish_foreach)(connection, run)
+    return FlowOutcome(outcome=outcome)
