@@ -4,9 +4,9 @@ First half (`start_wait`, in the transaction that records the step): the correla
 rendered, the advisory lock of (trigger key, correlation key) is taken, then an event of that
 trigger key with that correlation key accepted since the execution was created is looked for.
 Found: the step succeeds at once with the event's payload as its output. Not found: the step
-is WAITING, and once the completion has recorded it (`FlowOutcome.recorded`: the execution's
-row lock is taken before the step's row) its `wait_key` is set, and with `timeout_seconds` a
-`wait_timeout` job is queued to resume it then. The lock is held until that commits, and an
+is WAITING, and once the completion has recorded it (`after_record`, from
+`FlowOutcome.recorded`: the execution's row lock is taken before the step's row) its `wait_key`
+is set, and with `timeout_seconds` a `wait_timeout` job is queued to resume it then. The lock is held until that commits, and an
 event's intake takes it before it records the event and looks for waiting steps
 (`server.runs.wait_resumes`), so an event is never missed: it committed before the wait looked
 (and the wait finds it), or it waits for the wait's commit (and finds the waiting step).
@@ -14,7 +14,8 @@ event's intake takes it before it records the event and looks for waiting steps
 Second half (`finish_wait`), once resumed (`server.runs.waits`): by an event, the API or a
 resume link, the payload is the output and `default` edges follow; by the timeout, the
 `timeout` branch is taken when the step has a `timeout` edge, else the step fails (an `error`
-edge may take it).
+edge may take it). A wait resumed before its timeout withdraws its timeout job once the
+step's result is recorded, so a year-long timeout leaves no job behind.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from server.engine.document import Step
 from server.engine.flow_steps import WaitForEventCfg, flow_cfg
 from server.engine.planning import StepStatus, success_branches
 from server.engine.rendering import RenderError
-from server.queue.client import enqueue_job
+from server.queue.client import delete_queued_job_by_key, enqueue_job
 from server.queue.jobs import NewJob
 from server.runs import sql
 from server.runs.jobs import execution_job_prefix
@@ -53,17 +54,20 @@ class WaitRun(msgspec.Struct, frozen=True, kw_only=True):
     execution: ExecutionRow
     step: Step
     step_id: uuid.UUID
+    step_run: uuid.UUID  # the step_execution row's id (a retried step is a new run)
+    first_input: Any  # the first half's recorded input (what it waits for), once resumed
     context: Mapping[str, Any]
     secret_keys: frozenset[str]
     edge_branches: frozenset[str]  # the branch keys of the step's outgoing edges
 
 
-class Waiting(msgspec.Struct, frozen=True, kw_only=True):
-    """What a WAITING wait needs written once its record is: its key, and its timeout."""
+class WaitWrites(msgspec.Struct, frozen=True, kw_only=True):
+    """What a wait writes once the completion has recorded its outcome (`after_record`)."""
 
     run: WaitRun
-    wait_key: str
-    timeout_seconds: float | None
+    wait_key: str | None = None  # WAITING: the key an event finds it by
+    timeout_seconds: float | None = None  # WAITING: its timeout job's delay
+    withdraw_timeout: bool = False  # resumed by something else: its timeout job goes
 
 
 def wait_key_of(trigger_key: str, correlation_key: str) -> str:
@@ -83,16 +87,16 @@ def timeout_job_key(execution_id: uuid.UUID, step_id: uuid.UUID, step_run: uuid.
     return f"{execution_job_prefix(execution_id)}{step_id}:timeout:{step_run}"
 
 
-def timeout_job(run: WaitRun, step_run: uuid.UUID, seconds: float) -> NewJob:
+def timeout_job(run: WaitRun, seconds: float) -> NewJob:
     return NewJob(
         kind=WAIT_TIMEOUT_JOB_KIND,
         payload={
             "execution_id": str(run.execution.id),
             "step_key": run.step.key,
-            "step_run": str(step_run),
+            "step_run": str(run.step_run),
         },
         max_attempts=TIMEOUT_JOB_ATTEMPTS,
-        unique_key=timeout_job_key(run.execution.id, run.step_id, step_run),
+        unique_key=timeout_job_key(run.execution.id, run.step_id, run.step_run),
         delay_seconds=seconds,
     )
 
@@ -100,9 +104,9 @@ def timeout_job(run: WaitRun, step_run: uuid.UUID, seconds: float) -> NewJob:
 # --- First half ----------------------------------------------------------------------------
 
 
-async def start_wait(connection: Connection, wait: WaitRun) -> tuple[Outcome, Waiting | None]:
+async def start_wait(connection: Connection, wait: WaitRun) -> tuple[Outcome, WaitWrites | None]:
     """The step's outcome (an earlier event's payload, or WAITING), and for WAITING what
-    `record_waiting` writes after the completion; see the module docstring."""
+    `after_record` writes after the completion; see the module docstring."""
     cfg = flow_cfg(wait.step)
     assert isinstance(cfg, WaitForEventCfg)  # noqa: S101 - the step's kind decides its cfg
     try:
@@ -126,19 +130,26 @@ async def start_wait(connection: Connection, wait: WaitRun) -> tuple[Outcome, Wa
     if cfg.timeout_seconds is not None:
         timeout_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=cfg.timeout_seconds)
         output["timeout_at"] = timeout_at.isoformat()
-    waiting = Waiting(run=wait, wait_key=wait_key, timeout_seconds=cfg.timeout_seconds)
-    return Outcome(status=StepStatus.WAITING, output=output, input_data=shown_input), waiting
+    writes = WaitWrites(run=wait, wait_key=wait_key, timeout_seconds=cfg.timeout_seconds)
+    return Outcome(status=StepStatus.WAITING, output=output, input_data=shown_input), writes
 
 
-async def record_waiting(connection: Connection, waiting: Waiting) -> None:
-    """After the completion recorded the step WAITING, in its transaction: the step's
-    `wait_key`, and its timeout job (nothing when the execution ended meanwhile)."""
-    run = waiting.run
-    step_run: uuid.UUID | None = await sql.SET_WAIT_KEY.fetchval(
-        connection, execution_id=run.execution.id, step_key=run.step.key, wait_key=waiting.wait_key
-    )
-    if step_run is not None and waiting.timeout_seconds is not None:
-        await enqueue_job(connection, timeout_job(run, step_run, waiting.timeout_seconds))
+async def after_record(connection: Connection, writes: WaitWrites) -> None:
+    """After the completion recorded the step, in its transaction (the execution's row lock,
+    then the step's row, then jobs): a WAITING step's `wait_key` and its timeout job (neither
+    when the execution ended meanwhile); a resumed one's timeout job withdrawn."""
+    run = writes.run
+    if writes.wait_key is not None:
+        waiting = await sql.SET_WAIT_KEY.fetchval(
+            connection, execution_id=run.execution.id, step_key=run.step.key,
+            wait_key=writes.wait_key,
+        )  # fmt: skip
+        if waiting is not None and writes.timeout_seconds is not None:
+            await enqueue_job(connection, timeout_job(run, writes.timeout_seconds))
+    if writes.withdraw_timeout:
+        await delete_queued_job_by_key(
+            connection, timeout_job_key(run.execution.id, run.step_id, run.step_run)
+        )
 
 
 async def _correlation_key(
@@ -173,26 +184,35 @@ async def _correlation_key(
 # --- Second half ---------------------------------------------------------------------------
 
 
-def finish_wait(wait: WaitRun, resumed: dict[str, Any]) -> Outcome:
-    """A resumed wait: the payload it was resumed with, or its timeout (module docstring)."""
+def finish_wait(wait: WaitRun, resumed: dict[str, Any]) -> tuple[Outcome, WaitWrites | None]:
+    """A resumed wait: the payload it was resumed with (and its timeout job withdrawn after
+    the record), or its timeout (module docstring)."""
+    if resumed.get(RESUMED_BY) != TIMEOUT_BRANCH:
+        outcome = _resumed_with(wait.step, resumed.get("payload"), wait.first_input)
+        return outcome, WaitWrites(run=wait, withdraw_timeout=True)
+    return _timed_out(wait), None
+
+
+def _timed_out(wait: WaitRun) -> Outcome:
     cfg = flow_cfg(wait.step)
     assert isinstance(cfg, WaitForEventCfg)  # noqa: S101 - the step's kind decides its cfg
-    if resumed.get(RESUMED_BY) != TIMEOUT_BRANCH:
-        return _resumed_with(wait.step, resumed.get("payload"), None)
-    waiting_for = resumed.get("waiting_for") or {"trigger_key": cfg.trigger_key}
+    shown = wait.first_input if isinstance(wait.first_input, dict) else {}
+    correlation = shown.get("correlation_key")
+    waiting_for = {"trigger_key": cfg.trigger_key, "correlation_key": correlation}
     if TIMEOUT_BRANCH not in wait.edge_branches:
-        correlation = waiting_for.get("correlation_key")
         awaited = f"an event of {cfg.trigger_key!r}" + (
             f" with correlation key {correlation!r}" if correlation is not None else ""
         )
         return failed(
             f"timed out after {cfg.timeout_seconds or 0:g} s waiting for {awaited}; add an edge with "
-            "branch_key timeout to go on without it"
+            "branch_key timeout to go on without it",
+            wait.first_input,
         )
     return Outcome(
         status=StepStatus.SUCCESS,
         output={"timed_out": True, "waiting_for": waiting_for},
         branches=frozenset({TIMEOUT_BRANCH}),
+        input_data=wait.first_input,
     )
 
 

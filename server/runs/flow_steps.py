@@ -15,7 +15,7 @@ import msgspec
 from server.engine.document import Step, StepKind
 from server.runs import sql
 from server.runs.calls import ChildRun, finish_call, finish_foreach, start_call, start_foreach
-from server.runs.event_waits import Waiting, WaitRun, finish_wait, record_waiting, start_wait
+from server.runs.event_waits import WaitRun, WaitWrites, after_record, finish_wait, start_wait
 from server.runs.step_kinds import Outcome
 from server.runs.store import ExecutionRow
 from server.runs.waits import resumed_record
@@ -35,12 +35,12 @@ class FlowOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """A flow step's outcome, and what to write once the completion has recorded it."""
 
     outcome: Outcome
-    waiting: Waiting | None = None  # a WAITING wait_for_event step
+    wait_writes: WaitWrites | None = None  # a wait_for_event step's
 
     async def recorded(self, connection: Connection) -> None:
         """Call after the completion recorded `outcome`, in its transaction."""
-        if self.waiting is not None:
-            await record_waiting(connection, self.waiting)
+        if self.wait_writes is not None:
+            await after_record(connection, self.wait_writes)
 
 
 async def run_flow_step(connection: Connection, flow: FlowStepRun) -> FlowOutcome:
@@ -55,14 +55,19 @@ async def run_flow_step(connection: Connection, flow: FlowStepRun) -> FlowOutcom
             execution=flow.execution,
             step=flow.step,
             step_id=flow.step_id,
+            step_run=row["id"],
+            first_input=None
+            if row["input_data"] is None
+            else msgspec.json.decode(row["input_data"]),
             context=flow.context,
             secret_keys=flow.secret_keys,
             edge_branches=flow.edge_branches,
         )
         if resumed is None:
-            outcome, waiting = await start_wait(connection, wait)
-            return FlowOutcome(outcome=outcome, waiting=waiting)
-        return FlowOutcome(outcome=finish_wait(wait, resumed))
+            outcome, writes = await start_wait(connection, wait)
+        else:
+            outcome, writes = finish_wait(wait, resumed)
+        return FlowOutcome(outcome=outcome, wait_writes=writes)
     run = ChildRun(
         execution_id=flow.execution.id,
         step=flow.step,

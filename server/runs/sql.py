@@ -482,7 +482,7 @@ SELECT (SELECT count(*) FROM children) AS started, (SELECT count(*) FROM enqueue
 
 # A flow step's own row (its id is its children's `parent_step_run`) and what it recorded.
 FLOW_STEP: Final = Statement("""
-SELECT id, status, result_data::text AS result_data
+SELECT id, status, result_data::text AS result_data, input_data::text AS input_data
 FROM step_execution WHERE execution_id = :execution_id AND step_key = :step_key
 """)
 

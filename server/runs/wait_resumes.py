@@ -12,7 +12,7 @@ step resumes once whoever comes first; the others find it no longer WAITING.
   step that can no longer be resumed (resumed already, skipped, its execution over) is gone
   (410); a step that has not begun waiting yet is a conflict (409: try again shortly).
 - The step's timeout (`WaitTimeout`, the `wait_timeout` job's handler): only the run of the step
-  it was queued for (a retried step waits anew), with what it waited for.
+  it was queued for (a retried step waits anew).
 """
 
 from __future__ import annotations
@@ -81,7 +81,6 @@ class _Found(msgspec.Struct, frozen=True, kw_only=True):
     step_run: uuid.UUID | None
     status: StepStatus | None  # None: not run yet
     resumed_by: str | None  # set: resumed already (its second half is pending or running)
-    waiting_for: Any
     execution_finished: bool
     execution_status: str
 
@@ -99,14 +98,12 @@ async def _find(
     if row is None:
         return None
     record = resumed_record(row["result_data"])
-    stored = msgspec.json.decode(row["result_data"]) if row["result_data"] else None
     return _Found(
         step=Step(key=step_key, kind=StepKind(row["kind"]), cfg=msgspec.json.decode(row["cfg"])),
         step_id=row["step_id"],
         step_run=row["step_run"],
         status=StepStatus(row["status"]) if row["status"] else None,
         resumed_by=record[RESUMED_BY] if record else None,
-        waiting_for=stored.get("waiting_for") if isinstance(stored, dict) else None,
         execution_finished=row["execution_status"] in FINISHED_EXECUTION,
         execution_status=row["execution_status"],
     )
@@ -229,6 +226,5 @@ class WaitTimeout:
             if found.status is not StepStatus.WAITING or found.execution_finished:
                 return  # resumed by something else first
             await resume_waiting_step(
-                connection, execution_id, found.step_id, found.step,
-                resumed_by=TIMEOUT_BRANCH, detail={"waiting_for": found.waiting_for},
-            )  # fmt: skip
+                connection, execution_id, found.step_id, found.step, resumed_by=TIMEOUT_BRANCH
+            )
