@@ -32,6 +32,7 @@ from server.api.hooks import HookController
 from server.api.openapi import declare_problem_responses
 from server.api.openapi_links import link_created_resources, link_named_fields
 from server.api.openapi_schemas import StructSchemaPlugin, exact_integer_bounds, optional_bodies
+from server.api.resume_links import ResumeLinkController
 from server.api.routes import api_router
 from server.crypto.tokens import hash_token
 from server.db import tokens
@@ -79,7 +80,7 @@ def create_app(
     endpoint_cache = EndpointCache()
     middleware = []
     if Role.API in settings.roles:
-        route_handlers.extend((api_router(), HookController))
+        route_handlers.extend((api_router(), HookController, ResumeLinkController))
         middleware.append(forget_on_writes(endpoint_cache))
     app = Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]

@@ -20,9 +20,10 @@ from server.crypto.aead import Keyring
 from server.crypto.resume_tokens import PURPOSE, ResumeTokens
 from server.engine.document import StepKind
 from server.engine.planning import Graph
+from server.engine.templates import RESUME_URL_FUNCTION
 
 RESUME_PATH: Final = "/hooks/resume/"
-TEMPLATE_FUNCTION: Final = "resume_url"
+TEMPLATE_FUNCTION: Final = RESUME_URL_FUNCTION
 
 
 class ResumeLinkError(ValueError):

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import msgspec
 
-from server.crypto.resume_tokens import ResumeTokens
+from server.crypto.resume_tokens import ResumeTarget, ResumeTokens
 from server.db.pool import transaction
 from server.engine.document import Step, StepKind
 from server.engine.planning import FINISHED_EXECUTION, StepStatus
@@ -146,7 +146,9 @@ async def resume_from_api(execution_id: uuid.UUID, step_key: str, payload: Any) 
 def _api_refusal(execution_id: uuid.UUID, found: _Found) -> str | None:
     key = found.step.key
     if found.step.kind is not StepKind.WAIT_FOR_EVENT:
-        return f"step {key!r} is a {found.step.kind} step; only wait_for_event steps can be resumed"
+        return (
+            f"step {key!r} is of kind {found.step.kind}; only wait_for_event steps can be resumed"
+        )
     if found.execution_finished:
         return f"execution {execution_id} is {found.execution_status}; its steps wait no more"
     if found.resumed_by is not None:
@@ -160,8 +162,8 @@ def _api_refusal(execution_id: uuid.UUID, found: _Found) -> str | None:
 # --- Resume links --------------------------------------------------------------------------
 
 
-async def resume_from_link(tokens: ResumeTokens, token: str, payload: Any) -> uuid.UUID:
-    """Resume the step a resume link names with `payload`; returns its execution's id.
+async def resume_from_link(tokens: ResumeTokens, token: str, payload: Any) -> ResumeTarget:
+    """Resume the step a resume link names with `payload`; returns what it named.
 
     Raises:
         GoneError: the token does not verify, or the step can no longer be resumed.
@@ -176,7 +178,7 @@ async def resume_from_link(tokens: ResumeTokens, token: str, payload: Any) -> uu
         _refuse_link(found)
         assert found is not None  # noqa: S101 - _refuse_link refuses None
         await _resume(connection, target.execution_id, found, "url", payload)
-    return target.execution_id
+    return target
 
 
 async def link_state(tokens: ResumeTokens, token: str) -> str:
