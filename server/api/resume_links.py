@@ -37,6 +37,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_410_GONE
 from server.api.deps import DEPENDENCIES, Injected, Resources
 from server.api.hooks import HOOKS_PREFIX
 from server.api.problems import problem
+from server.db.webhooks import RESERVED_FIRST_SEGMENT
 from server.errors import ConflictError, GoneError
 from server.runs.resume_links import resume_tokens
 from server.runs.wait_resumes import link_state, resume_from_link
@@ -44,7 +45,7 @@ from server.triggers.bodies import MAX_FORM_FIELDS, BodyError, payload_of
 
 log = structlog.get_logger(__name__)
 
-RESUME_PREFIX: Final = HOOKS_PREFIX + "/resume"
+RESUME_PREFIX: Final = f"{HOOKS_PREFIX}/{RESERVED_FIRST_SEGMENT}"
 PAGE_HEADERS: Final = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",  # the URL is the credential

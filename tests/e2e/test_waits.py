@@ -434,3 +434,13 @@ async def test_a_resume_url_without_public_url_fails_the_step_saying_so(
         assert done["status"] == "FAILED", done
         error = steps_by_key(done)["link"]["error"]
         assert "resume_url('approval'): PUBLIC_URL is not set" in error
+
+
+async def test_webhook_paths_under_resume_are_refused(engine_client: httpx.AsyncClient) -> None:
+    """/hooks/resume/ holds resume links: no webhook endpoint may shadow them."""
+    response = await engine_client.post(
+        "/api/v1/webhooks",
+        json={"trigger_key": "orders", "path": "resume/x", "auth": {"type": "none"}},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "path"
