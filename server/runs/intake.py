@@ -12,6 +12,11 @@ published version (`sql.routes_json`, read just before in one statement, or by t
 intake together with its endpoint); events that match nothing, or that every filter refuses,
 are kept with the reason. A manual run is an event of the `manual` trigger whose one route is
 its workflow (`run_manually`).
+
+An event with a correlation key also resumes the `wait_for_event` steps waiting for it, in the
+same transaction, after the advisory lock of its (trigger key, correlation key)
+(`server.runs.event_waits` explains why that lock comes first); without one, nothing of this
+runs and the intake is one statement as before.
 """
 
 from __future__ import annotations
