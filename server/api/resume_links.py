@@ -12,10 +12,10 @@ API auth: the token is the credential (HMAC-signed execution id and step key,
   has not begun waiting yet: 409 (try again shortly). A browser's form post (`Accept:
   text/html`) gets the same answers as a small page.
 - `GET` (a person following the link from an email) changes nothing: it answers a small page
-  with a button that POSTs to the same URL, query included, or the 410/409 page. Mail scanners
-  and link previewers fetch links with GET; if GET resumed the step, a scanner would approve
-  (or reject) before the person read the mail. The page is not part of the API contract (left
-  out of the OpenAPI document); it may not be framed, cached or sent on as a referrer.
+  with a button that POSTs to the same URL, query included, or the 410/409 answers. Mail
+  scanners and link previewers fetch links with GET; if GET resumed the step, a scanner would
+  approve (or reject) before the person read the mail. The page may not be framed (a hidden
+  frame must not trick a click), cached, or sent on as a referrer.
 """
 
 from __future__ import annotations
@@ -113,14 +113,31 @@ class ResumeLinkController(Controller):
             status_code=HTTP_202_ACCEPTED,
         )
 
-    @get("/{token:str}", include_in_schema=False)
+    @get(
+        "/{token:str}",
+        summary="The confirmation page of a resume link",
+        description="A small HTML page with a button that POSTs to the same URL (the query "
+        "included); it changes nothing, so mail scanners that fetch links cannot resume the "
+        "step. 410 and 409 as the POST answers them (as a page for `Accept: text/html`).",
+        media_type=MediaType.HTML,
+        responses={
+            HTTP_410_GONE: ResponseSpec(
+                data_container=dict[str, Any],
+                media_type="application/problem+json",
+                description="Gone: the link was used already, its step no longer waits, or "
+                "the token is not valid",
+            )
+        },
+    )
     async def confirm(
         self, token: FromPath[str], request: Request[Any, Any, Any], resources: Injected[Resources]
-    ) -> Response[Any]:
+    ) -> Response[str]:
         """A page with a button that POSTs to this URL (see the module docstring)."""
         try:
             step_key = await link_state(resume_tokens(resources.keyring), token)
         except (GoneError, ConflictError) as error:
+            if not _wants_page(request):
+                raise
             return _page_for(error)
         answers = "".join(
             f"<li><b>{html.escape(name)}</b>: {html.escape(value)}</li>"
@@ -157,7 +174,7 @@ def _wants_page(request: Request[Any, Any, Any]) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def _page_for(error: Exception) -> Response[Any]:
+def _page_for(error: Exception) -> Response[str]:
     if isinstance(error, GoneError):
         return _page(
             HTTPStatus.GONE, "Link no longer valid",
@@ -166,7 +183,7 @@ def _page_for(error: Exception) -> Response[Any]:
     return _page(HTTPStatus.CONFLICT, "Not yet", f"{error} Nothing was changed.")
 
 
-def _page(status: HTTPStatus, title: str, body: str, *, escaped: bool = False) -> Response[Any]:
+def _page(status: HTTPStatus, title: str, body: str, *, escaped: bool = False) -> Response[str]:
     text = body if escaped else f"<p>{html.escape(body)}</p>"
     page = (
         '<!doctype html><html><head><meta charset="utf-8"><meta name="robots" '

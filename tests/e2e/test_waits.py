@@ -363,8 +363,9 @@ async def test_an_approval_through_the_emailed_link_takes_the_approve_branch_onc
         assert gone.status_code == 410, gone.text
         assert gone.headers["content-type"].startswith("application/problem+json")
         assert "used already" in gone.json()["detail"]
-    gone_page = await hooks.get(approve_link)
+    gone_page = await hooks.get(approve_link, headers={"Accept": "text/html"})  # a browser
     assert gone_page.status_code == 410
+    assert gone_page.headers["content-type"].startswith("text/html")
     assert "used already" in gone_page.text
     forged = approve.path[:-3] + ("AAA" if not approve.path.endswith("AAA") else "BBB")
     assert (await hooks.post(forged)).status_code == 410
