@@ -155,6 +155,11 @@ async def _items(
         if template_variable_reads(cfg.items).keys & secret_keys:
             raise RenderError("cfg.items: must not read secret variables")
         items = await evaluate_bounded(found["expression"], context, "cfg.items")
+    if callable(items):  # `trigger.items` finds the dict's method, not the key
+        raise RenderError(
+            "cfg.items: gave a method, not a list; a key named like a dict method (items, "
+            "keys, values) is read with brackets: trigger['items']"
+        )
     if not isinstance(items, list):
         raise RenderError(f"cfg.items: gave {type(items).__name__}, not a list")
     if len(items) > MAX_FOREACH_ITEMS:
