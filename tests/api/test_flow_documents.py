@@ -149,3 +149,21 @@ async def test_publish_refuses_bad_flow_settings_naming_each_field(
     document["steps"][0]["cfg"]["max_concurrency"] = 5
     problems = fields(await import_document(api_client, document))
     assert "a literal string is not a list" in problems["steps[each].cfg.items"]
+
+
+async def test_the_registry_describes_every_step_kind(api_client: httpx.AsyncClient) -> None:
+    kinds = {
+        entry["kind"]: entry
+        for entry in (await api_client.get("/api/v1/registry/step-kinds")).json()["items"]
+    }
+    assert set(kinds) == {
+        "action", "condition", "delay", "call_workflow", "foreach", "wait_for_event",
+    }  # fmt: skip
+    assert "timeout" in kinds["wait_for_event"]["branches"]
+    foreach = kinds["foreach"]["cfg_schema"]["$defs"]["ForeachCfg"]
+    assert foreach["properties"]["max_concurrency"]["maximum"] == 1000
+    assert set(foreach["required"]) == {"items", "workflow"}
+    schema = (await api_client.get("/schema/openapi.json")).json()
+    assert "/api/v1/registry/step-kinds" in schema["paths"]
+    kind_enum = str(schema["components"]["schemas"])
+    assert "wait_for_event" in kind_enum and "call_workflow" in kind_enum
