@@ -308,6 +308,10 @@ async def finish_foreach(connection: Connection, run: ChildRun) -> Outcome:
     cfg = flow_cfg(run.step)
     assert isinstance(cfg, ForeachCfg)  # noqa: S101 - the step's kind decides its cfg
     children = await _children(connection, run.step_run)
+    if [child.item_index for child in children] != list(range(len(children))):
+        return failed(
+            "foreach: some of its child executions are gone (deleted with their workflow)"
+        )
     failed_items = [child for child in children if child.status != ExecutionStatus.SUCCESS]
     output = {
         "count": len(children),

@@ -284,3 +284,21 @@ async def test_a_failed_execution_starts_its_failure_workflow_once(
     await asyncio.sleep(0.5)
     assert len(await alerts()) == 1
     await assert_invariants(engine_settings)
+
+
+async def test_deleting_the_called_workflow_fails_the_waiting_caller(
+    engine_client: httpx.AsyncClient, engine_settings: Settings
+) -> None:
+    slow_child = {
+        "name": "Score lead",
+        "steps": [{"key": "wait", "kind": "delay", "cfg": {"seconds": 30}}],
+    }
+    child_workflow = await import_published(engine_client, slow_child)
+    workflow_id = await import_published(engine_client, caller())
+    parent_id = await run(engine_client, workflow_id, {"lead": {}})
+    await wait_for(engine_client, parent_id, {"WAITING"})
+    assert (await engine_client.delete(f"/api/v1/workflows/{child_workflow}")).status_code == 204
+    parent = await wait_for(engine_client, parent_id)
+    assert parent["status"] == "FAILED"
+    assert "gone" in steps_by_key(parent)["enrich"]["error"]
+    await assert_invariants(engine_settings)
