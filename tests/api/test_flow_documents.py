@@ -166,4 +166,5 @@ async def test_the_registry_describes_every_step_kind(api_client: httpx.AsyncCli
     schema = (await api_client.get("/schema/openapi.json")).json()
     assert "/api/v1/registry/step-kinds" in schema["paths"]
     kind_enum = str(schema["components"]["schemas"])
-    assert "wait_for_event" in kind_enum and "call_workflow" in kind_enum
+    assert "wait_for_event" in kind_enum
+    assert "call_workflow" in kind_enum
