@@ -62,12 +62,14 @@ async def test_workers_killed_during_fan_outs_lose_and_duplicate_no_child(
     async with httpx.AsyncClient(
         base_url=api.url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
     ) as client:
+        ids = []
         for document in (CHILD, PARENT):
             imported = await client.post(
                 "/api/v1/workflows/import", params={"publish": "true"}, json=document
             )
             assert imported.status_code == 201, imported.text
-        parent_workflow = imported.json()["id"]
+            ids.append(imported.json()["id"])
+        parent_workflow = ids[-1]
         for p in range(parents):
             response = await client.post(
                 f"/api/v1/workflows/{parent_workflow}/run",
