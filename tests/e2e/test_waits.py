@@ -127,6 +127,7 @@ async def test_an_event_arriving_during_the_wait_resumes_it_with_its_payload(
         "correlation_key": "42",
     }
     assert await queued_timeouts(engine_client) == 1
+    await assert_invariants(engine_settings)  # a wait is a reason to have no step job
     other = await send(engine_client, {"decision": "no"}, correlation_key="43")
     assert other["resumed_execution_ids"] == []
     sent = await send(engine_client, {"decision": "yes"}, correlation_key="42")
