@@ -5,11 +5,13 @@ rendered, the advisory lock of (trigger key, correlation key) is taken, then an 
 trigger key with that correlation key accepted since the execution was created is looked for.
 Found: the step succeeds at once with the event's payload as its output. Not found: the step
 is WAITING, and once the completion has recorded it (`after_record`, from
-`FlowOutcome.recorded`: the execution's row lock is taken before the step's row) its `wait_key`
-is set, and with `timeout_seconds` a `wait_timeout` job is queued to resume it then. The lock is held until that commits, and an
-event's intake takes it before it records the event and looks for waiting steps
-(`server.runs.wait_resumes`), so an event is never missed: it committed before the wait looked
-(and the wait finds it), or it waits for the wait's commit (and finds the waiting step).
+`FlowOutcome.recorded`: the execution's row lock is taken before the step's row) its
+`wait_key` is set, and with `timeout_seconds` a `wait_timeout` job is queued to resume it then.
+The lock is held until that commits, and an event's intake takes it before it records the
+event and looks for waiting steps (`server.runs.wait_resumes`), so an event is never missed:
+it committed before the wait looked (and the wait finds it), or it waits for the wait's commit
+(and finds the waiting step). Lock order, on both sides: this advisory lock, then the
+execution's row, then step rows, then jobs.
 
 Second half (`finish_wait`), once resumed (`server.runs.waits`): by an event, the API or a
 resume link, the payload is the output and `default` edges follow; by the timeout, the
