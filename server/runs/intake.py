@@ -13,6 +13,11 @@ intake together with its endpoint); events that match nothing, or that every fil
 are kept with the reason. A manual run is an event of the `manual` trigger whose one route is
 its workflow (`run_manually`).
 
+An event with a correlation key also resumes the `wait_for_event` steps waiting for it, in the
+same transaction, after the advisory lock of its (trigger key, correlation key)
+(`server.runs.event_waits` explains why that lock comes first); without one, nothing of this
+runs and the intake is one statement as before.
+
 Routes carry their version's `concurrency` option. When a start counts in a concurrency group,
 or a schedule fire carries an overlap policy, `server.runs.concurrency.place` decides, under
 the groups' advisory locks and inside a transaction (the caller's, or one opened here), whether
@@ -38,7 +43,9 @@ from server.errors import ConflictError, NotFoundError
 from server.queue.client import job_arrays
 from server.runs import sql
 from server.runs.concurrency import Arrival, Fate, Overlap, place
+from server.runs.event_waits import lock_wait_key, wait_key_of
 from server.runs.jobs import step_job
+from server.runs.wait_resumes import resume_event_waiters
 from server.statements import Connection
 
 log = structlog.get_logger(__name__)
@@ -54,6 +61,7 @@ class AcceptedEvent(msgspec.Struct, frozen=True, kw_only=True):
     duplicate: bool = False
     outcome: str = "accepted"
     detail: str | None = None  # why nothing, or not everything, started
+    resumed_execution_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
 
 
 class Route(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,27 +124,74 @@ async def accept_event(
     idempotency_key: str | None = None,
     source: dict[str, Any] | None = None,
     routes: list[Route] | None = None,
+    correlation_key: str | None = None,
     overlap: Overlap | None = None,
 ) -> AcceptedEvent:
     """Record one event and start the executions it triggers (see the module docstring).
     `routes`: the trigger key's routes if the caller has read them (else they are read).
-    `overlap`: a schedule fire's overlap group and policy. Executions of workflows with a
-    concurrency option, or with `overlap`, are placed under their groups' locks
-    (`server.runs.concurrency`): in the caller's transaction, or in one opened here."""
+    `overlap`: a schedule fire's overlap group and policy.
+
+    With a `correlation_key`, in one transaction (a savepoint inside the caller's): the
+    advisory lock of (trigger key, correlation key) first, then the event, then every step
+    waiting for it resumes (`server.runs.wait_resumes`); a duplicate resumes nothing."""
+    if correlation_key is None:
+        return await _accept(
+            connection, trigger_key=trigger_key, trigger_type=trigger_type, payload=payload,
+            idempotency_key=idempotency_key, source=source, routes=routes, correlation_key=None,
+            overlap=overlap,
+        )  # fmt: skip
+    async with connection.transaction():
+        await lock_wait_key(connection, wait_key_of(trigger_key, correlation_key))
+        accepted = await _accept(
+            connection, trigger_key=trigger_key, trigger_type=trigger_type, payload=payload,
+            idempotency_key=idempotency_key, source=source, routes=routes,
+            correlation_key=correlation_key, overlap=overlap,
+        )  # fmt: skip
+        if accepted.duplicate:
+            return accepted
+        resumed = await resume_event_waiters(
+            connection, trigger_key=trigger_key, correlation_key=correlation_key,
+            event_id=accepted.event_id, payload=payload,
+        )  # fmt: skip
+        return msgspec.structs.replace(accepted, resumed_execution_ids=resumed)
+
+
+async def _accept(
+    connection: Connection,
+    *,
+    trigger_key: str,
+    trigger_type: str,
+    payload: Any,
+    idempotency_key: str | None,
+    source: dict[str, Any] | None,
+    routes: list[Route] | None,
+    correlation_key: str | None,
+    overlap: Overlap | None,
+) -> AcceptedEvent:
+    """The event and its executions. Executions of workflows with a concurrency option, or with
+    `overlap`, are placed under their groups' locks (`server.runs.concurrency`): in the
+    caller's transaction, or in one opened here."""
     if routes is None:
         routes = await read_routes(connection, trigger_key)
     fan_out = await _fan_out(routes, trigger_key, payload)
+    event = _NewEvent(
+        trigger_key=trigger_key, trigger_type=trigger_type, payload=payload,
+        idempotency_key=idempotency_key, source=source, correlation_key=correlation_key,
+    )  # fmt: skip
     if not _grouped(fan_out, overlap):
-        return await _record(
-            connection, fan_out, trigger_key=trigger_key, trigger_type=trigger_type,
-            payload=payload, idempotency_key=idempotency_key, source=source,
-        )  # fmt: skip
+        return await _record(connection, fan_out, event)
     async with _transaction(connection):
         fan_out = await _placed(connection, fan_out, payload, overlap)
-        return await _record(
-            connection, fan_out, trigger_key=trigger_key, trigger_type=trigger_type,
-            payload=payload, idempotency_key=idempotency_key, source=source,
-        )  # fmt: skip
+        return await _record(connection, fan_out, event)
+
+
+class _NewEvent(msgspec.Struct, frozen=True, kw_only=True):
+    trigger_key: str
+    trigger_type: str
+    payload: Any
+    idempotency_key: str | None
+    source: dict[str, Any] | None
+    correlation_key: str | None
 
 
 def _grouped(fan_out: _FanOut, overlap: Overlap | None) -> bool:
@@ -156,24 +211,17 @@ async def _transaction(connection: Connection) -> AsyncIterator[None]:
         yield
 
 
-async def _record(
-    connection: Connection,
-    fan_out: _FanOut,
-    *,
-    trigger_key: str,
-    trigger_type: str,
-    payload: Any,
-    idempotency_key: str | None,
-    source: dict[str, Any] | None,
-) -> AcceptedEvent:
+async def _record(connection: Connection, fan_out: _FanOut, event: _NewEvent) -> AcceptedEvent:
     """Write the event and the executions it starts (`sql.RECORD_EVENT`)."""
     event_id = uuid.uuid4()
+    trigger_key, idempotency_key = event.trigger_key, event.idempotency_key
     statement = sql.RECORD_EVENT_GROUPED if fan_out.grouped else sql.RECORD_EVENT
     row = await statement.fetchrow(
-        connection, event_id=event_id, trigger_key=trigger_key, trigger_type=trigger_type,
-        payload=msgspec.json.encode(payload).decode(), idempotency_key=idempotency_key,
-        source=msgspec.json.encode(source or {}).decode(), outcome=fan_out.outcome,
-        outcome_detail=fan_out.detail, **_start_args(fan_out),
+        connection, event_id=event_id, trigger_key=trigger_key, trigger_type=event.trigger_type,
+        payload=msgspec.json.encode(event.payload).decode(), idempotency_key=idempotency_key,
+        source=msgspec.json.encode(event.source or {}).decode(), outcome=fan_out.outcome,
+        outcome_detail=fan_out.detail, correlation_key=event.correlation_key,
+        **_start_args(fan_out),
     )  # fmt: skip
     if row is None or row["event_id"] is None:
         first = await sql.FIRST_EVENT.fetchrow(
