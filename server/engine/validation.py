@@ -91,7 +91,7 @@ def _option_problems(document: WorkflowDocument) -> Iterator[Problem]:
         yield Problem(
             field="concurrency.key",
             message="the concurrency key is decided when an event is accepted, before any step "
-            "has run and without reading variables: it may read trigger only",
+            "has run and without reading variables: it may read trigger only, not steps or vars",
         )
 
 
