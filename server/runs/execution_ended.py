@@ -3,15 +3,16 @@
 The database trigger `workflow_execution_ended` enqueues one such job in the transaction that
 ends an execution which is a child, counts in a concurrency or overlap group, or FAILED
 (whatever ended it: a step, a cancel, a failure, the dead-job sweep), so no path can forget
-it. Its handler, in the transaction that completes the job:
+it. Its handler:
 
-- a child's end moves its parent's waiting step on (`server.runs.calls.child_ended`);
 - a FAILED execution of a workflow with `on_failure` starts that workflow once, with
-  `trigger` = {"failed_execution_id", "workflow_id", "workflow_name", "failed_steps":
-  [{"step_key", "error"}], "trigger"}, as an event of the `on_failure` trigger (an execution
-  started that way starts nothing more when it fails);
-- a group's execution ending admits the group's next held executions
-  (`server.runs.concurrency.admit_next`).
+  `trigger` = {"failed_execution_id", "workflow_id", "workflow_name", "error",
+  "failed_steps": [{"step_key", "error"}], "trigger"}, as an event of the `on_failure`
+  trigger whose idempotency key is the job's (an execution started that way starts nothing
+  more when it fails), in a transaction of its own;
+- then, in the transaction that completes the job: a child's end moves its parent's waiting
+  step on (`server.runs.calls.child_ended`), and a group's execution ending admits the
+  group's next held executions (`server.runs.concurrency.admit_next`).
 """
 
 from __future__ import annotations
@@ -57,8 +58,21 @@ class ExecutionEnded:
 
     async def __call__(self, job: JobContext) -> None:
         execution_id = uuid.UUID(job.payload["execution_id"])
-        async with job.transaction() as connection:
+        async with job.connection() as connection:
             ended = await _ended(connection, execution_id)
+            if (
+                ended is not None
+                and ended.status is ExecutionStatus.FAILED
+                and ended.options.on_failure is not None
+                and ended.trigger_type != FAILURE_TRIGGER_KEY
+            ):
+                # Its own transaction, first: the failure workflow's concurrency group is
+                # never locked together with this execution's groups (two workflows that are
+                # each other's failure workflow cannot deadlock). The event's idempotency key
+                # is this job's: a retried job finds it and starts nothing twice.
+                async with connection.transaction():
+                    await _start_failure_workflow(connection, ended, job.job_id)
+        async with job.transaction() as connection:
             if ended is None:  # deleted with its workflow: its parent must still know
                 await _deleted_child_ended(connection, execution_id, job.payload)
                 return
@@ -72,12 +86,6 @@ class ExecutionEnded:
                         parent_step_run=ended.parent_step_run,
                     ),
                 )
-            if (
-                ended.status is ExecutionStatus.FAILED
-                and ended.options.on_failure is not None
-                and ended.trigger_type != FAILURE_TRIGGER_KEY
-            ):
-                await _start_failure_workflow(connection, ended, job.job_id)
             if ended.concurrency_key is not None or ended.overlap_key is not None:
                 await admit_next(
                     connection,

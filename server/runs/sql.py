@@ -393,7 +393,8 @@ RETURNING step_key
 SET_EXECUTION_STATUS: Final = Statement(f"""
 UPDATE workflow_execution
 SET status = :status::text, error = :error, steps_run = steps_run + :steps_run,
-    updated_at = now(), finished_at = CASE WHEN :status::text IN {FINISHED} THEN now() END
+    updated_at = now(), finished_at = CASE WHEN :status::text IN {FINISHED} THEN now() END,
+    held = held AND :status::text NOT IN {FINISHED}
 WHERE id = :execution_id
 """)  # noqa: S608 - constant SQL only
 

@@ -198,6 +198,7 @@ async def test_a_cancelled_held_execution_gives_its_turn_to_the_next(
     assert (waiting["status"], waiting["held"]) == ("PENDING", True)
     cancelled = await engine_client.post(f"/api/v1/executions/{second}/cancel")
     assert cancelled.status_code == 202, cancelled.text
+    assert (cancelled.json()["status"], cancelled.json()["held"]) == ("CANCELLED", False)
 
     executions = {row["id"]: row for row in await all_finished(connection, workflow_id, 3)}
 
