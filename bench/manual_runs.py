@@ -78,9 +78,11 @@ class ManualRunServer(SwitchyardServer):
             raise RuntimeError(f"run: {answer.status_code} {answer.text[:500]}")
         return uuid.UUID(answer.json()["execution_id"])
 
-    async def wait_finished(self, ids: list[uuid.UUID], poll_s: float) -> None:
-        """Until every execution of `ids` has ended (FINISH_TIMEOUT_SECONDS at most)."""
-        async with asyncio.timeout(FINISH_TIMEOUT_SECONDS):
+    async def wait_finished(
+        self, ids: list[uuid.UUID], poll_s: float, timeout_s: float = FINISH_TIMEOUT_SECONDS
+    ) -> None:
+        """Until every execution of `ids` has ended (`timeout_s` at most)."""
+        async with asyncio.timeout(timeout_s):
             # Polled, not notified: the runtime announces no finished execution.
             while True:
                 if not await self._connection.fetchval(UNFINISHED, ids):
