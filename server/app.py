@@ -43,6 +43,7 @@ from server.db.trigger_health import IntakeRecorder
 from server.keyring import load_keyring
 from server.queue.handlers import JobHandler
 from server.runs.event_fan_out import EVENT_JOB_KIND, EventFanOut
+from server.runs.execution_ended import ENDED_JOB_KIND, ExecutionEnded
 from server.runs.jobs import STEP_JOB_KIND
 from server.runs.step_runner import StepRunner
 from server.scheduler import role as scheduler_role
@@ -134,6 +135,7 @@ async def lifespan(
             handlers: dict[str, JobHandler] = {
                 STEP_JOB_KIND: StepRunner(settings, app.state.keyring, BUILTIN_ACTIONS),
                 EVENT_JOB_KIND: EventFanOut(recorder),
+                ENDED_JOB_KIND: ExecutionEnded(),
             }
             await stack.enter_async_context(
                 worker_role.running(

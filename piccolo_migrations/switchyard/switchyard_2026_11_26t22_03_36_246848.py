@@ -1,18 +1,21 @@
+from __future__ import annotations
+
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.columns.base import OnDelete
-from piccolo.columns.base import OnUpdate
-from piccolo.columns.column_types import BigInt
-from piccolo.columns.column_types import Boolean
-from piccolo.columns.column_types import Bytea
-from piccolo.columns.column_types import DoublePrecision
-from piccolo.columns.column_types import ForeignKey
-from piccolo.columns.column_types import Integer
-from piccolo.columns.column_types import JSONB
-from piccolo.columns.column_types import SmallInt
-from piccolo.columns.column_types import Text
-from piccolo.columns.column_types import Timestamptz
-from piccolo.columns.column_types import UUID
-from piccolo.columns.column_types import Varchar
+from piccolo.columns.base import OnDelete, OnUpdate
+from piccolo.columns.column_types import (
+    JSONB,
+    UUID,
+    BigInt,
+    Boolean,
+    Bytea,
+    DoublePrecision,
+    ForeignKey,
+    Integer,
+    SmallInt,
+    Text,
+    Timestamptz,
+    Varchar,
+)
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.columns.defaults.uuid import UUID4
 from piccolo.columns.indexes import IndexMethod
@@ -124,9 +127,7 @@ DESCRIPTION = "True"
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="switchyard", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="switchyard", description=DESCRIPTION)
 
     manager.add_table(
         class_name="WorkflowEdge",
@@ -149,9 +150,7 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_table(
-        class_name="Job", tablename="job", schema=None, columns=None
-    )
+    manager.add_table(class_name="Job", tablename="job", schema=None, columns=None)
 
     manager.add_table(
         class_name="WorkflowStep",
@@ -167,9 +166,7 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_table(
-        class_name="Tasks", tablename="tasks", schema=None, columns=None
-    )
+    manager.add_table(class_name="Tasks", tablename="tasks", schema=None, columns=None)
 
     manager.add_table(
         class_name="WorkflowTriggerRegistry",

@@ -4,6 +4,8 @@ Piccolo declares single-column constraints only, so everything else the access p
 here as raw SQL, each statement commented with the query it serves.
 """
 
+from __future__ import annotations
+
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
 from server.db.raw_migration import raw_migration

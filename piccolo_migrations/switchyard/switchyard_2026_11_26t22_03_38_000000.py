@@ -1,5 +1,7 @@
 """API tokens made by `switchyard create-token`: only a SHA-256 of each token is stored."""
 
+from __future__ import annotations
+
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
 from server.db.raw_migration import raw_migration

@@ -1,6 +1,7 @@
+from __future__ import annotations
+
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.columns.column_types import Array
-from piccolo.columns.column_types import Varchar
+from piccolo.columns.column_types import Array, Varchar
 from piccolo.columns.indexes import IndexMethod
 
 ID = "2026-11-26T22:35:29:621333"
@@ -9,9 +10,7 @@ DESCRIPTION = "True"
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="switchyard", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="switchyard", description=DESCRIPTION)
 
     manager.add_column(
         table_class_name="StepExecution",

@@ -4,6 +4,8 @@ No index serves cancelling an execution's queued jobs by unique_key prefix: canc
 rare and the job table small, while every index on it slows each enqueue.
 """
 
+from __future__ import annotations
+
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
 from server.db.raw_migration import raw_migration

@@ -1,5 +1,7 @@
 """Trigger health: per trigger key, when it last fired and what became of its events."""
 
+from __future__ import annotations
+
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
 from server.db.raw_migration import raw_migration

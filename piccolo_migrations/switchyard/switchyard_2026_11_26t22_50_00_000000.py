@@ -13,6 +13,8 @@ written here rather than through `server.queue.sql` because this is PL/pgSQL; it
 same contract: state `queued`, a unique key, and a NOTIFY on the queue's channel.
 """
 
+from __future__ import annotations
+
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
 from server.db.raw_migration import raw_migration

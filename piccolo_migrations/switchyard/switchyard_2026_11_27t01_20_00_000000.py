@@ -9,6 +9,8 @@ keeps the indexes small under a steady stream of runs. Existing pages keep their
 pages get the room.
 """
 
+from __future__ import annotations
+
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
 from server.db.raw_migration import raw_migration

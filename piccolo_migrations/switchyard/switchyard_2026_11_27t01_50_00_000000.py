@@ -8,6 +8,8 @@ from any replica or tool applies at once everywhere. Statement-level triggers: o
 notification per statement, however many rows it changed.
 """
 
+from __future__ import annotations
+
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
 from server.db.raw_migration import raw_migration

@@ -7,6 +7,8 @@ own columns, so a step that succeeds at once writes nothing here; a step has few
 the array stays small.
 """
 
+from __future__ import annotations
+
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
 from server.db.raw_migration import raw_migration

@@ -5,6 +5,8 @@ already exists and is now kept (written at most once a minute per token). The pa
 serves the list of tokens newest first.
 """
 
+from __future__ import annotations
+
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
 from server.db.raw_migration import raw_migration

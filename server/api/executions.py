@@ -85,12 +85,14 @@ class ExecutionController(Controller):
         status: FromQuery[ExecutionStatusFilter | None] = None,
         created_after: FromQuery[dt.datetime | None] = None,
         created_before: FromQuery[dt.datetime | None] = None,
+        parent_id: FromQuery[uuid.UUID | None] = None,
     ) -> Page[ExecutionView]:
-        """Executions newest first; filter by workflow, status and creation time."""
+        """Executions newest first; filter by workflow, status, creation time, and parent
+        (`parent_id`: the children a `call_workflow` or `foreach` step started)."""
         items = await list_executions(
             limit=limit + 1, before=time_and_id(cursor), workflow_id=workflow_id,
             status=status.value if status else None,
-            created_after=created_after, created_before=created_before,
+            created_after=created_after, created_before=created_before, parent_id=parent_id,
         )  # fmt: skip
         return page(items, limit, lambda item: (item.created_at, item.id))
 

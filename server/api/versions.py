@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, get, post, put
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
@@ -16,6 +16,7 @@ from server.db import versions
 from server.db.documents import load_document
 from server.db.publishing import document_problems, publish_version
 from server.db.versions import EdgeRecord, StepRecord, VersionSummary
+from server.engine.document import Concurrency, OnFailure, WorkflowOptions
 from server.engine.validation import Problem
 
 
@@ -27,6 +28,13 @@ class DraftCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 class VersionView(VersionSummary, frozen=True, kw_only=True):
     steps: list[StepRecord]
     edges: list[EdgeRecord]
+    options: WorkflowOptions
+    """The workflow options: `on_failure` and `concurrency` (DESIGN §5.1)."""
+
+
+class OptionsBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    on_failure: OnFailure | None = None
+    concurrency: Concurrency | None = None
 
 
 class ValidationReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,7 +44,12 @@ class ValidationReport(msgspec.Struct, frozen=True, kw_only=True):
 
 async def _view(version: VersionSummary) -> VersionView:
     detail = await versions.version_detail(version)
-    return VersionView(**msgspec.structs.asdict(version), steps=detail.steps, edges=detail.edges)
+    return VersionView(
+        **msgspec.structs.asdict(version),
+        steps=detail.steps,
+        edges=detail.edges,
+        options=detail.options,
+    )
 
 
 class VersionController(Controller):
@@ -62,6 +75,19 @@ class VersionController(Controller):
     ) -> VersionView:
         return await _view(await versions.get_version(workflow_id, version_num))
 
+    @put("/{version_num:int}/options")
+    async def set_options(
+        self,
+        workflow_id: FromPath[uuid.UUID],
+        version_num: VersionNumber,
+        data: JSONBody[OptionsBody],
+    ) -> VersionView:
+        """Replace a draft's workflow options: `on_failure` (a workflow started once when an
+        execution fails) and `concurrency` (`limit`, templated `key`, `overflow`); omit one
+        to remove it. Checked when the draft is published."""
+        options = WorkflowOptions(on_failure=data.on_failure, concurrency=data.concurrency)
+        return await _view(await versions.set_draft_options(workflow_id, version_num, options))
+
     @get("/{version_num:int}/validation")
     async def validate_version(
         self,
@@ -74,7 +100,9 @@ class VersionController(Controller):
         variables (the workflow's), subscriptions to unregistered trigger keys, and HTTP calls
         to private addresses HTTP_ALLOWED_HOSTS does not allow."""
         document = await load_document(await versions.get_version(workflow_id, version_num))
-        problems = await document_problems(document, http_allowed_hosts=settings.http_allowed_hosts)
+        problems = await document_problems(
+            document, http_allowed_hosts=settings.http_allowed_hosts, workflow_id=workflow_id
+        )
         return ValidationReport(valid=not problems, errors=problems)
 
     @post("/{version_num:int}/publish", status_code=HTTP_200_OK)

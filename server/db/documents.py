@@ -30,6 +30,7 @@ from server.db.versions import (
     lock_draft,
     require_workflow,
     version_detail,
+    write_options,
 )
 from server.db.workflows import create_workflow, get_workflow
 from server.engine.document import Subscription, Variable, WorkflowDocument, normalized
@@ -76,6 +77,8 @@ async def load_document(version: VersionSummary) -> WorkflowDocument:
                 for s in subscriptions
                 if s.is_active
             ],
+            on_failure=detail.options.on_failure,
+            concurrency=detail.options.concurrency,
         )
     )
 
@@ -107,6 +110,7 @@ async def insert_document(
     )
     await version.save()
     await insert_graph(version.id, document.steps, document.edges)
+    await write_options(version.id, document.options)
     await write_variables(workflow_id, document.variables)
     await insert_subscriptions(workflow_id, document.subscriptions)
     return await get_version(workflow_id, 1)
@@ -170,6 +174,7 @@ async def write_version(
         .run()
     )
     await insert_graph(version_id, document.steps, document.edges)
+    await write_options(version_id, document.options)
     await (
         WorkflowDefinition.update(
             {

@@ -24,19 +24,24 @@ FIRST_POLL_SECONDS = 0.01
 MAX_POLL_SECONDS = 0.25
 ACQUIRE_TIMEOUT_SECONDS = 5.0
 
-# The output is computed only once the execution has finished (NULL before).
-EXECUTION_OUTCOME: Final = f"""
-SELECT e.status, e.error,
-  CASE WHEN e.status IN {FINISHED_EXECUTION_SQL} THEN (
+# An execution's output, as a scalar subquery on the execution aliased `{execution}`: the
+# result_data of each succeeded step none of whose successors ran, by step key.
+FINAL_OUTPUTS: Final = """(
     SELECT coalesce(jsonb_object_agg(s.step_key, s.result_data), '{{}}'::jsonb)
     FROM step_execution s
-    WHERE s.execution_id = e.id AND s.status = 'SUCCESS'
+    WHERE s.execution_id = {execution}.id AND s.status = 'SUCCESS'
       AND NOT EXISTS (
         SELECT 1 FROM workflow_edge edge
         JOIN step_execution next_step
-          ON next_step.execution_id = e.id AND next_step.step_id = edge.to_step_id
+          ON next_step.execution_id = {execution}.id AND next_step.step_id = edge.to_step_id
         WHERE edge.from_step_id = s.step_id AND next_step.status IN ('SUCCESS', 'FAILED'))
-  )::text END AS output
+)"""
+
+# The output is computed only once the execution has finished (NULL before).
+EXECUTION_OUTCOME: Final = f"""
+SELECT e.status, e.error,
+  CASE WHEN e.status IN {FINISHED_EXECUTION_SQL} THEN {FINAL_OUTPUTS.format(execution="e")}::text
+  END AS output
 FROM workflow_execution e
 WHERE e.id = $1
 """  # noqa: S608 - constant SQL only

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import msgspec
+from piccolo.query.functions.aggregate import Count
 
 from server.db.keyset import before_position
 from server.db.tables import StepExecution, WorkflowExecution
@@ -57,10 +58,27 @@ class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    parent_execution_id: uuid.UUID | None
+    """The execution whose `call_workflow` or `foreach` step started this one."""
+    parent_step_key: str | None
+    item_index: int | None
+    """A foreach child's item (0-based), in the parent's `items`."""
+    held: bool
+    """PENDING and not started yet: over its foreach's `max_concurrency`, or over its
+    workflow's concurrency limit; it starts in order when there is room."""
+
+
+class ChildrenSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """An execution's child executions by status; list them with
+    `GET /api/v1/executions?parent_id=`."""
+
+    total: int
+    by_status: dict[str, int]
 
 
 class ExecutionDetail(ExecutionView, frozen=True, kw_only=True):
     steps: list[StepView]
+    children: ChildrenSummary
 
 
 _EXECUTION = WorkflowExecution
@@ -68,7 +86,8 @@ _COLUMNS = (
     _EXECUTION.id, _EXECUTION.workflow_id, _EXECUTION.version_id, _EXECUTION.status,
     _EXECUTION.trigger_type, _EXECUTION.trigger_event_id, _EXECUTION.context_data,
     _EXECUTION.error, _EXECUTION.steps_run, _EXECUTION.created_at, _EXECUTION.started_at,
-    _EXECUTION.finished_at,
+    _EXECUTION.finished_at, _EXECUTION.parent_execution_id, _EXECUTION.parent_step_key,
+    _EXECUTION.item_index, _EXECUTION.held,
 )  # fmt: skip
 
 
@@ -80,9 +99,12 @@ async def list_executions(
     status: str | None = None,
     created_after: dt.datetime | None = None,
     created_before: dt.datetime | None = None,
+    parent_id: uuid.UUID | None = None,
 ) -> list[ExecutionView]:
     """Newest first, strictly before the `(created_at, id)` keyset position."""
     query = _EXECUTION.select(*_COLUMNS)
+    if parent_id is not None:
+        query = query.where(_EXECUTION.parent_execution_id == parent_id)
     if before is not None:
         query = query.where(before_position(_EXECUTION, before))
     if workflow_id is not None:
@@ -138,7 +160,17 @@ async def get_execution_detail(execution_id: uuid.UUID) -> ExecutionDetail:
     )
     for step in steps:
         step["attempts_history"] = attempts_history(step)
-    return msgspec.convert({**row, "steps": steps}, ExecutionDetail)
+    counts = await (
+        _EXECUTION.select(_EXECUTION.status, Count(_EXECUTION.id, alias="count"))
+        .where(_EXECUTION.parent_execution_id == execution_id)
+        .group_by(_EXECUTION.status)
+        .run()
+    )
+    children = {
+        "total": sum(count["count"] for count in counts),
+        "by_status": {count["status"]: count["count"] for count in counts},
+    }
+    return msgspec.convert({**row, "steps": steps, "children": children}, ExecutionDetail)
 
 
 FINISHED_STEP = frozenset({"SUCCESS", "FAILED"})

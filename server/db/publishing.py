@@ -29,6 +29,7 @@ from server.db.pool import transaction
 from server.db.registry import action_schemas, known_trigger_keys
 from server.db.tables import WorkflowVersion
 from server.db.versions import PUBLISHED, VersionSummary, get_version, lock_draft
+from server.db.workflow_catalog import workflow_catalog
 from server.engine.document import WorkflowDocument, encode_document, masked, normalized
 from server.engine.validation import Problem, validate_document
 from server.errors import ConflictError, ValidationError
@@ -36,12 +37,17 @@ from server.storage.object_store import ObjectStore
 
 
 async def document_problems(
-    document: WorkflowDocument, *, http_allowed_hosts: Sequence[str]
+    document: WorkflowDocument,
+    *,
+    http_allowed_hosts: Sequence[str],
+    workflow_id: uuid.UUID | None = None,
 ) -> list[Problem]:
-    """Every problem of `document` against the registries (actions, trigger keys) and the
+    """Every problem of `document` (of workflow `workflow_id`; None: a new one) against the
+    registries (actions, trigger keys), the other workflows it calls and the
     HTTP_ALLOWED_HOSTS setting. Validation compiles every template, work that grows with
     them: it runs off the event loop."""
     schemas, trigger_keys = await action_schemas(), await known_trigger_keys()
+    catalog = await workflow_catalog(workflow_id)
     return await asyncio.to_thread(
         functools.partial(
             validate_document,
@@ -49,13 +55,21 @@ async def document_problems(
             schemas,
             trigger_keys=trigger_keys,
             http_allowed_hosts=http_allowed_hosts,
+            workflows=catalog,
         )
     )
 
 
-async def require_valid(document: WorkflowDocument, *, http_allowed_hosts: Sequence[str]) -> None:
+async def require_valid(
+    document: WorkflowDocument,
+    *,
+    http_allowed_hosts: Sequence[str],
+    workflow_id: uuid.UUID | None = None,
+) -> None:
     """Raise a ValidationError listing every problem of `document`, if it has any."""
-    problems = await document_problems(document, http_allowed_hosts=http_allowed_hosts)
+    problems = await document_problems(
+        document, http_allowed_hosts=http_allowed_hosts, workflow_id=workflow_id
+    )
     if problems:
         raise ValidationError(
             f"the workflow has {len(problems)} problem(s); fix each one listed in errors",
@@ -78,7 +92,7 @@ async def publish_version(
             f"create a new draft with POST /api/v1/workflows/{workflow_id}/versions"
         )
     document = await load_document(version)
-    await require_valid(document, http_allowed_hosts=http_allowed_hosts)
+    await require_valid(document, http_allowed_hosts=http_allowed_hosts, workflow_id=workflow_id)
     key = object_key(workflow_id, version_num)
     await store.put(key, encode_document(masked(document)))
     async with transaction():
@@ -143,7 +157,7 @@ async def replace_document(
     `publish`, the snapshot is written first and the version is published, so new runs and
     `retry?version=latest` use it."""
     document = normalized(document)
-    await require_valid(document, http_allowed_hosts=http_allowed_hosts)
+    await require_valid(document, http_allowed_hosts=http_allowed_hosts, workflow_id=workflow_id)
     target = await next_version_target(workflow_id)
     key = object_key(workflow_id, target) if publish else None
     if key is not None:

@@ -51,6 +51,8 @@ class WorkflowVersion(Table, tablename="workflow_version"):
     s3_key = Varchar(length=500, null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
     published_at = Timestamptz(null=True, default=None)
+    # The document's workflow options: {"on_failure"?, "concurrency"?} (2026-12-07T23:00:00).
+    options = JSONB(default={})
 
 
 class WorkflowStep(Table, tablename="workflow_step"):
@@ -115,6 +117,7 @@ class ScheduleTrigger(Table, tablename="schedule_trigger"):
     payload = JSONB(default={})
     enabled = Boolean(default=True)
     misfire_policy = Varchar(length=20, default="run_once")  # skip | run_once
+    overlap = Text(default="allow")  # allow | skip | buffer_one (2026-12-07T23:00:00)
     last_fire_at = Timestamptz(null=True, default=None)
     next_fire_at = Timestamptz(null=True, default=None)
     last_error = Text(null=True, default=None)
@@ -175,6 +178,7 @@ class TriggerEvent(Table, tablename="trigger_event"):
     outcome = Varchar(length=20, default="accepted")  # accepted | no_match | filtered
     outcome_detail = Text(null=True, default=None)
     received_at = Timestamptz(default=TimestamptzNow())
+    correlation_key = Text(null=True, default=None)  # for wait_for_event steps
 
 
 class WorkflowExecution(Table, tablename="workflow_execution"):
@@ -191,6 +195,15 @@ class WorkflowExecution(Table, tablename="workflow_execution"):
     started_at = Timestamptz(null=True, default=None)
     finished_at = Timestamptz(null=True, default=None)
     updated_at = Timestamptz(default=TimestamptzNow())
+    # Flow constructs (raw migration 2026-12-07T23:00:00): a child's parent and item; `held`
+    # (PENDING, not started: over a foreach's or the workflow's concurrency); the groups.
+    parent_execution_id = UUID(null=True, default=None)
+    parent_step_key = Text(null=True, default=None)
+    parent_step_run = UUID(null=True, default=None)
+    item_index = Integer(null=True, default=None)
+    held = Boolean(default=False)
+    concurrency_key = Text(null=True, default=None)
+    overlap_key = Text(null=True, default=None)
 
 
 class StepExecution(Table, tablename="step_execution"):
@@ -208,6 +221,7 @@ class StepExecution(Table, tablename="step_execution"):
     # (the last attempt is this row); added by a raw migration (2026-12-07T18:00:00).
     attempts_history = JSONB(default=[])
     branches = Array(Varchar(length=100), default=list)  # branch keys taken; see engine.planning
+    wait_key = Text(null=True, default=None)  # a waiting wait_for_event step's (trigger, key)
     created_at = Timestamptz(default=TimestamptzNow())
     started_at = Timestamptz(null=True, default=None)
     finished_at = Timestamptz(null=True, default=None)

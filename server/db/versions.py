@@ -17,7 +17,7 @@ import msgspec
 
 from server.db.pool import transaction
 from server.db.tables import WorkflowDefinition, WorkflowEdge, WorkflowStep, WorkflowVersion
-from server.engine.document import Edge, Step, StepKind
+from server.engine.document import Edge, Step, StepKind, WorkflowOptions
 from server.errors import ConflictError, NotFoundError
 
 DRAFT = "draft"
@@ -65,6 +65,7 @@ class VersionDetail(msgspec.Struct, frozen=True, kw_only=True):
     version: VersionSummary
     steps: list[StepRecord]
     edges: list[EdgeRecord]
+    options: WorkflowOptions = WorkflowOptions()
 
 
 _VERSION_COLUMNS = (
@@ -168,7 +169,38 @@ async def version_detail(version: VersionSummary) -> VersionDetail:
         version=version,
         steps=[msgspec.convert(row, StepRecord) for row in steps],
         edges=[msgspec.convert(row, EdgeRecord) for row in edges],
+        options=await version_options(version.id),
     )
+
+
+async def version_options(version_id: uuid.UUID) -> WorkflowOptions:
+    row = await (
+        WorkflowVersion.select(WorkflowVersion.options)
+        .where(WorkflowVersion.id == version_id)
+        .output(load_json=True)
+        .first()
+        .run()
+    )
+    return msgspec.convert((row or {}).get("options") or {}, WorkflowOptions)
+
+
+async def write_options(version_id: uuid.UUID, options: WorkflowOptions) -> None:
+    """Store a version's options; call inside a transaction that locked its draft."""
+    await (
+        WorkflowVersion.update({WorkflowVersion.options: msgspec.json.encode(options).decode()})
+        .where(WorkflowVersion.id == version_id)
+        .run()
+    )
+
+
+async def set_draft_options(
+    workflow_id: uuid.UUID, version_num: int, options: WorkflowOptions
+) -> VersionSummary:
+    """Replace a draft's workflow options (`on_failure`, `concurrency`)."""
+    async with transaction():
+        draft = await lock_draft(workflow_id, version_num)
+        await write_options(draft.id, options)
+    return draft
 
 
 async def create_draft(workflow_id: uuid.UUID, *, copy_latest: bool) -> VersionSummary:
@@ -197,6 +229,7 @@ async def create_draft(workflow_id: uuid.UUID, *, copy_latest: bool) -> VersionS
                 [step.as_step() for step in source.steps],
                 [edge.as_edge() for edge in source.edges],
             )
+            await write_options(draft.id, source.options)
         return await get_version(workflow_id, number)
 
 

@@ -8,7 +8,7 @@ several parts (entry step, edges, cycles, schemas) live in `server.engine.valida
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -46,6 +46,19 @@ class StepKind(StrEnum):
     ACTION = "action"
     CONDITION = "condition"
     DELAY = "delay"
+    CALL_WORKFLOW = "call_workflow"
+    FOREACH = "foreach"
+    WAIT_FOR_EVENT = "wait_for_event"
+
+
+# Step kinds that wait for something outside the step (a child execution, an event): they
+# start it, wait as WAITING, and finish when it resumes them (`server.runs.waits`).
+FLOW_KINDS = frozenset({StepKind.CALL_WORKFLOW, StepKind.FOREACH, StepKind.WAIT_FOR_EVENT})
+
+# A workflow, by id or by name (a name must match exactly one workflow).
+WorkflowRef = Annotated[
+    str, Meta(min_length=1, max_length=200, description="a workflow's id, or its exact name")
+]
 
 
 class Step(
@@ -79,6 +92,28 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     filter_conditions: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class OnFailure(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The workflow started once with a summary when an execution of this one ends FAILED."""
+
+    workflow: WorkflowRef
+
+
+class Concurrency(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """At most `limit` unfinished executions per rendered `key` (one group when absent); the
+    rest wait in arrival order (`queue`) or are not started, recorded on their event (`skip`)."""
+
+    limit: Annotated[int, Meta(ge=1, le=10_000)]
+    key: Annotated[str, Meta(max_length=1000)] | None = None
+    overflow: Literal["queue", "skip"] = "queue"
+
+
+class WorkflowOptions(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The options a version keeps (`workflow_version.options`), as in the document."""
+
+    on_failure: OnFailure | None = None
+    concurrency: Concurrency | None = None
+
+
 class WorkflowDocument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: Name
     description: Description = ""
@@ -92,6 +127,12 @@ class WorkflowDocument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     subscriptions: Annotated[list[Subscription], Meta(max_length=MAX_SUBSCRIPTIONS)] = (
         msgspec.field(default_factory=list)
     )
+    on_failure: OnFailure | None = None
+    concurrency: Concurrency | None = None
+
+    @property
+    def options(self) -> WorkflowOptions:
+        return WorkflowOptions(on_failure=self.on_failure, concurrency=self.concurrency)
 
 
 def encode_document(document: WorkflowDocument) -> bytes:

@@ -17,10 +17,21 @@ from typing import Any
 import msgspec
 from jsonschema import Draft202012Validator
 
-from server.engine.document import Edge, Step, StepKind, WorkflowDocument
+from server.engine.document import FLOW_KINDS, Edge, Step, StepKind, WorkflowDocument
+from server.engine.flow_steps import (
+    WorkflowCatalog,
+    flow_branches,
+    flow_problems,
+    workflow_problems,
+)
 from server.engine.problems import Problem
 from server.engine.references import address_problems, reference_problems, subscription_problems
-from server.engine.templates import expression_error, string_leaves, template_error
+from server.engine.templates import (
+    expression_error,
+    string_leaves,
+    template_error,
+    template_step_reads,
+)
 
 __all__ = [
     "Problem",
@@ -44,10 +55,12 @@ def validate_document(
     *,
     trigger_keys: Collection[str] | None = None,
     http_allowed_hosts: Sequence[str] = (),
+    workflows: WorkflowCatalog | None = None,
 ) -> list[Problem]:
     """All problems of `document`; `action_schemas` maps known action keys to cfg schemas,
-    `trigger_keys` are the registered trigger keys (None: subscriptions are not checked) and
-    `http_allowed_hosts` the HTTP_ALLOWED_HOSTS setting."""
+    `trigger_keys` are the registered trigger keys (None: subscriptions are not checked),
+    `http_allowed_hosts` the HTTP_ALLOWED_HOSTS setting and `workflows` the other workflows
+    (None: workflow references are not checked)."""
     problems = list(_duplicate_keys(document))
     for step in document.steps:
         problems.extend(validate_step(step, action_schemas))
@@ -57,7 +70,26 @@ def validate_document(
     problems.extend(_subscription_problems(document))
     if trigger_keys is not None:
         problems.extend(subscription_problems(document, trigger_keys))
+    problems.extend(_option_problems(document))
+    if workflows is not None:
+        problems.extend(workflow_problems(document, workflows))
     return problems
+
+
+def _option_problems(document: WorkflowDocument) -> Iterator[Problem]:
+    """The concurrency key is a template over `trigger` (an execution's group is decided when
+    it starts, before any step has run)."""
+    key = document.concurrency.key if document.concurrency else None
+    if key is None:
+        return
+    if error := template_error(key):
+        yield Problem(field="concurrency.key", message=error)
+    elif template_step_reads(key, expression=False).keys:
+        yield Problem(
+            field="concurrency.key",
+            message="the concurrency key is decided when an execution starts, before any step "
+            "has run: it may read trigger (and vars), not steps",
+        )
 
 
 def validate_step(step: Step, action_schemas: Mapping[str, dict[str, Any]]) -> list[Problem]:
@@ -67,15 +99,10 @@ def validate_step(step: Step, action_schemas: Mapping[str, dict[str, Any]]) -> l
         return [Problem(field=f"{where}.cfg", message=f"cfg larger than {MAX_CFG_BYTES} bytes")]
     if step.kind is StepKind.ACTION:
         problems = _action_problems(step, action_schemas, where)
+    elif step.kind in FLOW_KINDS:
+        problems = _no_action_key(step, where) + flow_problems(step, where)
     else:
-        problems = []
-        if step.action_key is not None:
-            problems.append(
-                Problem(
-                    field=f"{where}.action_key",
-                    message=f"only action steps take an action_key; remove it from this {step.kind} step",
-                )
-            )
+        problems = _no_action_key(step, where)
         check = _condition_problems if step.kind is StepKind.CONDITION else _delay_problems
         problems.extend(check(step.cfg, where))
     for path, text in string_leaves(step.cfg):
@@ -86,10 +113,23 @@ def validate_step(step: Step, action_schemas: Mapping[str, dict[str, Any]]) -> l
     return problems
 
 
+def _no_action_key(step: Step, where: str) -> list[Problem]:
+    if step.action_key is None:
+        return []
+    return [
+        Problem(
+            field=f"{where}.action_key",
+            message=f"only action steps take an action_key; remove it from this {step.kind} step",
+        )
+    ]
+
+
 def allowed_branches(step: Step) -> frozenset[str]:
     """Branch keys an edge leaving `step` may carry."""
     if step.kind is StepKind.ACTION:
         return ACTION_BRANCHES
+    if step.kind in FLOW_KINDS:
+        return flow_branches(step)
     if step.kind is StepKind.DELAY:
         return DELAY_BRANCHES
     cases = step.cfg.get("cases")
@@ -231,7 +271,16 @@ def _edge_problems(document: WorkflowDocument) -> list[Problem]:
             )
             continue
         allowed = allowed_branches(steps[edge.source])
-        if edge.branch_key not in allowed:
+        if edge.branch_key == "timeout" and steps[edge.source].kind is StepKind.WAIT_FOR_EVENT:
+            if edge.branch_key not in allowed:
+                problems.append(
+                    Problem(
+                        field=f"{where}.branch_key",
+                        message=f"step {edge.source!r} has no timeout, so it never takes a "
+                        "'timeout' edge; set cfg.timeout_seconds or remove the edge",
+                    )
+                )
+        elif edge.branch_key not in allowed:
             problems.append(
                 Problem(
                     field=f"{where}.branch_key",

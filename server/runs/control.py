@@ -125,9 +125,14 @@ async def fail_execution(connection: Connection, execution_id: uuid.UUID, error:
 
 
 async def stop_pending_work(connection: Connection, execution_id: uuid.UUID) -> None:
-    """Cancel an execution's pending and waiting steps and withdraw their queued jobs."""
+    """Cancel an execution's pending and waiting steps, withdraw their queued jobs, and cancel
+    its unfinished child executions (and theirs): a child never outlives its parent."""
     await store.cancel_active_steps(connection, execution_id)
     await delete_queued_jobs_by_key_prefix(connection, execution_job_prefix(execution_id))
+    await sql.CANCEL_CHILDREN.execute(
+        connection, execution_id=execution_id, step_run=None,
+        reason=f"cancelled: its parent execution {execution_id} ended",
+    )  # fmt: skip
 
 
 async def fail_dead_steps(connection: Connection) -> int:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from server.db.execution_outcomes import FINAL_OUTPUTS
 from server.db.variables import VARIABLES_JSON
 from server.engine.planning import FINISHED_EXECUTION_SQL as FINISHED
 from server.queue.sql import enqueue_jobs_ctes, settle_job_ctes
@@ -435,4 +436,174 @@ FAIL_DEAD_STEP: Final = Statement("""
 UPDATE step_execution SET status = 'FAILED', error = :error, finished_at = now()
 WHERE execution_id = :execution_id AND step_key = :step_key
   AND status IN ('PENDING', 'RUNNING', 'WAITING')
+""")
+
+# --- Flow steps: child executions, waiting steps, held executions ---------------------------
+# (DESIGN §5.1; the module docstring of `server.runs.waits` tells the whole story.)
+
+_UNFINISHED: Final = "('PENDING', 'RUNNING', 'WAITING')"
+
+# The workflows a reference names: its id, or every workflow with that exact name. No locks.
+WORKFLOWS_BY_REF: Final = Statement("""
+SELECT id, name FROM workflow_definition
+WHERE name = :ref
+   OR id = CASE WHEN :ref ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$' THEN :ref::uuid END
+LIMIT 3
+""")
+
+# A flow step's children, started in the transaction that records the step WAITING (so they
+# start exactly once: with it, or not at all): the executions (`held` ones wait for admission,
+# without an entry step or job), the others' entry steps and their jobs. The unique index on
+# (parent_step_run, item_index) makes a repeated start insert nothing; the jobs are enqueued
+# only when every child was inserted. Locks: the new rows only.
+START_CHILDREN: Final = Statement(f"""
+WITH children AS (
+    INSERT INTO workflow_execution
+        (id, workflow_id, version_id, status, context_data, trigger_type, parent_execution_id,
+         parent_step_key, parent_step_run, item_index, held)
+    SELECT new.id, :workflow_id, :version_id, 'PENDING',
+           jsonb_build_object('trigger', new.input::jsonb), 'workflow', :parent_execution_id,
+           :parent_step_key, :parent_step_run, new.item_index, new.held
+    FROM unnest(:execution_ids::uuid[], :inputs::text[], :item_indexes::int[], :held::bool[])
+         AS new (id, input, item_index, held)
+    ON CONFLICT (parent_step_run, item_index) WHERE parent_step_run IS NOT NULL DO NOTHING
+    RETURNING id, held
+),
+entry_steps AS (
+    INSERT INTO step_execution (id, execution_id, step_id, step_key, status, created_at, branches)
+    SELECT gen_random_uuid(), c.id, :entry_step_id, :entry_step_key, 'PENDING',
+           clock_timestamp(), '{{}}'
+    FROM children c WHERE NOT c.held
+),
+{enqueue_jobs_ctes(only_if="(SELECT count(*) FROM children) = cardinality(:execution_ids::uuid[])")}
+SELECT (SELECT count(*) FROM children) AS started, (SELECT count(*) FROM enqueued_wake) AS woken
+""")  # noqa: S608 - built from constants
+
+# A flow step's own row (its id is its children's `parent_step_run`) and what it recorded.
+FLOW_STEP: Final = Statement("""
+SELECT id, status, result_data::text AS result_data
+FROM step_execution WHERE execution_id = :execution_id AND step_key = :step_key
+""")
+
+# A step run's children in item order, each with its status, error and output (the outputs
+# of its final steps by key, as `server.db.execution_outcomes` computes them).
+CHILD_OUTCOMES: Final = Statement(f"""
+SELECT c.id, c.item_index, c.status, c.error, {FINAL_OUTPUTS.format(execution="c")}::text AS output
+FROM workflow_execution c
+WHERE c.parent_step_run = :step_run
+ORDER BY c.item_index
+""")  # noqa: S608 - built from constants
+
+# The waiting step a child's end concerns, with its kind and settings, read under the parent's
+# row lock (taken first by the caller).
+PARENT_STEP: Final = Statement("""
+SELECT s.step_id, s.step_key, s.status, ws.kind, ws.cfg::text AS cfg
+FROM step_execution s JOIN workflow_step ws ON ws.id = s.step_id
+WHERE s.id = :step_run AND s.execution_id = :execution_id
+""")
+
+# A foreach's started, unfinished children (the partial index holds at most max_concurrency
+# of them), and its next held ones in item order.
+RUNNING_CHILDREN: Final = Statement(f"""
+SELECT count(*) FROM workflow_execution
+WHERE parent_step_run = :step_run AND NOT held AND status IN {_UNFINISHED}
+""")  # noqa: S608 - constant SQL only
+NEXT_HELD_CHILDREN: Final = Statement("""
+SELECT id, version_id FROM workflow_execution
+WHERE parent_step_run = :step_run AND held
+ORDER BY item_index LIMIT :limit
+""")
+
+# Held executions start: no longer held (only those still held and PENDING: one cancelled
+# meanwhile stays cancelled); returns them with their version. The caller then records their
+# entry steps and enqueues their jobs (INSERT_ENTRY_STEPS) in the same transaction.
+ADMIT_HELD: Final = Statement("""
+UPDATE workflow_execution SET held = false, updated_at = now()
+WHERE id = ANY(:execution_ids::uuid[]) AND held AND status = 'PENDING'
+RETURNING id, version_id
+""")
+# The entry step (the one without incoming edges) of each version.
+ENTRY_STEPS: Final = Statement("""
+SELECT st.version_id, st.id, st.step_key, st.kind, st.action_key, st.cfg::text AS cfg
+FROM workflow_step st
+WHERE st.version_id = ANY(:version_ids::uuid[])
+  AND NOT EXISTS (SELECT 1 FROM workflow_edge e WHERE e.to_step_id = st.id)
+""")
+INSERT_ENTRY_STEPS: Final = Statement(f"""
+WITH entry_steps AS (
+    INSERT INTO step_execution (id, execution_id, step_id, step_key, status, created_at, branches)
+    SELECT gen_random_uuid(), new.execution_id, new.step_id, new.step_key, 'PENDING',
+           clock_timestamp(), '{{}}'
+    FROM unnest(:execution_ids::uuid[], :entry_step_ids::uuid[], :entry_step_keys::text[])
+         AS new (execution_id, step_id, step_key)
+    ON CONFLICT (execution_id, step_id) DO NOTHING
+),
+{enqueue_jobs_ctes()}
+SELECT (SELECT count(*) FROM enqueued_wake) AS woken
+""")  # noqa: S608 - built from constants
+
+# An execution's unfinished descendants (of one step run, `:step_run`, or all: NULL) are
+# cancelled with their pending and waiting steps, in the transaction that ends or cancels the
+# parent (which holds the parent's row lock; this locks the children's rows after it). Their
+# queued step jobs find them finished and end without running; a running step finishes its
+# attempt and starts nothing. Each cancelled child ends through `workflow_execution_ended`.
+CANCEL_CHILDREN: Final = Statement(f"""
+WITH RECURSIVE tree AS (
+    SELECT id FROM workflow_execution
+    WHERE parent_execution_id = :execution_id
+      AND (:step_run::uuid IS NULL OR parent_step_run = :step_run::uuid)
+      AND status IN {_UNFINISHED}
+    UNION
+    SELECT c.id FROM workflow_execution c JOIN tree t ON c.parent_execution_id = t.id
+    WHERE c.status IN {_UNFINISHED}
+),
+cancelled AS (
+    UPDATE workflow_execution
+    SET status = 'CANCELLED', held = false, error = :reason, finished_at = now(),
+        updated_at = now()
+    WHERE id IN (SELECT id FROM tree) AND status IN {_UNFINISHED}
+    RETURNING id
+)
+UPDATE step_execution SET status = 'CANCELLED', finished_at = now()
+WHERE execution_id IN (SELECT id FROM cancelled) AND status IN ('PENDING', 'WAITING')
+""")  # noqa: S608 - constant SQL only
+
+# Resume a waiting step, exactly once: under its execution's row lock (taken first: `flipped`
+# reads `locked`), a WAITING step becomes PENDING with what resumed it (`:resumed`, its
+# result_data until it runs) and gets its job; the execution is RUNNING again (and its version
+# moves, so no job plans from stale states). A step no longer WAITING (resumed already, or its
+# execution over) changes nothing: `resumed` is false.
+RESUME_WAITING_STEP: Final = Statement(f"""
+WITH locked AS (
+    SELECT status FROM workflow_execution WHERE id = :execution_id FOR NO KEY UPDATE
+),
+flipped AS (
+    UPDATE step_execution
+    SET status = 'PENDING', result_data = :resumed::jsonb, wait_key = NULL
+    WHERE execution_id = :execution_id AND step_key = :step_key AND status = 'WAITING'
+      AND EXISTS (SELECT 1 FROM locked WHERE status NOT IN {FINISHED})
+    RETURNING id
+),
+touched AS (
+    UPDATE workflow_execution SET status = 'RUNNING', updated_at = now()
+    WHERE id = :execution_id AND EXISTS (SELECT 1 FROM flipped)
+),
+{enqueue_jobs_ctes(only_if="EXISTS (SELECT 1 FROM flipped)")}
+SELECT EXISTS (SELECT 1 FROM flipped) AS resumed, (SELECT count(*) FROM enqueued_wake) AS woken
+""")  # noqa: S608 - built from constants
+
+# What an ended execution's `execution_ended` job needs: its parent, groups, options, summary.
+ENDED_EXECUTION: Final = Statement("""
+SELECT e.id, e.status, e.error, e.workflow_id, d.name AS workflow_name, e.trigger_type,
+       e.parent_execution_id, e.parent_step_run, e.concurrency_key, e.overlap_key,
+       v.options::text AS options, (e.context_data->'trigger')::text AS trigger
+FROM workflow_execution e
+JOIN workflow_version v ON v.id = e.version_id
+JOIN workflow_definition d ON d.id = e.workflow_id
+WHERE e.id = :execution_id
+""")
+FAILED_STEPS: Final = Statement("""
+SELECT step_key, error FROM step_execution
+WHERE execution_id = :execution_id AND status = 'FAILED'
+ORDER BY finished_at NULLS LAST, step_key
 """)

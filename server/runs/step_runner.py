@@ -36,7 +36,7 @@ import structlog
 from config.settings import Settings
 from server.actions.base import Action
 from server.crypto.aead import Keyring
-from server.engine.document import Step, StepKind
+from server.engine.document import FLOW_KINDS, Step, StepKind
 from server.engine.planning import (
     FINISHED_EXECUTION,
     ExecutionStatus,
@@ -53,6 +53,7 @@ from server.queue.jobs import LeaseLostError, NewJob, RetryableError
 from server.runs import store
 from server.runs.action_contexts import ActionContexts
 from server.runs.control import fail_execution
+from server.runs.flow_steps import FlowStepRun, run_flow_step
 from server.runs.jobs import step_job
 from server.runs.metrics import EXECUTIONS_FINISHED, STEP_DURATION
 from server.runs.step_kinds import (
@@ -197,6 +198,8 @@ class StepRunner:
                 self._contexts(run, step_key, job.attempt, None, policy),
                 policy, attempt=job.attempt, secrets=run.secrets, secret_keys=run.secret_keys,
             )  # fmt: skip
+        elif step.kind in FLOW_KINDS:
+            return await self._run_flow_step(job, run, step_key, template_context, started)
         elif step.kind is StepKind.CONDITION:
             outcome = await run_condition(step, template_context)
         elif resume:  # a delay's wake-up job: the wait is over
@@ -227,6 +230,33 @@ class StepRunner:
                 )  # fmt: skip
                 if outcome.status is not StepStatus.SUCCESS:
                     raise _UndoAction(outcome)
+                return await self._complete(job, run, step_key, outcome, started, connection)
+        except _UndoAction as undo:
+            return await self._settle(job, run, step_key, undo.outcome, started)
+
+    async def _run_flow_step(
+        self,
+        job: JobContext,
+        run: _Run,
+        step_key: str,
+        template_context: dict[str, Any],
+        started: float,
+    ) -> str | None:
+        """A flow step (`server.runs.waits`) starts what it waits for, or finishes once
+        resumed, in the transaction that records it: what it starts exists exactly when its
+        WAITING record does."""
+        flow = FlowStepRun(
+            execution=run.execution,
+            step=run.graph.steps[step_key],
+            step_id=uuid.UUID(run.graph.step_ids[step_key]),
+            context=template_context,
+            secret_keys=run.secret_keys,
+        )
+        try:
+            async with job.transaction() as connection:
+                outcome = await run_flow_step(connection, self._settings, flow)
+                if outcome.status is StepStatus.FAILED:
+                    raise _UndoAction(outcome)  # nothing it started may stay
                 return await self._complete(job, run, step_key, outcome, started, connection)
         except _UndoAction as undo:
             return await self._settle(job, run, step_key, undo.outcome, started)

@@ -50,6 +50,9 @@ def masked(document: dict[str, Any]) -> dict[str, Any]:
     # Documents come back in canonical order: variables by key, edges by (from, to, branch).
     expected["variables"].sort(key=lambda v: v["key"])
     expected["edges"].sort(key=lambda e: (e["from"], e["to"], e["branch_key"]))
+    # The workflow options a document leaves out come back as null (DESIGN §5.1).
+    expected.setdefault("on_failure", None)
+    expected.setdefault("concurrency", None)
     return expected
 
 

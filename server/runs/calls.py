@@ -1,0 +1,332 @@
+"""`call_workflow` and `foreach` steps: child executions, started once, awaited durably.
+
+First half (`start_call`, `start_foreach`, in the transaction that records the step): the
+workflow is resolved (by id, or by a name matching exactly one workflow) to its latest
+published version, the children's inputs are rendered (a foreach's with `item` and `index`),
+and the children are written by one statement (`sql.START_CHILDREN`) with their parent, the
+parent step's run (`parent_step_run`: the step row's id, so a retried step starts new
+children) and their item index; a foreach starts `max_concurrency` of them and holds the rest
+(`held`: PENDING, no entry step, no job). The step is WAITING (or, for `"wait": false`, done
+at once with the child's id).
+
+A child's end (`child_ended`, from its `execution_ended` job, under the parent's row lock):
+for a `call_workflow` the step resumes; for a `foreach` the next held children are admitted
+to keep `max_concurrency` running, a failed child with `on_item_failure: fail` cancels the
+others, and the step resumes once no child is unfinished. Second half (`finish_call`,
+`finish_foreach`): the children's outcomes, in item order, become the step's output.
+
+Exactly once: the children are written with the step's WAITING record or not at all; the
+unique (parent_step_run, item_index) index refuses a second start; admission and resumption
+run under the parent's row lock, so two children ending together admit and resume in turn.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+import structlog
+
+from server.engine.bounded import evaluate_bounded, render_cfg_bounded
+from server.engine.document import Step, StepKind
+from server.engine.flow_steps import (
+    MAX_FOREACH_ITEMS,
+    CallWorkflowCfg,
+    ForeachCfg,
+    flow_cfg,
+)
+from server.engine.planning import ExecutionStatus, StepStatus, success_branches
+from server.engine.rendering import RenderError
+from server.engine.templates import template_variable_reads
+from server.queue.client import job_arrays
+from server.runs import sql
+from server.runs.admission import admit
+from server.runs.intake import Route, routes_from_json
+from server.runs.jobs import step_job
+from server.runs.step_kinds import MAX_ERROR_LENGTH, Outcome, failed
+from server.runs.store import json_text
+from server.runs.waits import resume_waiting_step
+from server.statements import Connection
+
+log = structlog.get_logger(__name__)
+
+# A foreach's output holds every child's output: larger than one step's usual limit.
+MAX_FOREACH_OUTPUT_BYTES: Final = 16 * 1024 * 1024
+_SINGLE_EXPRESSION: Final = re.compile(r"^\{\{(?P<expression>(?:(?!\}\}|\{\{).)*)\}\}$", re.DOTALL)
+
+
+class ChildRun(msgspec.Struct, frozen=True, kw_only=True):
+    """The parent side of a flow step's run: whose children these are."""
+
+    execution_id: uuid.UUID
+    step: Step
+    step_run: uuid.UUID  # the step_execution row's id: the children's parent_step_run
+    context: Mapping[str, Any]  # the step's template context
+    secret_keys: frozenset[str]
+
+
+class WorkflowNotRunnable(Exception):  # noqa: N818 - carries the reason a step fails with
+    """The workflow a step names cannot run: unknown, ambiguous, inactive or unpublished."""
+
+
+async def resolve_route(connection: Connection, ref: str) -> Route:
+    """The route (latest published version, entry step) of the workflow `ref` names.
+
+    Raises:
+        WorkflowNotRunnable: with the reason.
+    """
+    found = await sql.WORKFLOWS_BY_REF.fetch(connection, ref=ref)
+    by_id = [row for row in found if str(row["id"]) == ref]
+    rows = by_id or found
+    if not rows:
+        raise WorkflowNotRunnable(f"no workflow has the id or name {ref!r}")
+    if len(rows) > 1:
+        raise WorkflowNotRunnable(f"several workflows are named {ref!r}; refer to one by its id")
+    route = await sql.WORKFLOW_ROUTE.fetchrow(connection, workflow_id=rows[0]["id"])
+    if route is None:
+        raise WorkflowNotRunnable(f"workflow {ref!r} has no published version")
+    if not route["is_active"]:
+        raise WorkflowNotRunnable(f"workflow {ref!r} is inactive")
+    return routes_from_json(route["routes"])[0]
+
+
+# --- First half ----------------------------------------------------------------------------
+
+
+async def start_call(connection: Connection, run: ChildRun) -> Outcome:
+    """Start the one child of a `call_workflow` step; WAITING, or done at once without wait."""
+    cfg = flow_cfg(run.step)
+    assert isinstance(cfg, CallWorkflowCfg)  # noqa: S101 - the step's kind decides its cfg
+    try:
+        route = await resolve_route(connection, cfg.workflow)
+        child_input = await _render_input(cfg.input, run.context, run.secret_keys)
+    except (WorkflowNotRunnable, RenderError) as error:
+        return failed(f"call_workflow: {error}")
+    child_id = uuid.uuid4()
+    await _start_children(connection, run, route, [(child_id, child_input, False)])
+    output = {"execution_id": str(child_id)}
+    if not cfg.wait:
+        return Outcome(
+            status=StepStatus.SUCCESS, output=output, branches=success_branches(run.step)
+        )
+    return Outcome(status=StepStatus.WAITING, output=output, input_data={"input": child_input})
+
+
+async def start_foreach(connection: Connection, run: ChildRun) -> Outcome:
+    """Start a `foreach` step's first `max_concurrency` children and hold the rest."""
+    cfg = flow_cfg(run.step)
+    assert isinstance(cfg, ForeachCfg)  # noqa: S101 - the step's kind decides its cfg
+    try:
+        items = await _items(cfg, run.context, run.secret_keys)
+        if not items:
+            return Outcome(
+                status=StepStatus.SUCCESS,
+                output={"count": 0, "results": [], "failed": []},
+                branches=success_branches(run.step),
+            )
+        route = await resolve_route(connection, cfg.workflow)
+        children = []
+        for index, item in enumerate(items):
+            context = {**run.context, "item": item, "index": index}
+            child_input = await _render_input(cfg.input, context, run.secret_keys)
+            children.append((uuid.uuid4(), child_input, index >= cfg.max_concurrency))
+    except (WorkflowNotRunnable, RenderError) as error:
+        return failed(f"foreach: {error}")
+    await _start_children(connection, run, route, children)
+    return Outcome(
+        status=StepStatus.WAITING,
+        output={"count": len(items), "workflow_id": str(route.workflow_id)},
+        input_data={"count": len(items), "max_concurrency": cfg.max_concurrency},
+    )
+
+
+async def _items(
+    cfg: ForeachCfg, context: Mapping[str, Any], secret_keys: frozenset[str]
+) -> list[Any]:
+    if isinstance(cfg.items, list):
+        items: Any = cfg.items
+    else:
+        found = _SINGLE_EXPRESSION.match(cfg.items.strip())
+        if found is None:  # refused at publish; kept for versions published before the check
+            raise RenderError("cfg.items: must be one {{ expression }} giving a list")
+        if template_variable_reads(cfg.items).keys & secret_keys:
+            raise RenderError("cfg.items: must not read secret variables")
+        items = await evaluate_bounded(found["expression"], context, "cfg.items")
+    if not isinstance(items, list):
+        raise RenderError(f"cfg.items: gave {type(items).__name__}, not a list")
+    if len(items) > MAX_FOREACH_ITEMS:
+        raise RenderError(f"cfg.items: {len(items)} items, over the limit of {MAX_FOREACH_ITEMS}")
+    return items
+
+
+async def _render_input(value: Any, context: Mapping[str, Any], secret_keys: frozenset[str]) -> Any:
+    """A child's input; one rendered from a secret variable is refused (the child's trigger is
+    stored and shown: pass secrets as the child workflow's own secret variables)."""
+    rendered = await render_cfg_bounded({"input": value}, context, secret_keys)
+    if rendered.tainted:
+        raise RenderError(
+            "cfg.input: reads a secret variable, and a child's input is stored and shown; give "
+            "the child workflow its own secret variable instead"
+        )
+    return rendered.value["input"]
+
+
+async def _start_children(
+    connection: Connection,
+    run: ChildRun,
+    route: Route,
+    children: list[tuple[uuid.UUID, Any, bool]],
+) -> None:
+    """Write the children (id, input, held) and the started ones' entry steps and jobs."""
+    jobs = [step_job(child, route.step_id, route.entry) for child, _, held in children if not held]
+    await sql.START_CHILDREN.fetchrow(
+        connection,
+        workflow_id=route.workflow_id,
+        version_id=route.version_id,
+        parent_execution_id=run.execution_id,
+        parent_step_key=run.step.key,
+        parent_step_run=run.step_run,
+        execution_ids=[child for child, _, _ in children],
+        inputs=[json_text(child_input) or "null" for _, child_input, _ in children],
+        item_indexes=list(range(len(children))),
+        held=[held for _, _, held in children],
+        entry_step_id=route.step_id,
+        entry_step_key=route.entry.key,
+        **job_arrays(jobs),
+    )
+
+
+# --- A child ended -------------------------------------------------------------------------
+
+
+class EndedChild(msgspec.Struct, frozen=True, kw_only=True):
+    execution_id: uuid.UUID
+    status: ExecutionStatus
+    parent_execution_id: uuid.UUID
+    parent_step_run: uuid.UUID
+
+
+async def child_ended(connection: Connection, child: EndedChild) -> None:
+    """Move the parent's waiting step on after one of its children ended (see the module
+    docstring); call in the transaction of the child's `execution_ended` job."""
+    locked = await sql.LOCK_EXECUTION.fetchrow(connection, execution_id=child.parent_execution_id)
+    if locked is None:
+        return  # the parent is gone (its workflow was deleted)
+    row = await sql.PARENT_STEP.fetchrow(
+        connection, step_run=child.parent_step_run, execution_id=child.parent_execution_id
+    )
+    if row is None or row["status"] != StepStatus.WAITING:
+        return  # resumed already, or the parent ended: nothing waits for this child
+    step = Step(
+        key=row["step_key"], kind=StepKind(row["kind"]), cfg=msgspec.json.decode(row["cfg"])
+    )
+    step_id: uuid.UUID = row["step_id"]
+    if step.kind is StepKind.CALL_WORKFLOW:
+        await resume_waiting_step(
+            connection, child.parent_execution_id, step_id, step, resumed_by="child"
+        )
+        return
+    cfg = flow_cfg(step)
+    assert isinstance(cfg, ForeachCfg)  # noqa: S101 - PARENT_STEP is a call or a foreach
+    if child.status is not ExecutionStatus.SUCCESS and cfg.on_item_failure == "fail":
+        await sql.CANCEL_CHILDREN.execute(
+            connection, execution_id=child.parent_execution_id, step_run=child.parent_step_run,
+            reason=f"cancelled: item execution {child.execution_id} ended {child.status}",
+        )  # fmt: skip
+        await resume_waiting_step(
+            connection, child.parent_execution_id, step_id, step, resumed_by="children"
+        )
+        return
+    running = await sql.RUNNING_CHILDREN.fetchval(connection, step_run=child.parent_step_run)
+    free = cfg.max_concurrency - int(running)
+    held = []
+    if free > 0:
+        held = await sql.NEXT_HELD_CHILDREN.fetch(
+            connection, step_run=child.parent_step_run, limit=free
+        )
+    if held:
+        await admit(connection, [row["id"] for row in held])
+    elif int(running) == 0:
+        await resume_waiting_step(
+            connection, child.parent_execution_id, step_id, step, resumed_by="children"
+        )
+
+
+# --- Second half ---------------------------------------------------------------------------
+
+
+class _Child(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    item_index: int
+    status: str
+    error: str | None
+    output: Any
+
+
+async def _children(connection: Connection, step_run: uuid.UUID) -> list[_Child]:
+    rows = await sql.CHILD_OUTCOMES.fetch(connection, step_run=step_run)
+    return [
+        _Child(
+            id=row["id"],
+            item_index=row["item_index"],
+            status=row["status"],
+            error=row["error"],
+            output=None if row["output"] is None else msgspec.json.decode(row["output"]),
+        )
+        for row in rows
+    ]
+
+
+async def finish_call(connection: Connection, run: ChildRun) -> Outcome:
+    """A resumed `call_workflow`: the child's outcome; a child not SUCCESS fails the step."""
+    children = await _children(connection, run.step_run)
+    if not children:
+        return failed("call_workflow: its child execution is gone (deleted with its workflow)")
+    child = children[0]
+    output = {"execution_id": str(child.id), "status": child.status, "output": child.output}
+    if child.status != ExecutionStatus.SUCCESS:
+        reason = f": {child.error}" if child.error else ""
+        return Outcome(
+            status=StepStatus.FAILED,
+            output=output,
+            error=f"child execution {child.id} ended {child.status}{reason}"[:MAX_ERROR_LENGTH],
+            branches=frozenset({"error"}),
+        )
+    return Outcome(status=StepStatus.SUCCESS, output=output, branches=success_branches(run.step))
+
+
+async def finish_foreach(connection: Connection, run: ChildRun) -> Outcome:
+    """A resumed `foreach`: every child's output in item order and the failed indices."""
+    cfg = flow_cfg(run.step)
+    assert isinstance(cfg, ForeachCfg)  # noqa: S101 - the step's kind decides its cfg
+    children = await _children(connection, run.step_run)
+    failed_items = [child for child in children if child.status != ExecutionStatus.SUCCESS]
+    output = {
+        "count": len(children),
+        "results": [child.output for child in children],
+        "failed": [child.item_index for child in failed_items],
+    }
+    size = len(msgspec.json.encode(output))
+    if size > MAX_FOREACH_OUTPUT_BYTES:
+        return failed(
+            f"foreach: the children's outputs are {size} bytes together, over the "
+            f"{MAX_FOREACH_OUTPUT_BYTES}-byte limit; have the child workflow return less"
+        )
+    if failed_items and cfg.on_item_failure == "fail":
+        first = next(
+            (child for child in failed_items if child.status == ExecutionStatus.FAILED),
+            failed_items[0],
+        )
+        reason = f": {first.error}" if first.error else ""
+        return Outcome(
+            status=StepStatus.FAILED,
+            output=output,
+            error=(f"item {first.item_index} (execution {first.id}) ended {first.status}{reason}")[
+                :MAX_ERROR_LENGTH
+            ],
+            branches=frozenset({"error"}),
+        )
+    return Outcome(status=StepStatus.SUCCESS, output=output, branches=success_branches(run.step))
