@@ -3,15 +3,17 @@
 A fan-out is one parent execution started with a list of leads that runs one child execution
 (a three-step workflow) per lead and collects their outputs. Each system reads back, from its
 own database once the parent ended, what the fan-out left there (`FanOut`): the parent's start,
-end and status, every child's created, started and finished times and status, whether each
-successful child recorded its last step, and the lead names the parent collected, in order.
-From those rows alone (`figures_of`):
+end and status, each child's start, end and status, whether each successful child recorded its
+last step, and the lead names the parent collected, in order. From those rows alone
+(`figures_of`):
 
 - `wall_s`: the parent's start to its end; `children_per_s`: successful children over it;
 - `child_p50_ms` / `child_p99_ms`: a child's start to its end;
-- `peak_running`: the most children between their start and their end at any instant, and
-  `peak_unfinished` the same from each child's creation (a child created but not yet started
-  is unfinished too): neither may exceed the concurrency limit;
+- `peak_running`: the most children between their start and their end at any instant (from
+  their rows' `started_at` and `finished_at`): it may not exceed the concurrency limit. (Both
+  systems write child rows before they start them: Switchyard holds a foreach's children as
+  PENDING rows until a slot frees, n8n creates a batch's executions before running them; a
+  child is counted from its start);
 - `failed`: leads without a successful child (failed, cancelled or never created); the parent
   must succeed (`parent_succeeded`); `unrecorded`: successful children whose last step left no
   record; `out_of_order`: positions where the parent's collected outputs do not name the lead
@@ -43,9 +45,8 @@ FAN_OUT_TIMEOUT_SECONDS: Final = 1800.0
 
 
 class Child(msgspec.Struct, frozen=True, kw_only=True):
-    """One child execution's row: times in epoch seconds (`started` None if it never ran)."""
+    """One child execution's row: times in epoch seconds (None if it never started or ended)."""
 
-    created: float
     started: float | None
     finished: float | None
     succeeded: bool
@@ -71,7 +72,6 @@ class FanOutFigures(msgspec.Struct, frozen=True, kw_only=True):
     child_p50_ms: float
     child_p99_ms: float
     peak_running: int
-    peak_unfinished: int
     failed: int
     parent_succeeded: bool
     unrecorded: int
@@ -100,9 +100,8 @@ class FanOutSystem(Protocol):
 
 
 def child_of(row: asyncpg.Record) -> Child:
-    """A Child from a row with the columns created, started, finished, succeeded, recorded."""
+    """A Child from a row with the columns started, finished, succeeded, recorded."""
     return Child(
-        created=row["created"],
         started=row["started"],
         finished=row["finished"],
         succeeded=row["succeeded"],
@@ -151,7 +150,6 @@ def figures_of(found: FanOut, *, items: int, concurrency: int, used: CpuUse) -> 
         child_p50_ms=round(percentile(durations, 50), 2),
         child_p99_ms=round(percentile(durations, 99), 2),
         peak_running=peak_overlap([(child.started, child.finished) for child in found.children]),
-        peak_unfinished=peak_overlap([(child.created, child.finished) for child in found.children]),
         failed=items - len(succeeded),
         parent_succeeded=found.parent_succeeded,
         unrecorded=sum(1 for child in succeeded if not child.recorded),

@@ -91,7 +91,6 @@ WHERE "workflowId" = $1 AND "createdAt" >= $2
 """
 CHILDREN: Final = """
 SELECT e.status = 'success' AS succeeded,
-       extract(epoch FROM e."createdAt")::float8 AS created,
        extract(epoch FROM e."startedAt")::float8 AS started,
        extract(epoch FROM e."stoppedAt")::float8 AS finished,
        coalesce(position('"Routed"' in d.data) > 0, false) AS recorded

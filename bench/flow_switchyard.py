@@ -60,7 +60,6 @@ FROM workflow_execution e WHERE e.id = $1
 """
 CHILDREN: Final = """
 SELECT e.status = 'SUCCESS' AS succeeded,
-       extract(epoch FROM e.created_at)::float8 AS created,
        extract(epoch FROM e.started_at)::float8 AS started,
        extract(epoch FROM e.finished_at)::float8 AS finished,
        EXISTS (SELECT 1 FROM step_execution s
