@@ -19,15 +19,15 @@ collects their outputs. n8n 2.8.4 (`bench/flow_n8n.py`) in two shapes:
   answered: the nearest n8n gets to a bounded fan-out.
 
 Every child (a condition on the lead's score, then two steps shaping it; no outbound I/O) is
-the same work on both. The figures (`bench/flow_common.py` says how each is read from the
-systems' own rows) per shape: `children_per_s` (successful children over the parent's start to
-its end), `wall_s`, child duration p50/p99, the peak of children running at once (from their
-rows' times: never above the limit), `failed` children, `unrecorded` children and
-`out_of_order` collected outputs (all 0), CPU per child of the server and its database
-backends, and the cores other work took meanwhile. Then ours/n8n per n8n shape, and the targets
-(met or MISSED): nothing lost or out of order, the concurrency limit kept, and at least 3x the
-children/s of the faster n8n shape. Progress goes to standard error; the servers' logs stay in
-a temporary folder named at the start.
+the same work on both. Figures per shape, each read from the systems' own rows once the parent
+ended (`bench/flow_common.py` says how): `children_per_s` (successful children over the
+parent's start to its end), `wall_s`, child duration p50/p99, how long a concurrency slot stays
+empty per child, the peak of children running at once (never above the limit), `failed`
+children, `unrecorded` children and `out_of_order` collected outputs (all must be 0), CPU per
+child of the server and of its database backends, and the cores other work took meanwhile.
+Then ours/n8n per n8n shape, and the targets (met or MISSED): nothing lost or out of order,
+the concurrency limit kept, and at least 3x the children/s of the faster n8n shape. Progress
+goes to standard error; the servers' logs stay in a temporary folder named at the start.
 
 `--json` prints one object: `{"items": 1000, "max_concurrency": 20, "systems": {"switchyard":
 {figure: value}, "n8n": {...}, "n8n-http": {...}}, "ratios": {"children_per_s_vs_n8n": 5.1,
@@ -209,6 +209,7 @@ COLUMNS: Final = (
     ("children/s", "children_per_s", "{:>11.1f}"),
     ("child p50", "child_p50_ms", "{:>10.2f}"),
     ("p99", "child_p99_ms", "{:>8.2f}"),
+    ("slot idle", "slot_idle_ms", "{:>10.2f}"),
     ("peak run", "peak_running", "{:>9}"),
     ("failed", "failed", "{:>7}"),
     ("unrec", "unrecorded", "{:>6}"),

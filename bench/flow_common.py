@@ -9,6 +9,11 @@ last step, and the lead names the parent collected, in order. From those rows al
 
 - `wall_s`: the parent's start to its end; `children_per_s`: successful children over it;
 - `child_p50_ms` / `child_p99_ms`: a child's start to its end;
+- `slot_idle_ms`: how long each of the `concurrency` slots stays empty per child, on average:
+  concurrency x wall / children - the mean child duration. Children/s is about concurrency /
+  (mean duration + idle): the idle part is the hand-over from one child's end to the start of
+  the next (Switchyard: the ended child's job admits the next held one, whose first step's job
+  is claimed; n8n: the parent's own work between calls, or waiting for a batch's slowest);
 - `peak_running`: the most children between their start and their end at any instant (from
   their rows' `started_at` and `finished_at`): it may not exceed the concurrency limit. (Both
   systems write child rows before they start them: Switchyard holds a foreach's children as
@@ -71,6 +76,7 @@ class FanOutFigures(msgspec.Struct, frozen=True, kw_only=True):
     children_per_s: float
     child_p50_ms: float
     child_p99_ms: float
+    slot_idle_ms: float
     peak_running: int
     failed: int
     parent_succeeded: bool
@@ -140,6 +146,7 @@ def figures_of(found: FanOut, *, items: int, concurrency: int, used: CpuUse) -> 
         if child.started is not None and child.finished is not None
     ]
     wall_s = found.finished - found.started
+    mean_ms = sum(durations) / len(durations) if durations else 0.0
     expected = [lead["name"] for lead in leads(items)]
     return FanOutFigures(
         items=items,
@@ -149,6 +156,7 @@ def figures_of(found: FanOut, *, items: int, concurrency: int, used: CpuUse) -> 
         children_per_s=round(len(succeeded) / wall_s, 1) if wall_s > 0 else 0.0,
         child_p50_ms=round(percentile(durations, 50), 2),
         child_p99_ms=round(percentile(durations, 99), 2),
+        slot_idle_ms=round(1000 * concurrency * wall_s / max(1, len(succeeded)) - mean_ms, 2),
         peak_running=peak_overlap([(child.started, child.finished) for child in found.children]),
         failed=items - len(succeeded),
         parent_succeeded=found.parent_succeeded,
