@@ -8,15 +8,19 @@ their data) gets four workflows. Each parent starts from a webhook answering on 
   once for each item", "wait for sub-workflow completion") calling a child workflow Execute
   Workflow Trigger (the item passed through) -> If score >= 50 -> Set (name, email) -> Set
   (routed, name). n8n runs these calls one after another: its Execute Workflow node awaits each
-  sub-workflow before starting the next (n8n-nodes-base ExecuteWorkflow.node.js, mode `each`),
-  and has no setting to run them side by side; without waiting it starts them all at once and
-  ends before they do, which collects nothing. So this shape runs one child at a time.
-- `n8n-http` (the parallel form n8n's community uses): Webhook -> Split Out -> Loop Over Items
-  (batches of `--max-concurrency`) -> HTTP Request POSTing each item of the batch to a child
-  webhook at once, back to the loop until the items run out; the child is Webhook (answering
-  with its last node's item) -> If -> Set -> Set. At most one batch of children runs at a time,
-  and a batch starts once the whole previous batch answered. (The HTTP Request node's own
-  batching option only spaces requests out in time: it does not bound how many are open.)
+  sub-workflow before starting the next (n8n-nodes-base ExecuteWorkflow.node.js, mode `each`;
+  n8n's docs: "Execute the node once for each input item in turn"), and has no setting to run
+  them side by side; without waiting it starts them all at once and ends before they do,
+  collecting nothing. So this shape runs one child at a time.
+- `n8n-http` (n8n's way to run sub-workflows in parallel: call each through its webhook, as
+  n8n's template 2536, "Pattern for Parallel Sub-Workflow Execution Followed by Wait-For-All
+  Loop", does; here the child answers when it ends, so no callback is needed): Webhook -> Split
+  Out -> Loop Over Items (batches of `--max-concurrency`) -> HTTP Request POSTing each item of
+  the batch to a child webhook at once, back to the loop until the items run out; the child is
+  Webhook (answering with its last node's item) -> If -> Set -> Set. At most one batch of
+  children runs at a time, and a batch starts once the whole previous batch answered. (The
+  HTTP Request node's own batching option only spaces requests out in time: it does not bound
+  how many are open.)
 
 The child executions are rows of `execution_entity` like any other (sub-workflow calls with mode
 `integrated`, webhook calls with mode `webhook`); a child is counted as recorded when its saved
@@ -38,6 +42,7 @@ from typing import Any, Final
 
 import asyncpg
 import httpx
+import msgspec
 
 from bench import n8n_workflows as nodes
 from bench.e2e_common import WEBHOOK_LIVE_TIMEOUT_SECONDS, Say
@@ -55,15 +60,14 @@ BATCH_PARENT_ID: Final = "swyBenchFlowLoop"
 CHILD_HOOK_PATH: Final = "flow-child"
 
 
-class Shape:
+class Shape(msgspec.Struct, frozen=True, kw_only=True):
     """One n8n fan-out: its parent's webhook and id, its child's id, and the node whose output
     (first output, last run) holds what the parent collected."""
 
-    def __init__(self, *, path: str, parent_id: str, child_id: str, collector: str) -> None:
-        self.path = path
-        self.parent_id = parent_id
-        self.child_id = child_id
-        self.collector = collector
+    path: str
+    parent_id: str
+    child_id: str
+    collector: str
 
 
 SHAPES: Final = {
