@@ -126,7 +126,9 @@ STATEMENTS = [
     BEGIN
         INSERT INTO job (kind, payload, max_attempts)
         VALUES ('execution_ended',
-                jsonb_build_object('execution_id', NEW.id, 'status', NEW.status), 25);
+                jsonb_build_object('execution_id', NEW.id, 'status', NEW.status,
+                                   'parent_execution_id', NEW.parent_execution_id,
+                                   'parent_step_run', NEW.parent_step_run), 25);
         PERFORM pg_notify('switchyard_job', '');
         RETURN NULL;
     END $$""",

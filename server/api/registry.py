@@ -1,4 +1,4 @@
-"""`/api/v1/registry/*`: the actions, trigger sources and credential types available.
+"""`/api/v1/registry/*`: the actions, step kinds, trigger sources and credential types.
 
 Trigger sources of type `event` and `database` can be registered and deleted here; a
 `database` source installs (and on delete removes) a capture trigger on its table.
@@ -22,6 +22,7 @@ from server.db import registry
 from server.db.registry import ActionEntry, CredentialTypeEntry, TriggerEntry
 from server.db.trigger_health import TriggerHealth, trigger_health
 from server.engine.document import TriggerKey
+from server.engine.step_catalog import STEP_KINDS, StepKindEntry
 
 
 class TriggerCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +44,12 @@ class RegistryController(Controller):
     async def actions(self) -> Page[ActionEntry]:
         """Actions a step can run, with the JSON schema of their `cfg`."""
         return Page(items=await registry.list_actions(), next_cursor=None)
+
+    @get("/step-kinds")
+    async def step_kinds(self) -> Page[StepKindEntry]:
+        """Step kinds a workflow may use: what each does, the branch keys its edges may
+        carry and the JSON schema of its `cfg` (DESIGN §4, §5.1)."""
+        return Page(items=STEP_KINDS, next_cursor=None)
 
     @get("/triggers")
     async def triggers(self, resources: Injected[Resources]) -> Page[TriggerView]:

@@ -97,38 +97,80 @@ SELECT id AS event_id, trigger_key, problem AS detail FROM broken ORDER BY recei
 """  # noqa: S608 - constant SQL only
 
 # 2. No execution is unfinished without a live job, a due wake-up or a waiting reason. An
-# unfinished (PENDING, RUNNING, WAITING) execution needs a live job of its own; each of its
-# unfinished steps needs one too: a PENDING or RUNNING step its step job (queued, or running,
-# or handed on to it), a WAITING step (a delay) its wake-up job (`resume`). Both are written in
-# the transaction that plans the step. $1: the grace (seconds) since the execution last changed:
-# a step job that died outside its handler leaves its execution without a job until the
-# scheduler's maintenance pass (every minute) fails it. The detail names the dead job if any.
+# unfinished (PENDING, RUNNING, WAITING) execution needs a live job of its own, unless a step of
+# it waits for something outside it (a flow step: its children, an event) or it is held (not
+# started yet) with something that will admit it: its foreach step still waiting, or a started
+# unfinished execution of its concurrency or overlap group, or an `execution_ended` job in
+# flight (which admits the next). Each unfinished step needs its own reason too: a PENDING or
+# RUNNING step its step job (queued, or running, or handed on to it); a WAITING delay its
+# wake-up job (`resume`); a WAITING call_workflow or foreach an unfinished child of its run or
+# a child's `execution_ended` job in flight; a WAITING wait_for_event nothing (it waits for an
+# event, its timeout job, or a resume). Each is written in the transaction that plans the step.
+# $1: the grace (seconds) since the execution last changed: a step job that died outside its
+# handler leaves its execution without a job until the scheduler's maintenance pass (every
+# minute) fails it. The detail names the dead job if any.
 STALLED_EXECUTIONS: Final = f"""
 WITH {_LIVE_STEP_JOBS},
+ended_jobs AS (
+    SELECT payload->>'execution_id' AS execution_id FROM job
+    WHERE kind = 'execution_ended' AND state IN ('queued', 'running')
+),
 unfinished AS (
-    SELECT id, status FROM workflow_execution
+    SELECT id, status, held, parent_step_run, workflow_id, concurrency_key, overlap_key
+    FROM workflow_execution
     WHERE status IN ('PENDING', 'RUNNING', 'WAITING')
       AND updated_at < now() - make_interval(secs => $1)
 ),
 without_job AS (
     SELECT u.id AS execution_id, NULL::text AS step_key,
-           format('%s execution has no queued or running job', u.status) AS problem
+           CASE WHEN u.held THEN 'held PENDING execution has nothing that will start it (no '
+                                 || 'waiting foreach step, no started execution of its group)'
+                ELSE format('%s execution has no queued or running job', u.status) END
+               AS problem
     FROM unfinished u
     WHERE NOT EXISTS (SELECT 1 FROM live_step_jobs j WHERE j.execution_id = u.id)
+      AND NOT EXISTS (
+          SELECT 1 FROM step_execution s JOIN workflow_step ws ON ws.id = s.step_id
+          WHERE s.execution_id = u.id AND s.status = 'WAITING'
+            AND ws.kind IN ('call_workflow', 'foreach', 'wait_for_event'))
+      AND NOT (u.held AND (
+          EXISTS (SELECT 1 FROM step_execution ps
+                  WHERE ps.id = u.parent_step_run AND ps.status IN ('PENDING', 'RUNNING', 'WAITING'))
+          OR EXISTS (SELECT 1 FROM workflow_execution g
+                     WHERE g.workflow_id = u.workflow_id AND NOT g.held
+                       AND g.status IN ('PENDING', 'RUNNING', 'WAITING')
+                       AND (g.concurrency_key = u.concurrency_key OR g.overlap_key = u.overlap_key))
+          OR (u.concurrency_key IS NOT NULL OR u.overlap_key IS NOT NULL)
+             AND EXISTS (SELECT 1 FROM ended_jobs)))
 ),
 step_without_job AS (
     SELECT u.id AS execution_id, s.step_key,
-           format('%s step of a %s execution has no queued or running %s', s.status, u.status,
-                  CASE WHEN s.status = 'WAITING' THEN 'wake-up job' ELSE 'job' END) AS problem
+           format('%s %s step of a %s execution has no %s', s.status, ws.kind, u.status,
+                  CASE WHEN s.status <> 'WAITING' THEN 'queued or running job'
+                       WHEN ws.kind = 'delay' THEN 'queued or running wake-up job'
+                       ELSE 'unfinished child execution and no child end in flight' END)
+               AS problem
     FROM unfinished u
     JOIN step_execution s ON s.execution_id = u.id
+    JOIN workflow_step ws ON ws.id = s.step_id
     WHERE s.status IN ('PENDING', 'RUNNING', 'WAITING')
       AND u.id NOT IN (SELECT execution_id FROM without_job)
-      AND NOT EXISTS (
-          SELECT 1 FROM live_step_jobs j
-          WHERE j.execution_id = u.id AND j.step_key = s.step_key
-            AND (s.status <> 'WAITING' OR j.resume)
-      )
+      AND CASE
+          WHEN s.status <> 'WAITING' THEN NOT EXISTS (
+              SELECT 1 FROM live_step_jobs j
+              WHERE j.execution_id = u.id AND j.step_key = s.step_key)
+          WHEN ws.kind = 'wait_for_event' THEN false
+          WHEN ws.kind IN ('call_workflow', 'foreach') THEN
+              NOT EXISTS (SELECT 1 FROM workflow_execution c
+                          WHERE c.parent_step_run = s.id
+                            AND c.status IN ('PENDING', 'RUNNING', 'WAITING'))
+              AND NOT EXISTS (SELECT 1 FROM workflow_execution c
+                              JOIN ended_jobs e ON e.execution_id = c.id::text
+                              WHERE c.parent_step_run = s.id)
+          ELSE NOT EXISTS (
+              SELECT 1 FROM live_step_jobs j
+              WHERE j.execution_id = u.id AND j.step_key = s.step_key AND j.resume)
+      END
 )
 SELECT stalled.execution_id, stalled.step_key,
        stalled.problem || CASE WHEN dead.id IS NULL THEN ''

@@ -126,12 +126,23 @@ WHERE id IN (SELECT trigger_event_id FROM workflow_execution
              WHERE workflow_id = $1 AND trigger_event_id IS NOT NULL)
 """
 
+CANCEL_CHILDREN_OF_DELETED_WORKFLOW: Final = """
+UPDATE workflow_execution
+SET status = 'CANCELLED', held = false, finished_at = now(), updated_at = now(),
+    error = 'deleted with its workflow'
+WHERE workflow_id = $1 AND parent_execution_id IS NOT NULL
+  AND status IN ('PENDING', 'RUNNING', 'WAITING')
+"""
+
 
 async def delete_workflow(workflow_id: uuid.UUID) -> None:
     """Delete a definition with its versions, variables, subscriptions and executions; the
     events that started those executions record that they were deleted."""
     async with transaction() as tx:
         await tx.connection.execute(NOTE_EVENTS_OF_DELETED_WORKFLOW, workflow_id)
+        # Its unfinished child executions end first (CANCELLED), so the parents waiting for
+        # them are told (`execution_ended` jobs carry the parent) instead of waiting forever.
+        await tx.connection.execute(CANCEL_CHILDREN_OF_DELETED_WORKFLOW, workflow_id)
         deleted = await (
             WorkflowDefinition.delete()
             .where(WorkflowDefinition.id == workflow_id)

@@ -155,6 +155,11 @@ async def _items(
         if template_variable_reads(cfg.items).keys & secret_keys:
             raise RenderError("cfg.items: must not read secret variables")
         items = await evaluate_bounded(found["expression"], context, "cfg.items")
+    if callable(items):  # `trigger.items` finds the dict's method, not the key
+        raise RenderError(
+            "cfg.items: gave a method, not a list; a key named like a dict method (items, "
+            "keys, values) is read with brackets: trigger['items']"
+        )
     if not isinstance(items, list):
         raise RenderError(f"cfg.items: gave {type(items).__name__}, not a list")
     if len(items) > MAX_FOREACH_ITEMS:
@@ -303,6 +308,10 @@ async def finish_foreach(connection: Connection, run: ChildRun) -> Outcome:
     cfg = flow_cfg(run.step)
     assert isinstance(cfg, ForeachCfg)  # noqa: S101 - the step's kind decides its cfg
     children = await _children(connection, run.step_run)
+    if [child.item_index for child in children] != list(range(len(children))):
+        return failed(
+            "foreach: some of its child executions are gone (deleted with their workflow)"
+        )
     failed_items = [child for child in children if child.status != ExecutionStatus.SUCCESS]
     output = {
         "count": len(children),

@@ -59,8 +59,9 @@ class ExecutionEnded:
         execution_id = uuid.UUID(job.payload["execution_id"])
         async with job.transaction() as connection:
             ended = await _ended(connection, execution_id)
-            if ended is None:
-                return  # deleted with its workflow
+            if ended is None:  # deleted with its workflow: its parent must still know
+                await _deleted_child_ended(connection, execution_id, job.payload)
+                return
             if ended.parent_execution_id is not None and ended.parent_step_run is not None:
                 await child_ended(
                     connection,
@@ -84,6 +85,23 @@ class ExecutionEnded:
                     concurrency_key=ended.concurrency_key,
                     overlap_key=ended.overlap_key,
                 )
+
+
+async def _deleted_child_ended(
+    connection: Connection, execution_id: uuid.UUID, payload: dict[str, Any]
+) -> None:
+    parent, step_run = payload.get("parent_execution_id"), payload.get("parent_step_run")
+    if parent is None or step_run is None:
+        return
+    await child_ended(
+        connection,
+        EndedChild(
+            execution_id=execution_id,
+            status=ExecutionStatus.CANCELLED,
+            parent_execution_id=uuid.UUID(parent),
+            parent_step_run=uuid.UUID(step_run),
+        ),
+    )
 
 
 async def _ended(connection: Connection, execution_id: uuid.UUID) -> EndedExecution | None:

@@ -545,8 +545,8 @@ SELECT (SELECT count(*) FROM enqueued_wake) AS woken
 # An execution's unfinished descendants (of one step run, `:step_run`, or all: NULL) are
 # cancelled with their pending and waiting steps, in the transaction that ends or cancels the
 # parent (which holds the parent's row lock; this locks the children's rows after it). Their
-# queued step jobs find them finished and end without running; a running step finishes its
-# attempt and starts nothing. Each cancelled child ends through `workflow_execution_ended`.
+# queued step jobs are withdrawn (one pass over the job table, which holds only live work); a
+# running step finishes its attempt and starts nothing. Each cancelled child ends through `workflow_execution_ended`.
 CANCEL_CHILDREN: Final = Statement(f"""
 WITH RECURSIVE tree AS (
     SELECT id FROM workflow_execution
@@ -563,6 +563,11 @@ cancelled AS (
         updated_at = now()
     WHERE id IN (SELECT id FROM tree) AND status IN {_UNFINISHED}
     RETURNING id
+),
+withdrawn AS (
+    DELETE FROM job
+    WHERE state = 'queued' AND kind = 'workflow_step'
+      AND payload->>'execution_id' IN (SELECT id::text FROM cancelled)
 )
 UPDATE step_execution SET status = 'CANCELLED', finished_at = now()
 WHERE execution_id IN (SELECT id FROM cancelled) AND status IN ('PENDING', 'WAITING')

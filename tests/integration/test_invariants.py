@@ -291,7 +291,7 @@ async def test_a_waiting_step_without_its_wake_up_is_reported(
     assert violation.ids == {"execution_id": landmarks.waiting_execution, "step_key": "wait"}
     assert (
         violation.detail
-        == "WAITING step of a WAITING execution has no queued or running wake-up job"
+        == "WAITING delay step of a WAITING execution has no queued or running wake-up job"
     )
     # Within the grace the execution is not judged yet.
     graces = msgspec.structs.replace(NO_GRACE, stall_seconds=3600)

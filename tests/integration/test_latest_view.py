@@ -74,6 +74,8 @@ async def test_view_shows_the_latest_published_version_as_one_document(
         ],
         "edges": [{"from": "hot", "to": "task", "branch_key": "true"}],
         "subscriptions": [{"trigger_key": "lead-intake", "filter_conditions": {}}],
+        "on_failure": None,
+        "concurrency": None,
     }
 
 

@@ -154,6 +154,8 @@ def test_import_and_export_commands_round_trip_a_document(
         "description": "",
         "category": "",
         "variables": [],
+        "on_failure": None,
+        "concurrency": None,
         **document,
     }
 
