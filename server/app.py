@@ -32,6 +32,7 @@ from server.api.hooks import HookController
 from server.api.openapi import declare_problem_responses
 from server.api.openapi_links import link_created_resources, link_named_fields
 from server.api.openapi_schemas import StructSchemaPlugin, exact_integer_bounds, optional_bodies
+from server.api.resume_links import ResumeLinkController
 from server.api.routes import api_router
 from server.crypto.tokens import hash_token
 from server.db import tokens
@@ -43,9 +44,11 @@ from server.db.trigger_health import IntakeRecorder
 from server.keyring import load_keyring
 from server.queue.handlers import JobHandler
 from server.runs.event_fan_out import EVENT_JOB_KIND, EventFanOut
+from server.runs.event_waits import WAIT_TIMEOUT_JOB_KIND
 from server.runs.execution_ended import ENDED_JOB_KIND, ExecutionEnded
 from server.runs.jobs import STEP_JOB_KIND
 from server.runs.step_runner import StepRunner
+from server.runs.wait_resumes import WaitTimeout
 from server.scheduler import role as scheduler_role
 from server.storage.object_store import open_object_store
 from server.supervision import CrashHandler, start_supervised
@@ -77,7 +80,7 @@ def create_app(
     endpoint_cache = EndpointCache()
     middleware = []
     if Role.API in settings.roles:
-        route_handlers.extend((api_router(), HookController))
+        route_handlers.extend((api_router(), HookController, ResumeLinkController))
         middleware.append(forget_on_writes(endpoint_cache))
     app = Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]
@@ -136,6 +139,7 @@ async def lifespan(
                 STEP_JOB_KIND: StepRunner(settings, app.state.keyring, BUILTIN_ACTIONS),
                 EVENT_JOB_KIND: EventFanOut(recorder),
                 ENDED_JOB_KIND: ExecutionEnded(),
+                WAIT_TIMEOUT_JOB_KIND: WaitTimeout(),
             }
             await stack.enter_async_context(
                 worker_role.running(

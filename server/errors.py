@@ -15,6 +15,10 @@ class ConflictError(AppError):
     """The request contradicts the current state (an edit of a published version)."""
 
 
+class GoneError(AppError):
+    """The named object existed but can no longer be used (a resume link used already)."""
+
+
 class PreconditionFailedError(AppError):
     """A conditional request's precondition (If-Match) no longer holds."""
 

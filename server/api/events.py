@@ -1,6 +1,10 @@
 """`/api/v1/events`: send an event for a registered `event` trigger source; list, read and
 replay the events of every trigger.
 
+An event may carry a `correlation_key`: it resumes every `wait_for_event` step waiting for its
+trigger key and that key (listed in `resumed_execution_ids`), and a wait that begins later in
+an execution started before the event finds it (`server.runs.event_waits`).
+
 The answer (202) comes after the event and the executions it starts are committed. A repeated
 `idempotency_key` for the same trigger answers with the first event and its executions and
 starts nothing new, also when the two requests race. A replay sends a recorded event's payload
@@ -31,6 +35,7 @@ from server.db.events import EventView
 from server.db.registry import trigger_type_of
 from server.db.trigger_health import IntakeOutcome
 from server.engine.document import TriggerKey
+from server.runs.event_waits import MAX_CORRELATION_KEY_LENGTH
 from server.runs.intake import accept_event
 from server.runs.replay import replay_event
 
@@ -41,6 +46,19 @@ class EventIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     trigger_key: TriggerKey
     payload: Any = msgspec.field(default_factory=dict)
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=300)] | None = None
+    correlation_key: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=MAX_CORRELATION_KEY_LENGTH,
+                description="resumes the wait_for_event steps waiting for this trigger_key "
+                "and correlation key; a later wait of an execution started before the event "
+                "finds it too",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class EventAccepted(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,6 +66,8 @@ class EventAccepted(msgspec.Struct, frozen=True, kw_only=True):
     execution_ids: list[uuid.UUID]
     duplicate: bool
     outcome: str
+    # The executions whose waiting steps this event resumed (with a correlation_key).
+    resumed_execution_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
 
 
 class EventController(Controller):
@@ -74,7 +94,8 @@ class EventController(Controller):
                 'POST /api/v1/registry/triggers {"trigger_key": ..., "type": "event"}',
                 extra={"errors": [{"field": "trigger_key", "message": "unknown event source"}]},
             )
-        # One statement writes the event and its executions: no transaction block needed.
+        # One statement writes the event and its executions (with a correlation key, one
+        # transaction also resumes the steps waiting for it): no transaction block needed.
         async with resources.pool.acquire() as connection:
             accepted = await accept_event(
                 connection,
@@ -83,6 +104,7 @@ class EventController(Controller):
                 payload=data.payload,
                 idempotency_key=data.idempotency_key,
                 source={"via": "api"},
+                correlation_key=data.correlation_key,
             )
         outcome = (
             IntakeOutcome.DEDUPLICATED if accepted.duplicate else IntakeOutcome(accepted.outcome)
@@ -93,6 +115,7 @@ class EventController(Controller):
             execution_ids=accepted.execution_ids,
             duplicate=accepted.duplicate,
             outcome=outcome.value,
+            resumed_execution_ids=accepted.resumed_execution_ids,
         )
 
     @get("/")
@@ -137,4 +160,5 @@ class EventController(Controller):
             execution_ids=accepted.execution_ids,
             duplicate=False,
             outcome=outcome.value,
+            resumed_execution_ids=accepted.resumed_execution_ids,
         )

@@ -29,6 +29,7 @@ from server.db.execution_queries import (
 )
 from server.runs import control
 from server.runs.intake import run_manually
+from server.runs.wait_resumes import resume_from_api
 
 
 class ExecutionStatusFilter(StrEnum):
@@ -56,6 +57,11 @@ class RunRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 class RunAccepted(msgspec.Struct, frozen=True, kw_only=True):
     execution_id: uuid.UUID
+
+
+class ResumeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # The waiting step's output (as an event's payload would be).
+    payload: Any = msgspec.field(default_factory=dict)
 
 
 class ManualRunController(Controller):
@@ -123,4 +129,18 @@ class ExecutionController(Controller):
             from_start=from_ is RetryFrom.START,
             latest=version is RetryVersion.LATEST,
         )
+        return await get_execution_detail(execution_id)
+
+    @post("/{execution_id:uuid}/steps/{step_key:str}/resume", status_code=HTTP_202_ACCEPTED)
+    async def resume_step(
+        self,
+        execution_id: FromPath[uuid.UUID],
+        step_key: FromPath[str],
+        data: JSONBody[ResumeRequest | None] = None,
+    ) -> ExecutionDetail:
+        """Resume a WAITING `wait_for_event` step with `payload` as its output, as an event
+        with its correlation key would: it resumes once (a second resume is a 409, as is a
+        step of another kind or state: the detail says what it is)."""
+        payload = data.payload if data is not None else {}
+        await resume_from_api(execution_id, step_key, payload)
         return await get_execution_detail(execution_id)

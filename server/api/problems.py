@@ -43,6 +43,7 @@ DATABASE_RETRY_AFTER_SECONDS = 5
 DOMAIN_ERRORS: list[tuple[type[errors.AppError], HTTPStatus, str]] = [
     (errors.NotFoundError, HTTPStatus.NOT_FOUND, "not-found"),
     (errors.ConflictError, HTTPStatus.CONFLICT, "conflict"),
+    (errors.GoneError, HTTPStatus.GONE, "gone"),
     (errors.PreconditionFailedError, HTTPStatus.PRECONDITION_FAILED, "precondition-failed"),
     (errors.ValidationError, HTTPStatus.UNPROCESSABLE_ENTITY, "validation"),
     (errors.UnavailableError, HTTPStatus.SERVICE_UNAVAILABLE, "unavailable"),

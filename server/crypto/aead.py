@@ -23,6 +23,8 @@ from collections.abc import Iterator, Sequence
 import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # 96 bits, GCM's native nonce size
@@ -49,7 +51,7 @@ class Keyring:
     Deliberately not a Struct: it holds key material, and its repr shows only the key ids.
     """
 
-    __slots__ = ("_ciphers", "_key_ids")
+    __slots__ = ("_ciphers", "_key_ids", "_keys")
 
     def __init__(self, keys: Sequence[tuple[str, bytes]]) -> None:
         """Raises ValueError on no keys, a malformed or repeated key id, or a key not 32 bytes."""
@@ -65,6 +67,7 @@ class Keyring:
             ciphers[key_id] = AESGCM(key)
         self._ciphers = ciphers
         self._key_ids = tuple(ciphers)
+        self._keys = tuple(key for _, key in keys)
 
     @property
     def primary_key_id(self) -> str:
@@ -84,6 +87,15 @@ class Keyring:
 
     def __repr__(self) -> str:
         return f"Keyring(key_ids={self._key_ids!r})"
+
+    def derived_keys(self, purpose: bytes) -> tuple[bytes, ...]:
+        """One 256-bit key per keyring key, primary first, derived for `purpose` with
+        HKDF-SHA256: a key for another use (signing resume links) that reveals nothing of the
+        encryption keys, and rotates with them."""
+        return tuple(
+            HKDF(algorithm=SHA256(), length=KEY_BYTES, salt=None, info=purpose).derive(key)
+            for key in self._keys
+        )
 
     def cipher(self, key_id: str) -> AESGCM:
         """The AES-GCM cipher of `key_id`; raises SecretDecryptionError when it is unknown."""

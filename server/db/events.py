@@ -29,13 +29,14 @@ class EventView(msgspec.Struct, frozen=True, kw_only=True):
     outcome_detail: str | None
     received_at: dt.datetime
     execution_ids: list[uuid.UUID]
+    correlation_key: str | None = None
 
 
 # An event's executions, oldest first (a scalar subquery per event; uses
 # workflow_execution_event_idx).
 _COLUMNS: Final = """
 ev.id, ev.trigger_key, ev.trigger_type, ev.payload::text AS payload, ev.idempotency_key,
-ev.source::text AS source, ev.outcome, ev.outcome_detail, ev.received_at,
+ev.source::text AS source, ev.outcome, ev.outcome_detail, ev.received_at, ev.correlation_key,
 coalesce((SELECT array_agg(ex.id ORDER BY ex.created_at, ex.id) FROM workflow_execution ex
           WHERE ex.trigger_event_id = ev.id), '{}') AS execution_ids
 """

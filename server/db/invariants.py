@@ -104,8 +104,8 @@ SELECT id AS event_id, trigger_key, problem AS detail FROM broken ORDER BY recei
 # flight (which admits the next). Each unfinished step needs its own reason too: a PENDING or
 # RUNNING step its step job (queued, or running, or handed on to it); a WAITING delay its
 # wake-up job (`resume`); a WAITING call_workflow or foreach an unfinished child of its run or
-# a child's `execution_ended` job in flight; a WAITING wait_for_event nothing (it waits for an
-# event, its timeout job, or a resume). Each is written in the transaction that plans the step.
+# a child's `execution_ended` job in flight; a WAITING wait_for_event with a timeout its
+# `wait_timeout` job (without one, nothing: it waits for an event, a resume call or its link). Each is written in the transaction that plans the step.
 # $1: the grace (seconds) since the execution last changed: a step job that died outside its
 # handler leaves its execution without a job until the scheduler's maintenance pass (every
 # minute) fails it. The detail names the dead job if any.
@@ -148,6 +148,7 @@ step_without_job AS (
            format('%s %s step of a %s execution has no %s', s.status, ws.kind, u.status,
                   CASE WHEN s.status <> 'WAITING' THEN 'queued or running job'
                        WHEN ws.kind = 'delay' THEN 'queued or running wake-up job'
+                       WHEN ws.kind = 'wait_for_event' THEN 'queued or running timeout job'
                        ELSE 'unfinished child execution and no child end in flight' END)
                AS problem
     FROM unfinished u
@@ -159,7 +160,13 @@ step_without_job AS (
           WHEN s.status <> 'WAITING' THEN NOT EXISTS (
               SELECT 1 FROM live_step_jobs j
               WHERE j.execution_id = u.id AND j.step_key = s.step_key)
-          WHEN ws.kind = 'wait_for_event' THEN false
+          WHEN ws.kind = 'wait_for_event' THEN
+              -- a wait with a timeout needs its timeout job; without one it waits as long
+              -- as it takes (an event, a resume call or its link resumes it)
+              ws.cfg->'timeout_seconds' IS NOT NULL AND ws.cfg->>'timeout_seconds' <> 'null'
+              AND NOT EXISTS (SELECT 1 FROM job t
+                              WHERE t.kind = 'wait_timeout' AND t.state IN ('queued', 'running')
+                                AND t.payload->>'step_run' = s.id::text)
           WHEN ws.kind IN ('call_workflow', 'foreach') THEN
               NOT EXISTS (SELECT 1 FROM workflow_execution c
                           WHERE c.parent_step_run = s.id

@@ -44,6 +44,8 @@ from server.runs.sql import routes_json
 DEFAULT_SYNC_TIMEOUT_SECONDS = 10.0
 MAX_SYNC_TIMEOUT_SECONDS = 60.0
 PATH_PATTERN = r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$"
+# /hooks/resume/{token} are the resume links of waiting steps (`server.api.resume_links`).
+RESERVED_FIRST_SEGMENT = "resume"
 
 WebhookPath = Annotated[
     str,
@@ -316,6 +318,12 @@ def _check_path(path: str) -> None:
         raise ValidationError(
             f"webhook path {path!r} has a '.' or '..' segment, which clients resolve away",
             [{"field": "path", "message": "must not contain '.' or '..' segments"}],
+        )
+    if path.split("/", 1)[0] == RESERVED_FIRST_SEGMENT:
+        raise ValidationError(
+            f"webhook path {path!r} starts with {RESERVED_FIRST_SEGMENT!r}: /hooks/"
+            f"{RESERVED_FIRST_SEGMENT}/ holds wait_for_event resume links; choose another path",
+            [{"field": "path", "message": f"must not start with {RESERVED_FIRST_SEGMENT!r}"}],
         )
 
 

@@ -1,8 +1,9 @@
 """What a workflow's templates refer to, checked against the document before it runs.
 
 A template that reads `steps.notfy.output` (a step that does not exist), a step that cannot
-have run before the one rendering it (not an ancestor in the graph), or `vars.owner` (no such
-variable) fails every time it runs: these are validation problems, each naming the step, the
+have run before the one rendering it (not an ancestor in the graph), `vars.owner` (no such
+variable), or calls `resume_url('aproval')` (no such `wait_for_event` step) fails every time
+it runs: these are validation problems, each naming the step, the
 cfg path and the names that would work. So are a subscription to a trigger key nothing
 registers, and an `http_request` URL whose host is a literal private address that
 `HTTP_ALLOWED_HOSTS` does not allow (the call would be refused). Pure: the registered trigger
@@ -19,10 +20,12 @@ from server.engine.addresses import IPAddress, is_allowed, refusal_reason
 from server.engine.document import Edge, Step, StepKind, WorkflowDocument
 from server.engine.problems import Problem
 from server.engine.templates import (
+    RESUME_URL_FUNCTION,
     expression_error,
     is_template,
     string_leaves,
     template_error,
+    template_resume_url_reads,
     template_step_reads,
     template_variable_reads,
 )
@@ -60,9 +63,11 @@ def reference_problems(document: WorkflowDocument) -> Iterator[Problem]:
     keys = [step.key for step in document.steps]
     before = ancestors(keys, document.edges)
     variables = frozenset(variable.key for variable in document.variables)
+    kinds = {step.key: step.kind for step in document.steps}
     for step in document.steps:
         for path, source, expression in _sources(step):
             yield from _step_problems(step, path, source, expression, before, keys)
+            yield from _resume_url_problems(step, path, source, expression, kinds)
             reads = template_variable_reads(source, expression=expression)
             for key in sorted(set() if reads.assigned else reads.keys - variables):
                 known = ", ".join(sorted(variables)) or "none (add one under variables)"
@@ -96,6 +101,23 @@ def _step_problems(
                 message=f"steps.{key} cannot have run before step {step.key!r} (it is not "
                 f"on a path of edges leading here); steps it can read: {can}",
             )
+
+
+def _resume_url_problems(
+    step: Step, path: str, source: str, expression: bool, kinds: Mapping[str, StepKind]
+) -> Iterator[Problem]:
+    """`resume_url('key')` calls naming no `wait_for_event` step of the workflow."""
+    reads = template_resume_url_reads(source, expression=expression)
+    waits = [key for key, kind in kinds.items() if kind is StepKind.WAIT_FOR_EVENT]
+    for key in sorted(reads.keys):
+        if kinds.get(key) is StepKind.WAIT_FOR_EVENT:
+            continue
+        what = "is not a step of this workflow" if key not in kinds else f"is of kind {kinds[key]}"
+        yield Problem(
+            field=f"steps[{step.key}].cfg.{path}",
+            message=f"{RESUME_URL_FUNCTION}({key!r}): {key!r} {what}; {RESUME_URL_FUNCTION} "
+            f"names a wait_for_event step: {', '.join(waits) or 'none (add one)'}",
+        )
 
 
 def _sources(step: Step) -> Iterator[tuple[str, str, bool]]:

@@ -176,3 +176,19 @@ def name_reads(tree: nodes.Node, name: str) -> VariableReads:
     return VariableReads(
         keys=frozenset(keys), whole=assigned or len(names) > uses, assigned=assigned
     )
+
+
+def call_reads(tree: nodes.Node, function: str) -> VariableReads:
+    """The constant first arguments of the calls to the context function `function`
+    (`resume_url('approval')` reads `approval`); `whole`: a call with another argument."""
+    keys: set[str] = set()
+    other = False
+    for node in tree.find_all(nodes.Call):
+        if not (isinstance(node.node, nodes.Name) and node.node.name == function):
+            continue
+        argument = _const(node.args[0]) if len(node.args) == 1 and not node.kwargs else None
+        if isinstance(argument, str):
+            keys.add(argument)
+        else:
+            other = True
+    return VariableReads(keys=frozenset(keys), whole=other)

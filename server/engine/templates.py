@@ -21,6 +21,7 @@ from jinja2.parser import Parser
 from server.engine.sandbox import BoundedSandbox
 from server.engine.template_checks import (
     VariableReads,
+    call_reads,
     static_problem,
     step_reads,
     variable_reads,
@@ -35,6 +36,9 @@ ENVIRONMENT = BoundedSandbox(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
 )
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
+# The function every step's templates may call: `resume_url('approval')`, the signed resume
+# link of a `wait_for_event` step (made by the runtime, `server.runs.resume_links`).
+RESUME_URL_FUNCTION = "resume_url"
 
 
 def is_template(value: str) -> bool:
@@ -125,3 +129,13 @@ def template_step_reads(source: str, *, expression: bool = False) -> VariableRea
     if expression:
         return step_reads(Parser(ENVIRONMENT, source, state="variable").parse_expression())
     return step_reads(_parse(source))
+
+
+@functools.lru_cache(maxsize=4096)
+def template_resume_url_reads(source: str, *, expression: bool = False) -> VariableReads:
+    """Which steps a template's `resume_url(...)` calls name; see `call_reads`."""
+    if expression:
+        tree: Node = Parser(ENVIRONMENT, source, state="variable").parse_expression()
+    else:
+        tree = _parse(source)
+    return call_reads(tree, RESUME_URL_FUNCTION)

@@ -279,6 +279,12 @@ async def delete_queued_jobs_by_key_prefix(connection: Connection, prefix: str) 
     return int(status.split()[-1])
 
 
+async def delete_queued_job_by_key(connection: Connection, unique_key: str) -> bool:
+    """Withdraw the queued job holding `unique_key`; True if there was one."""
+    status = await connection.execute(sql.DELETE_QUEUED_JOB_BY_KEY, unique_key)
+    return status.split()[-1] != "0"
+
+
 def decode_payload(text: str) -> Payload:
     """A stored payload (JSON text) as a dict."""
     return _decode_payload(text)

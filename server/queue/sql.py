@@ -339,6 +339,13 @@ DELETE FROM job
 WHERE state = 'queued' AND unique_key LIKE replace(replace($1, '%', '\\%'), '_', '\\_') || '%'
 """
 
+# Withdraws the queued job of one unique_key (a wait's timeout once something else resumed
+# it), by the unique index job_unique_live_key. A running one is left to finish.
+DELETE_QUEUED_JOB_BY_KEY: Final = """
+DELETE FROM job
+WHERE unique_key = $1 AND state = 'queued'
+"""
+
 # Jobs per kind and state, and how long the oldest due queued job has waited. A sequential
 # scan of a table kept small by deleting finished jobs; no locks.
 QUEUE_DEPTH: Final = """

@@ -1,6 +1,8 @@
 """Running a flow step (`call_workflow`, `foreach`, `wait_for_event`): its first half, or,
 once resumed, its second (`server.runs.waits` tells the story). Called by the step runner in
-the transaction that records the step."""
+the transaction that records the step; what must be written after the step's record, in that
+transaction (a wait's key and timeout job: the execution's row lock comes before the step
+row's), is `FlowOutcome.recorded`."""
 
 from __future__ import annotations
 
@@ -10,11 +12,10 @@ from typing import Any
 
 import msgspec
 
-from config.settings import Settings
 from server.engine.document import Step, StepKind
 from server.runs import sql
 from server.runs.calls import ChildRun, finish_call, finish_foreach, start_call, start_foreach
-from server.runs.event_waits import WaitRun, finish_wait, start_wait
+from server.runs.event_waits import WaitRun, WaitWrites, after_record, finish_wait, start_wait
 from server.runs.step_kinds import Outcome
 from server.runs.store import ExecutionRow
 from server.runs.waits import resumed_record
@@ -27,9 +28,22 @@ class FlowStepRun(msgspec.Struct, frozen=True, kw_only=True):
     step_id: uuid.UUID
     context: Mapping[str, Any]
     secret_keys: frozenset[str]
+    edge_branches: frozenset[str]  # the branch keys of the step's outgoing edges
 
 
-async def run_flow_step(connection: Connection, settings: Settings, flow: FlowStepRun) -> Outcome:
+class FlowOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """A flow step's outcome, and what to write once the completion has recorded it."""
+
+    outcome: Outcome
+    wait_writes: WaitWrites | None = None  # a wait_for_event step's
+
+    async def recorded(self, connection: Connection) -> None:
+        """Call after the completion recorded `outcome`, in its transaction."""
+        if self.wait_writes is not None:
+            await after_record(connection, self.wait_writes)
+
+
+async def run_flow_step(connection: Connection, flow: FlowStepRun) -> FlowOutcome:
     row = await sql.FLOW_STEP.fetchrow(
         connection, execution_id=flow.execution.id, step_key=flow.step.key
     )
@@ -41,12 +55,19 @@ async def run_flow_step(connection: Connection, settings: Settings, flow: FlowSt
             execution=flow.execution,
             step=flow.step,
             step_id=flow.step_id,
+            step_run=row["id"],
+            first_input=None
+            if row["input_data"] is None
+            else msgspec.json.decode(row["input_data"]),
             context=flow.context,
             secret_keys=flow.secret_keys,
+            edge_branches=flow.edge_branches,
         )
         if resumed is None:
-            return await start_wait(connection, settings, wait)
-        return await finish_wait(connection, wait, resumed)
+            outcome, writes = await start_wait(connection, wait)
+        else:
+            outcome, writes = finish_wait(wait, resumed)
+        return FlowOutcome(outcome=outcome, wait_writes=writes)
     run = ChildRun(
         execution_id=flow.execution.id,
         step=flow.step,
@@ -55,5 +76,7 @@ async def run_flow_step(connection: Connection, settings: Settings, flow: FlowSt
         secret_keys=flow.secret_keys,
     )
     if flow.step.kind is StepKind.CALL_WORKFLOW:
-        return await (start_call if resumed is None else finish_call)(connection, run)
-    return await (start_foreach if resumed is None else finish_foreach)(connection, run)
+        outcome = await (start_call if resumed is None else finish_call)(connection, run)
+    else:
+        outcome = await (start_foreach if resumed is None else finish_foreach)(connection, run)
+    return FlowOutcome(outcome=outcome)

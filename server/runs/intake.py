@@ -12,6 +12,11 @@ published version (`sql.routes_json`, read just before in one statement, or by t
 intake together with its endpoint); events that match nothing, or that every filter refuses,
 are kept with the reason. A manual run is an event of the `manual` trigger whose one route is
 its workflow (`run_manually`).
+
+An event with a correlation key also resumes the `wait_for_event` steps waiting for it, in the
+same transaction, after the advisory lock of its (trigger key, correlation key)
+(`server.runs.event_waits` explains why that lock comes first); without one, nothing of this
+runs and the intake is one statement as before.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from server.engine.filters import filter_refusal
 from server.errors import ConflictError, NotFoundError
 from server.queue.client import job_arrays
 from server.runs import sql
+from server.runs.event_waits import lock_wait_key, wait_key_of
 from server.runs.jobs import step_job
+from server.runs.wait_resumes import resume_event_waiters
 from server.statements import Connection
 
 log = structlog.get_logger(__name__)
@@ -42,6 +49,7 @@ class AcceptedEvent(msgspec.Struct, frozen=True, kw_only=True):
     execution_ids: list[uuid.UUID]
     duplicate: bool = False
     outcome: str = "accepted"
+    resumed_execution_ids: list[uuid.UUID] = msgspec.field(default_factory=list)
 
 
 class Route(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,9 +104,46 @@ async def accept_event(
     idempotency_key: str | None = None,
     source: dict[str, Any] | None = None,
     routes: list[Route] | None = None,
+    correlation_key: str | None = None,
 ) -> AcceptedEvent:
     """Record one event and start the executions it triggers (see the module docstring).
-    `routes`: the trigger key's routes if the caller has read them (else they are read)."""
+    `routes`: the trigger key's routes if the caller has read them (else they are read).
+
+    With a `correlation_key`, in one transaction (a savepoint inside the caller's): the
+    advisory lock of (trigger key, correlation key) first, then the event, then every step
+    waiting for it resumes (`server.runs.wait_resumes`); a duplicate resumes nothing."""
+    if correlation_key is None:
+        return await _accept(
+            connection, trigger_key=trigger_key, trigger_type=trigger_type, payload=payload,
+            idempotency_key=idempotency_key, source=source, routes=routes, correlation_key=None,
+        )  # fmt: skip
+    async with connection.transaction():
+        await lock_wait_key(connection, wait_key_of(trigger_key, correlation_key))
+        accepted = await _accept(
+            connection, trigger_key=trigger_key, trigger_type=trigger_type, payload=payload,
+            idempotency_key=idempotency_key, source=source, routes=routes,
+            correlation_key=correlation_key,
+        )  # fmt: skip
+        if accepted.duplicate:
+            return accepted
+        resumed = await resume_event_waiters(
+            connection, trigger_key=trigger_key, correlation_key=correlation_key,
+            event_id=accepted.event_id, payload=payload,
+        )  # fmt: skip
+        return msgspec.structs.replace(accepted, resumed_execution_ids=resumed)
+
+
+async def _accept(
+    connection: Connection,
+    *,
+    trigger_key: str,
+    trigger_type: str,
+    payload: Any,
+    idempotency_key: str | None,
+    source: dict[str, Any] | None,
+    routes: list[Route] | None,
+    correlation_key: str | None,
+) -> AcceptedEvent:
     if routes is None:
         routes = await read_routes(connection, trigger_key)
     fan_out = await _fan_out(routes, trigger_key, payload)
@@ -107,7 +152,8 @@ async def accept_event(
         connection, event_id=event_id, trigger_key=trigger_key, trigger_type=trigger_type,
         payload=msgspec.json.encode(payload).decode(), idempotency_key=idempotency_key,
         source=msgspec.json.encode(source or {}).decode(), outcome=fan_out.outcome,
-        outcome_detail=fan_out.detail, **_start_args(fan_out.starts),
+        outcome_detail=fan_out.detail, correlation_key=correlation_key,
+        **_start_args(fan_out.starts),
     )  # fmt: skip
     if row is None or row["event_id"] is None:
         first = await sql.FIRST_EVENT.fetchrow(

@@ -1,8 +1,8 @@
 """Replaying a recorded event: its payload accepted again as a new event of the same source.
 
 The new event goes through the whole intake (`accept_event`: today's subscriptions, filters and
-latest published versions), without an idempotency key, and records which event it replays in
-its `source`. A manual run's event (`trigger_type` manual) starts its workflow again as a new
+latest published versions), without an idempotency key but with the original's correlation key
+(resuming what waits for it now), and records which event it replays in its `source`. A manual run's event (`trigger_type` manual) starts its workflow again as a new
 manual run. One place for both `POST /api/v1/events/{id}/replay` and `switchyard events replay`.
 """
 
@@ -31,4 +31,5 @@ async def replay_event(event_id: uuid.UUID) -> AcceptedEvent:
             trigger_type=original.trigger_type,
             payload=original.payload,
             source=source,
+            correlation_key=original.correlation_key,
         )

@@ -169,9 +169,10 @@ SELECT (SELECT id FROM event) AS event_id, (SELECT count(*) FROM enqueued_wake) 
 RECORD_EVENT: Final = Statement(
     _start_executions("""
     INSERT INTO trigger_event
-        (id, trigger_key, trigger_type, payload, idempotency_key, source, outcome, outcome_detail)
+        (id, trigger_key, trigger_type, payload, idempotency_key, source, outcome, outcome_detail,
+         correlation_key)
     VALUES (:event_id, :trigger_key, :trigger_type, :payload::jsonb, :idempotency_key,
-            :source::jsonb, :outcome, :outcome_detail)
+            :source::jsonb, :outcome, :outcome_detail, :correlation_key)
     ON CONFLICT (trigger_key, idempotency_key) DO NOTHING
     RETURNING id, payload, trigger_type
 """)
@@ -481,7 +482,7 @@ SELECT (SELECT count(*) FROM children) AS started, (SELECT count(*) FROM enqueue
 
 # A flow step's own row (its id is its children's `parent_step_run`) and what it recorded.
 FLOW_STEP: Final = Statement("""
-SELECT id, status, result_data::text AS result_data
+SELECT id, status, result_data::text AS result_data, input_data::text AS input_data
 FROM step_execution WHERE execution_id = :execution_id AND step_key = :step_key
 """)
 
@@ -611,4 +612,71 @@ FAILED_STEPS: Final = Statement("""
 SELECT step_key, error FROM step_execution
 WHERE execution_id = :execution_id AND status = 'FAILED'
 ORDER BY finished_at NULLS LAST, step_key
+""")
+
+# --- Waiting for events (`server.runs.event_waits`, `server.runs.wait_resumes`) -------------
+
+# The transaction-scoped advisory lock of one awaited (trigger key, correlation key) (`:wait_key`,
+# its JSON text), in its own key space (`:lock_space`). A wait's first half takes it before it
+# looks for an earlier event and holds it until its WAITING record and wait_key commit; an
+# event's intake takes it before it records the event and looks for waiting steps. So either
+# the wait sees the event or the event sees the waiting step: never neither. Lock order:
+# this lock, then executions, then step rows (both sides take it before anything else).
+LOCK_WAIT_KEY: Final = Statement(
+    "SELECT pg_advisory_xact_lock(:lock_space::int, hashtext(:wait_key::text))"
+)
+
+# The first event of the trigger key with the correlation key accepted since the execution was
+# created (the event that started the execution does not count), by the index
+# trigger_event_correlation. No locks (the advisory lock is held).
+EARLIER_EVENT: Final = Statement("""
+SELECT ev.id, ev.payload::text AS payload
+FROM workflow_execution e
+JOIN trigger_event ev ON ev.trigger_key = :trigger_key AND ev.correlation_key = :correlation_key
+     AND ev.received_at >= e.created_at AND ev.id IS DISTINCT FROM e.trigger_event_id
+WHERE e.id = :execution_id
+ORDER BY ev.received_at, ev.id
+LIMIT 1
+""")
+
+# After the completion recorded the step WAITING (holding the execution's row lock, then the
+# step's): what it waits for, so an event finds it by the partial index step_execution_waiting.
+# Only a step still WAITING in an unfinished execution; returns the step's run (row id).
+SET_WAIT_KEY: Final = Statement(f"""
+UPDATE step_execution s SET wait_key = :wait_key
+FROM workflow_execution e
+WHERE s.execution_id = :execution_id AND s.step_key = :step_key AND s.status = 'WAITING'
+  AND e.id = s.execution_id AND e.status NOT IN {FINISHED}
+RETURNING s.id
+""")  # noqa: S608 - constant SQL only
+
+# The steps waiting for one (trigger key, correlation key), with their settings, in execution
+# order (so every intake locks their executions in the same order). No locks: each is resumed
+# under its execution's row lock (RESUME_WAITING_STEP), which finds it no longer WAITING if
+# another waker came first.
+WAITERS: Final = Statement("""
+SELECT s.execution_id, s.step_id, s.step_key, ws.kind, ws.cfg::text AS cfg
+FROM step_execution s JOIN workflow_step ws ON ws.id = s.step_id
+WHERE s.wait_key = :wait_key AND s.status = 'WAITING'
+ORDER BY s.execution_id, s.step_key
+""")
+
+# An event that resumed waiting steps says so next to its outcome (`no_match` when no workflow
+# subscribes to the trigger key: its work was the resume).
+NOTE_RESUMED_WAITS: Final = Statement("""
+UPDATE trigger_event
+SET outcome_detail = coalesce(outcome_detail || '; ', '') || :note
+WHERE id = :event_id
+""")
+
+# A step of an execution's version by key, with its run in the execution (NULL columns: not
+# run yet) and the execution's status; read under the execution's row lock (taken first by the
+# caller) by the API, a resume link and a timeout. No row: no such step in the version.
+RESUMABLE_STEP: Final = Statement("""
+SELECT ws.id AS step_id, ws.kind, ws.cfg::text AS cfg, s.id AS step_run, s.status,
+       s.result_data::text AS result_data, e.status AS execution_status
+FROM workflow_execution e
+JOIN workflow_step ws ON ws.version_id = e.version_id AND ws.step_key = :step_key
+LEFT JOIN step_execution s ON s.execution_id = e.id AND s.step_key = :step_key
+WHERE e.id = :execution_id
 """)

@@ -56,6 +56,7 @@ from server.runs.control import fail_execution
 from server.runs.flow_steps import FlowStepRun, run_flow_step
 from server.runs.jobs import step_job
 from server.runs.metrics import EXECUTIONS_FINISHED, STEP_DURATION
+from server.runs.resume_links import TEMPLATE_FUNCTION, ResumeLinks, resume_tokens
 from server.runs.step_kinds import (
     Outcome,
     delay_over,
@@ -112,6 +113,7 @@ class StepRunner:
     def __init__(self, settings: Settings, keyring: Keyring, actions: Mapping[str, Action]) -> None:
         self._settings = settings
         self._keyring = keyring
+        self._links = ResumeLinks(settings.public_url, resume_tokens(keyring))
         self._actions = actions
         self._graphs: dict[uuid.UUID, Graph] = {}
         self._workflow_names: dict[uuid.UUID, tuple[float, str]] = {}  # id -> (read at, name)
@@ -186,6 +188,9 @@ class StepRunner:
         """Run one step and settle it; returns the step this job runs next, if any."""
         run.steps_here += 1
         template_context = run.template_context()
+        template_context[TEMPLATE_FUNCTION] = self._links.template_function(
+            run.execution.id, run.graph
+        )
         step = run.graph.steps[step_key]
         started = time.monotonic()
         if step.kind is StepKind.ACTION:
@@ -251,13 +256,18 @@ class StepRunner:
             step_id=uuid.UUID(run.graph.step_ids[step_key]),
             context=template_context,
             secret_keys=run.secret_keys,
+            edge_branches=frozenset(edge.branch_key for edge in run.graph.outgoing[step_key]),
         )
         try:
             async with job.transaction() as connection:
-                outcome = await run_flow_step(connection, self._settings, flow)
-                if outcome.status is StepStatus.FAILED:
-                    raise _UndoAction(outcome)  # nothing it started may stay
-                return await self._complete(job, run, step_key, outcome, started, connection)
+                flown = await run_flow_step(connection, flow)
+                if flown.outcome.status is StepStatus.FAILED:
+                    raise _UndoAction(flown.outcome)  # nothing it started may stay
+                next_here = await self._complete(
+                    job, run, step_key, flown.outcome, started, connection
+                )
+                await flown.recorded(connection)
+                return next_here
         except _UndoAction as undo:
             return await self._settle(job, run, step_key, undo.outcome, started)
 

@@ -115,3 +115,29 @@ def test_literal_private_hosts_are_reported_unless_allowed() -> None:
         "169.254.169.254 is a cloud metadata address: the call would be refused; if it is "
         "intended, add 169.254.169.254 to HTTP_ALLOWED_HOSTS"
     )
+
+
+def test_resume_url_must_name_a_wait_for_event_step_of_the_workflow() -> None:
+    wait = {
+        "key": "approval",
+        "kind": "wait_for_event",
+        "cfg": {"trigger_key": "a", "correlation_key": "k"},
+    }
+    document = _document(
+        [
+            _action(
+                "mail",
+                ok="{{ resume_url('approval') }}?decision=approve",
+                typo="{{ resume_url('aproval') }}",
+                not_a_wait="{{ resume_url('mail') }}",
+                dynamic="{{ resume_url(trigger.step) }}",
+            ),
+            wait,
+        ],
+        [{"from": "mail", "to": "approval"}],
+    )
+    problems = {problem.field: problem.message for problem in reference_problems(document)}
+    assert set(problems) == {"steps[mail].cfg.typo", "steps[mail].cfg.not_a_wait"}
+    assert "'aproval' is not a step of this workflow" in problems["steps[mail].cfg.typo"]
+    assert "names a wait_for_event step: approval" in problems["steps[mail].cfg.typo"]
+    assert "'mail' is of kind action" in problems["steps[mail].cfg.not_a_wait"]
