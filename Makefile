@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python -m bench.queue
 	$(BIN)/python -m bench.e2e
+	$(BIN)/python -m bench.flow
 
 # Fault scenarios (tests/faults): small by default (CI runs them with the suite); SCALE=large
 # runs them at the sizes the README quotes.

@@ -49,15 +49,15 @@ With `--no-peer` only Switchyard runs and `ratios` is empty.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
+from bench.command import BUSY_CORES, DEFAULT_DSN, progress, run_loop
 from bench.e2e_common import LevelFigures, Plan, Server, measure
 from bench.e2e_n8n import DEFAULT_CACHE, N8nServer
 from bench.e2e_n8n import DEFAULT_POOL_SIZE as N8N_POOL_SIZE
@@ -65,7 +65,6 @@ from bench.e2e_processes import busy_cores, cancelled_on_signals, exclusive_run
 from bench.e2e_switchyard import DEFAULT_POOL_SIZE, DEFAULT_WORKER_CONCURRENCY, SwitchyardServer
 from bench.queue import quiet_logs
 
-DEFAULT_DSN: Final = "postgresql://postgres@127.0.0.1:5432"
 OURS: Final = "switchyard"
 PEER: Final = "n8n"
 # Figure -> the short name in ratio keys ("executions_vs_n8n_c8").
@@ -83,8 +82,6 @@ MAX_RSS_RATIO: Final = 1 / 3
 # Issue 10: the answer p99 no worse than n8n's; the liveness check answers well under a second.
 MAX_RESPONSE_P99_RATIO: Final = 1.0
 MAX_HEALTH_MS: Final = 1000.0
-# Cores kept busy by other work (before the run, and `other_cpu_cores` during it) worth a note.
-BUSY_CORES: Final = 0.5
 
 Results = dict[str, dict[str, LevelFigures]]  # system -> level label ("8", "50/s") -> figures
 
@@ -189,14 +186,6 @@ def make_servers(arguments: argparse.Namespace, say: Callable[[str], None]) -> l
         elif name != PEER:
             raise SystemExit(f"bench.e2e: unknown system {name!r}; choose from {OURS}, {PEER}")
     return servers
-
-
-def progress(quiet: bool) -> Callable[[str], None]:
-    def say(line: str) -> None:
-        if not quiet:
-            print(line, file=sys.stderr, flush=True)
-
-    return say
 
 
 def ratios(results: Results) -> dict[str, float]:
@@ -326,15 +315,6 @@ def main(argv: list[str] | None = None) -> None:
         print(msgspec.json.encode(document(results, found)).decode())
     else:
         print(render_table(results, found))
-
-
-def run_loop(work: Coroutine[Any, Any, Results]) -> Results:
-    """uvloop when installed (as uvicorn serves Switchyard), else asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(work)
-    return uvloop.run(work)
 
 
 if __name__ == "__main__":

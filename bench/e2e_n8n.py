@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
+from bench import n8n_workflows
 from bench.e2e_common import Say, Server, Tally, database_pids, tally_of
 from bench.e2e_load import Request
 from bench.e2e_processes import (
@@ -95,79 +96,17 @@ WHERE "workflowId" = $1 AND status = 'success' AND "stoppedAt" >= $2 AND "stoppe
 
 def workflow() -> dict[str, Any]:
     """Webhook (answers on receipt) -> IF score >= 50 -> Set, the peer of our three steps."""
-    webhook = {
-        "id": "0b6c2f9e-2f4d-4b8e-9d55-6a1f00000001",
-        "name": "Webhook",
-        "type": "n8n-nodes-base.webhook",
-        "typeVersion": 2.1,
-        "position": [0, 0],
-        "webhookId": "0b6c2f9e-2f4d-4b8e-9d55-6a1f0000000a",
-        "parameters": {
-            "httpMethod": "POST",
-            "path": HOOK_PATH,
-            "responseMode": "onReceived",
-            "options": {},
-        },
-    }
-    condition = {
-        "id": "0b6c2f9e-2f4d-4b8e-9d55-6a1f00000002",
-        "name": "If",
-        "type": "n8n-nodes-base.if",
-        "typeVersion": 2.2,
-        "position": [220, 0],
-        "parameters": {
-            "conditions": {
-                "options": {"caseSensitive": True, "leftValue": "", "typeValidation": "strict"},
-                "conditions": [
-                    {
-                        "id": "0b6c2f9e-2f4d-4b8e-9d55-6a1f00000003",
-                        "leftValue": "={{ $json.body.score }}",
-                        "rightValue": 50,
-                        "operator": {"type": "number", "operation": "gte"},
-                    }
-                ],
-                "combinator": "and",
-            },
-            "options": {},
-        },
-    }
-    assign = {
-        "id": "0b6c2f9e-2f4d-4b8e-9d55-6a1f00000004",
-        "name": "Set",
-        "type": "n8n-nodes-base.set",
-        "typeVersion": 3.4,
-        "position": [440, 0],
-        "parameters": {
-            "assignments": {
-                "assignments": [
-                    {"id": "a1", "name": "routed", "value": "hot", "type": "string"},
-                    {
-                        "id": "a2",
-                        "name": "name",
-                        "value": "={{ $json.body.name }}",
-                        "type": "string",
-                    },
-                ]
-            },
-            "options": {},
-        },
-    }
-    return {
-        "id": WORKFLOW_ID,
-        "name": "Benchmark: webhook lead routing",
-        "active": False,
-        "nodes": [webhook, condition, assign],
-        "connections": {
-            "Webhook": {"main": [[{"node": "If", "type": "main", "index": 0}]]},
-            "If": {"main": [[{"node": "Set", "type": "main", "index": 0}], []]},
-        },
-        "settings": {
-            "executionOrder": "v1",
-            "saveDataSuccessExecution": "all",
-            "saveDataErrorExecution": "all",
-        },
-        "pinData": {},
-    }
+    return n8n_workflows.workflow(
+        WORKFLOW_ID,
+        "Benchmark: webhook lead routing",
+        [
+            n8n_workflows.webhook(HOOK_PATH),
+            n8n_workflows.hot_lead("$json.body.score"),
+            n8n_workflows.assign("Set", {"routed": "hot", "name": "={{ $json.body.name }}"}),
+        ],
+        [("Webhook", 0, "If"), ("If", 0, "Set")],
+        number=1,
+    )
 
 
 class N8nServer(Server):
@@ -187,12 +126,16 @@ class N8nServer(Server):
         n8n = await ensure_installed(self.cache, self._say)
         dsn = await fresh_database(admin_dsn, DATABASE)
         env = self._environment(dsn, run_dir)
-        document = run_dir / "n8n-workflow.json"
-        document.write_text(json.dumps([workflow()]))
+        workflows = self.workflows()
+        document = run_dir / "n8n-workflows.json"
+        document.write_text(json.dumps(workflows))
         log_path = run_dir / "n8n.log"
-        self._say("n8n: importing and publishing the workflow (n8n stopped)")
+        self._say(f"n8n: importing and publishing {len(workflows)} workflow(s) (n8n stopped)")
         await run_command([str(n8n), "import:workflow", f"--input={document}"], env, log_path)
-        await run_command([str(n8n), "publish:workflow", f"--id={WORKFLOW_ID}"], env, log_path)
+        for published in workflows:
+            await run_command(
+                [str(n8n), "publish:workflow", f"--id={published['id']}"], env, log_path
+            )
         process = await start_process([str(n8n), "start"], env, log_path)
         self._pid = process.pid
         self._connection: asyncpg.Connection = await asyncpg.connect(dsn)
@@ -202,6 +145,10 @@ class N8nServer(Server):
         finally:
             await self._connection.close()
             await stop_process(process, self.name)
+
+    def workflows(self) -> list[dict[str, Any]]:
+        """The workflows imported and published before n8n starts."""
+        return [workflow()]
 
     def _environment(self, dsn: str, run_dir: Path) -> dict[str, str]:
         parts = urlsplit(dsn)

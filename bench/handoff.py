@@ -48,29 +48,22 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
-import httpx
 import msgspec
 
+from bench.command import BUSY_CORES, DEFAULT_DSN, progress, run_loop
 from bench.e2e_common import percentile
 from bench.e2e_processes import CpuAccount, busy_cores, cancelled_on_signals, exclusive_run
-from bench.e2e_switchyard import DEFAULT_POOL_SIZE, DEFAULT_WORKER_CONCURRENCY, SwitchyardServer
+from bench.e2e_switchyard import DEFAULT_POOL_SIZE, DEFAULT_WORKER_CONCURRENCY
+from bench.manual_runs import ManualRunServer
 from bench.queue import quiet_logs
 
-DEFAULT_DSN: Final = "postgresql://postgres@127.0.0.1:5432"
-FINISH_TIMEOUT_SECONDS: Final = 300.0
 # Sequential runs: the next starts once this harness sees the previous one finished.
 SEQUENTIAL_POLL_SECONDS: Final = 0.005
 CONCURRENT_POLL_SECONDS: Final = 0.05
-BUSY_CORES: Final = 0.5  # other work above this is worth a warning (as in bench.e2e)
 
-UNFINISHED: Final = """
-SELECT count(*) FROM workflow_execution
-WHERE id = ANY($1::uuid[]) AND status NOT IN ('SUCCESS', 'FAILED', 'CANCELLED')
-"""
 EXECUTIONS: Final = """
 SELECT e.status = 'SUCCESS' AND (SELECT count(*) FROM step_execution s
                                  WHERE s.execution_id = e.id AND s.status = 'SUCCESS') = $2
@@ -92,8 +85,6 @@ SELECT gap_ms FROM (
     FROM step_execution WHERE execution_id = ANY($1::uuid[])
 ) gaps WHERE gap_ms IS NOT NULL
 """
-
-T = TypeVar("T")
 
 
 class PhaseFigures(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,43 +134,19 @@ def chain(steps: int) -> dict[str, Any]:
     }
 
 
-class HandoffServer(SwitchyardServer):
+class HandoffServer(ManualRunServer):
     """`switchyard run` as bench.e2e starts it, set up with the chain instead of a webhook."""
 
     def __init__(self, *, steps: int, worker_concurrency: int, pool_size: int) -> None:
-        super().__init__(
-            worker_concurrency=worker_concurrency, pool_size=pool_size, worker_processes=0
-        )
+        super().__init__(worker_concurrency=worker_concurrency, pool_size=pool_size)
         self.steps = steps
         self.workflow_id = ""
-        self.api: httpx.AsyncClient | None = None
 
-    async def _set_up(self, base: str, token: str) -> None:
-        self.api = httpx.AsyncClient(
-            base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30.0
-        )
-        answer = await self.api.post(
-            "/workflows/import", params={"publish": "true"}, json=chain(self.steps)
-        )
-        if answer.status_code != 201:
-            raise RuntimeError(f"workflow import: {answer.status_code} {answer.text[:500]}")
-        self.workflow_id = answer.json()["id"]
+    async def set_up_workflows(self) -> None:
+        self.workflow_id = await self.import_workflow(chain(self.steps))
 
     async def start_run(self) -> uuid.UUID:
-        if self.api is None:
-            raise RuntimeError("the server is not set up")
-        answer = await self.api.post(f"/workflows/{self.workflow_id}/run", json={"input": {}})
-        if answer.status_code != 202:
-            raise RuntimeError(f"run: {answer.status_code} {answer.text[:500]}")
-        return uuid.UUID(answer.json()["execution_id"])
-
-    async def wait_finished(self, ids: list[uuid.UUID], poll_s: float) -> None:
-        async with asyncio.timeout(FINISH_TIMEOUT_SECONDS):
-            # Polled, not notified: the runtime announces no finished execution.
-            while True:
-                if not await self._connection.fetchval(UNFINISHED, ids):
-                    return
-                await asyncio.sleep(poll_s)
+        return await self.run_workflow(self.workflow_id, {})
 
     async def figures(self, ids: list[uuid.UUID], started: float, ended: float) -> PhaseFigures:
         """The phase's figures from its executions' rows, over the time from `started` to
@@ -231,20 +198,16 @@ async def run(arguments: argparse.Namespace) -> Results:
     )
     with cancelled_on_signals():
         async with exclusive_run(arguments.dsn), server.running(arguments.dsn, run_dir):
-            try:
-                say(f"warm-up: {arguments.warmup} runs of {arguments.steps} steps")
-                for _ in range(arguments.warmup):
-                    await server.wait_finished([await server.start_run()], SEQUENTIAL_POLL_SECONDS)
-                cpu = CpuAccount(server.process_ids())
-                cpu.start(await server.database_pids())
-                say(f"sequential: {arguments.runs} runs")
-                one_by_one = await sequential(server, arguments.runs)
-                say(f"concurrent: {arguments.runs} runs at once")
-                at_once = await concurrent(server, arguments.runs)
-                used = cpu.stop(await server.database_pids())
-            finally:
-                if server.api is not None:
-                    await server.api.aclose()
+            say(f"warm-up: {arguments.warmup} runs of {arguments.steps} steps")
+            for _ in range(arguments.warmup):
+                await server.wait_finished([await server.start_run()], SEQUENTIAL_POLL_SECONDS)
+            cpu = CpuAccount(server.process_ids())
+            cpu.start(await server.database_pids())
+            say(f"sequential: {arguments.runs} runs")
+            one_by_one = await sequential(server, arguments.runs)
+            say(f"concurrent: {arguments.runs} runs at once")
+            at_once = await concurrent(server, arguments.runs)
+            used = cpu.stop(await server.database_pids())
     return Results(
         steps=arguments.steps,
         runs=arguments.runs,
@@ -252,14 +215,6 @@ async def run(arguments: argparse.Namespace) -> Results:
         concurrent=at_once,
         other_cpu_cores=round(used.other_s / used.wall_s, 2),
     )
-
-
-def progress(quiet: bool) -> Callable[[str], None]:
-    def say(line: str) -> None:
-        if not quiet:
-            print(line, file=sys.stderr, flush=True)
-
-    return say
 
 
 COLUMNS: Final = (
@@ -318,15 +273,6 @@ def main(argv: list[str] | None = None) -> None:
         print(msgspec.json.encode(results).decode())
     else:
         print(render_table(results))
-
-
-def run_loop(work: Coroutine[Any, Any, T]) -> T:
-    """uvloop when installed (as uvicorn serves Switchyard), else asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(work)
-    return uvloop.run(work)
 
 
 if __name__ == "__main__":
