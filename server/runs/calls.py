@@ -9,15 +9,16 @@ children) and their item index; a foreach starts `max_concurrency` of them and h
 (`held`: PENDING, no entry step, no job). The step is WAITING (or, for `"wait": false`, done
 at once with the child's id).
 
-A child's end (`child_ended`, from its `execution_ended` job, under the parent's row lock):
-for a `call_workflow` the step resumes; for a `foreach` the next held children are admitted
-to keep `max_concurrency` running, a failed child with `on_item_failure: fail` cancels the
-others, and the step resumes once no child is unfinished. Second half (`finish_call`,
+A child's end (`child_ended`, from its `execution_ended` job): for a `call_workflow` the step
+resumes; for a `foreach` the next held child is admitted (each end frees one of the
+`max_concurrency` slots), a failed child with `on_item_failure: fail` cancels the others, and
+the step resumes once no child is unfinished. Second half (`finish_call`,
 `finish_foreach`): the children's outcomes, in item order, become the step's output.
 
 Exactly once: the children are written with the step's WAITING record or not at all; the
-unique (parent_step_run, item_index) index refuses a second start; admission and resumption
-run under the parent's row lock, so two children ending together admit and resume in turn.
+unique (parent_step_run, item_index) index refuses a second start; an admission locks the
+held child's row (SKIP LOCKED), and a resumption the parent's, so children ending together
+admit different children and resume the step once.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from server.engine.planning import ExecutionStatus, StepStatus, success_branches
 from server.engine.rendering import RenderError
 from server.engine.templates import template_variable_reads
 from server.queue.client import job_arrays
-from server.runs import sql
-from server.runs.admission import admit
+from server.runs import sql, store
+from server.runs.admission import admit_next_child
 from server.runs.intake import Route, routes_from_json
 from server.runs.jobs import step_job
 from server.runs.step_kinds import MAX_ERROR_LENGTH, Outcome, failed
@@ -216,15 +217,19 @@ class EndedChild(msgspec.Struct, frozen=True, kw_only=True):
 
 async def child_ended(connection: Connection, child: EndedChild) -> None:
     """Move the parent's waiting step on after one of its children ended (see the module
-    docstring); call in the transaction of the child's `execution_ended` job."""
-    locked = await sql.LOCK_EXECUTION.fetchrow(connection, execution_id=child.parent_execution_id)
-    if locked is None:
-        return  # the parent is gone (its workflow was deleted)
+    docstring); call in the transaction of the child's `execution_ended` job.
+
+    No lock on the parent is taken to admit the next item: its children's ends would queue on
+    it one by one (the fan-out's throughput was capped there). Each end frees one slot and
+    admits one held child (`admit_next_child`), so at most `max_concurrency` run whatever the
+    interleaving. When it admits none and no child is left unfinished, the step resumes; the
+    end that commits last always sees every other child finished, and the resume itself runs
+    under the parent's row lock and happens once."""
     row = await sql.PARENT_STEP.fetchrow(
         connection, step_run=child.parent_step_run, execution_id=child.parent_execution_id
     )
     if row is None or row["status"] != StepStatus.WAITING:
-        return  # resumed already, or the parent ended: nothing waits for this child
+        return  # resumed already, or the parent ended or is gone: nothing waits for this child
     step = Step(
         key=row["step_key"], kind=StepKind(row["kind"]), cfg=msgspec.json.decode(row["cfg"])
     )
@@ -237,24 +242,17 @@ async def child_ended(connection: Connection, child: EndedChild) -> None:
     cfg = flow_cfg(step)
     assert isinstance(cfg, ForeachCfg)  # noqa: S101 - PARENT_STEP is a call or a foreach
     if child.status is not ExecutionStatus.SUCCESS and cfg.on_item_failure == "fail":
-        await sql.CANCEL_CHILDREN.execute(
-            connection, execution_id=child.parent_execution_id, step_run=child.parent_step_run,
+        await store.cancel_children(
+            connection, child.parent_execution_id, step_run=child.parent_step_run,
             reason=f"cancelled: item execution {child.execution_id} ended {child.status}",
         )  # fmt: skip
         await resume_waiting_step(
             connection, child.parent_execution_id, step_id, step, resumed_by="children"
         )
         return
-    running = await sql.RUNNING_CHILDREN.fetchval(connection, step_run=child.parent_step_run)
-    free = cfg.max_concurrency - int(running)
-    held = []
-    if free > 0:
-        held = await sql.NEXT_HELD_CHILDREN.fetch(
-            connection, step_run=child.parent_step_run, limit=free
-        )
-    if held:
-        await admit(connection, [row["id"] for row in held])
-    elif int(running) == 0:
+    if await admit_next_child(connection, child.parent_step_run):
+        return
+    if not await sql.UNFINISHED_CHILDREN.fetchval(connection, step_run=child.parent_step_run):
         await resume_waiting_step(
             connection, child.parent_execution_id, step_id, step, resumed_by="children"
         )

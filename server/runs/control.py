@@ -129,8 +129,8 @@ async def stop_pending_work(connection: Connection, execution_id: uuid.UUID) -> 
     its unfinished child executions (and theirs): a child never outlives its parent."""
     await store.cancel_active_steps(connection, execution_id)
     await delete_queued_jobs_by_key_prefix(connection, execution_job_prefix(execution_id))
-    await sql.CANCEL_CHILDREN.execute(
-        connection, execution_id=execution_id, step_run=None,
+    await store.cancel_children(
+        connection, execution_id, step_run=None,
         reason=f"cancelled: its parent execution {execution_id} ended",
     )  # fmt: skip
 

@@ -514,25 +514,37 @@ WHERE c.parent_step_run = :step_run
 ORDER BY c.item_index
 """)  # noqa: S608 - built from constants
 
-# The waiting step a child's end concerns, with its kind and settings, read under the parent's
-# row lock (taken first by the caller).
+# The waiting step a child's end concerns, with its kind and settings (no lock: resuming it
+# takes the parent's row lock and finds it still WAITING, or changes nothing).
 PARENT_STEP: Final = Statement("""
 SELECT s.step_id, s.step_key, s.status, ws.kind, ws.cfg::text AS cfg
 FROM step_execution s JOIN workflow_step ws ON ws.id = s.step_id
 WHERE s.id = :step_run AND s.execution_id = :execution_id
 """)
 
-# A foreach's started, unfinished children (the partial index holds at most max_concurrency
-# of them), and its next held ones in item order.
-RUNNING_CHILDREN: Final = Statement(f"""
-SELECT count(*) FROM workflow_execution
-WHERE parent_step_run = :step_run AND NOT held AND status IN {_UNFINISHED}
-""")  # noqa: S608 - constant SQL only
-NEXT_HELD_CHILDREN: Final = Statement("""
-SELECT id, version_id FROM workflow_execution
-WHERE parent_step_run = :step_run AND held
-ORDER BY item_index LIMIT :limit
+# A foreach's next held child, admitted: the first in item order that no concurrent admission
+# has locked (SKIP LOCKED: children ending together admit different ones without waiting), no
+# longer held; returned with its version. Only a row still held and PENDING matches, under its
+# row lock, so one cancelled meanwhile (CANCEL_CHILDREN) stays cancelled.
+ADMIT_NEXT_CHILD: Final = Statement("""
+WITH next AS (
+    SELECT id FROM workflow_execution
+    WHERE parent_step_run = :step_run AND held AND status = 'PENDING'
+    ORDER BY item_index LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE workflow_execution e SET held = false, updated_at = now()
+FROM next WHERE e.id = next.id
+RETURNING e.id, e.version_id
 """)
+
+# Whether a step run still has a child to wait for: started and unfinished (the partial index
+# holds at most max_concurrency of them), or held.
+UNFINISHED_CHILDREN: Final = Statement(f"""
+SELECT EXISTS (SELECT 1 FROM workflow_execution
+               WHERE parent_step_run = :step_run AND NOT held AND status IN {_UNFINISHED})
+    OR EXISTS (SELECT 1 FROM workflow_execution WHERE parent_step_run = :step_run AND held)
+""")  # noqa: S608 - constant SQL only
 
 # Held executions start: no longer held (only those still held and PENDING: one cancelled
 # meanwhile stays cancelled); returns them with their version. The caller then records their
@@ -563,10 +575,13 @@ SELECT (SELECT count(*) FROM enqueued_wake) AS woken
 """)  # noqa: S608 - built from constants
 
 # An execution's unfinished descendants (of one step run, `:step_run`, or all: NULL) are
-# cancelled with their pending and waiting steps, in the transaction that ends or cancels the
-# parent (which holds the parent's row lock; this locks the children's rows after it). Their
-# queued step jobs are withdrawn (one pass over the job table, which holds only live work); a
-# running step finishes its attempt and starts nothing. Each cancelled child ends through `workflow_execution_ended`.
+# cancelled, in the transaction that ends or cancels the parent; returns their ids. Then
+# CANCEL_CHILD_WORK cancels their pending and waiting steps and withdraws their queued step jobs
+# (one pass over the job table, which holds only live work); a running step finishes its
+# attempt and starts nothing. Two statements, so the second's snapshot sees what a concurrent
+# admission of a held child wrote: this UPDATE waited for that child's row lock, so the
+# admission (its entry step and job) committed first. Each cancelled child ends through
+# `workflow_execution_ended`.
 CANCEL_CHILDREN: Final = Statement(f"""
 WITH RECURSIVE tree AS (
     SELECT id FROM workflow_execution
@@ -576,22 +591,21 @@ WITH RECURSIVE tree AS (
     UNION
     SELECT c.id FROM workflow_execution c JOIN tree t ON c.parent_execution_id = t.id
     WHERE c.status IN {_UNFINISHED}
-),
-cancelled AS (
-    UPDATE workflow_execution
-    SET status = 'CANCELLED', held = false, error = :reason, finished_at = now(),
-        updated_at = now()
-    WHERE id IN (SELECT id FROM tree) AND status IN {_UNFINISHED}
-    RETURNING id
-),
-withdrawn AS (
+)
+UPDATE workflow_execution
+SET status = 'CANCELLED', held = false, error = :reason, finished_at = now(), updated_at = now()
+WHERE id IN (SELECT id FROM tree) AND status IN {_UNFINISHED}
+RETURNING id
+""")  # noqa: S608 - constant SQL only
+CANCEL_CHILD_WORK: Final = Statement("""
+WITH withdrawn AS (
     DELETE FROM job
     WHERE state = 'queued' AND kind = 'workflow_step'
-      AND payload->>'execution_id' IN (SELECT id::text FROM cancelled)
+      AND payload->>'execution_id' IN (SELECT unnest(:execution_ids::uuid[])::text)
 )
 UPDATE step_execution SET status = 'CANCELLED', finished_at = now()
-WHERE execution_id IN (SELECT id FROM cancelled) AND status IN ('PENDING', 'WAITING')
-""")  # noqa: S608 - constant SQL only
+WHERE execution_id = ANY(:execution_ids::uuid[]) AND status IN ('PENDING', 'WAITING')
+""")
 
 # Resume a waiting step, exactly once: under its execution's row lock (taken first: `flipped`
 # reads `locked`), a WAITING step becomes PENDING with what resumed it (`:resumed`, its

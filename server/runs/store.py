@@ -360,3 +360,16 @@ async def set_execution_status(
 
 async def cancel_active_steps(connection: Connection, execution_id: uuid.UUID) -> None:
     await sql.CANCEL_ACTIVE_STEPS.execute(connection, execution_id=execution_id)
+
+
+async def cancel_children(
+    connection: Connection, execution_id: uuid.UUID, *, step_run: uuid.UUID | None, reason: str
+) -> int:
+    """Cancel the execution's unfinished descendants (of one step run, or all) with their
+    pending work; returns how many executions were cancelled."""
+    rows = await sql.CANCEL_CHILDREN.fetch(
+        connection, execution_id=execution_id, step_run=step_run, reason=_text(reason)
+    )
+    if rows:
+        await sql.CANCEL_CHILD_WORK.execute(connection, execution_ids=[row["id"] for row in rows])
+    return len(rows)
