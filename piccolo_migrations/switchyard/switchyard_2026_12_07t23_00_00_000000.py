@@ -128,7 +128,9 @@ STATEMENTS = [
         VALUES ('execution_ended',
                 jsonb_build_object('execution_id', NEW.id, 'status', NEW.status,
                                    'parent_execution_id', NEW.parent_execution_id,
-                                   'parent_step_run', NEW.parent_step_run), 25);
+                                   'parent_step_run', NEW.parent_step_run,
+                                   'grouped', NEW.concurrency_key IS NOT NULL
+                                              OR NEW.overlap_key IS NOT NULL), 25);
         PERFORM pg_notify('switchyard_job', '');
         RETURN NULL;
     END $$""",

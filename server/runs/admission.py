@@ -5,9 +5,10 @@ foreach item beyond the step's `max_concurrency`, or an execution beyond its wor
 concurrency limit (or its schedule's overlap policy). `admit` starts held executions: they are
 no longer held, and get their entry step and its job, in the caller's transaction. A
 concurrency group's admissions are serialized by the group's advisory lock; a foreach's need
-no lock at all (`admit_next_child`: each child's end admits one held child, the first in item
-order that no concurrent admission has locked). One cancelled meanwhile stays cancelled: the
-admission matches only rows still held and PENDING, under their row lock.
+no lock at all (`sql.CHILD_ENDED`: each child's end admits one held child, the first in item
+order that no concurrent admission has locked; `start_admitted` then starts it). One cancelled
+meanwhile stays cancelled: an admission matches only rows still held and PENDING, under their
+row lock.
 """
 
 from __future__ import annotations
@@ -34,14 +35,6 @@ async def admit(connection: Connection, execution_ids: Sequence[uuid.UUID]) -> l
     if not execution_ids:
         return []
     admitted = await sql.ADMIT_HELD.fetch(connection, execution_ids=list(execution_ids))
-    return await start_admitted(connection, [(row["id"], row["version_id"]) for row in admitted])
-
-
-async def admit_next_child(connection: Connection, step_run: uuid.UUID) -> list[uuid.UUID]:
-    """Start a foreach step run's next held child, if one is free: the first in item order
-    that no concurrent admission holds (SKIP LOCKED), so children ending together each admit
-    a different one without waiting for each other (a child's end frees exactly one slot)."""
-    admitted = await sql.ADMIT_NEXT_CHILD.fetch(connection, step_run=step_run)
     return await start_admitted(connection, [(row["id"], row["version_id"]) for row in admitted])
 
 

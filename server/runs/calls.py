@@ -44,7 +44,7 @@ from server.engine.rendering import RenderError
 from server.engine.templates import template_variable_reads
 from server.queue.client import job_arrays
 from server.runs import sql, store
-from server.runs.admission import admit_next_child
+from server.runs.admission import start_admitted
 from server.runs.intake import Route, routes_from_json
 from server.runs.jobs import step_job
 from server.runs.step_kinds import MAX_ERROR_LENGTH, Outcome, failed
@@ -221,15 +221,21 @@ async def child_ended(connection: Connection, child: EndedChild) -> None:
 
     No lock on the parent is taken to admit the next item: its children's ends would queue on
     it one by one (the fan-out's throughput was capped there). Each end frees one slot and
-    admits one held child (`admit_next_child`), so at most `max_concurrency` run whatever the
-    interleaving. When it admits none and no child is left unfinished, the step resumes; the
+    admits one held child, so at most `max_concurrency` run whatever the interleaving
+    (`sql.CHILD_ENDED` reads the step and admits in one round trip). When it admits none and no child is left unfinished, the step resumes; the
     end that commits last always sees every other child finished, and the resume itself runs
     under the parent's row lock and happens once."""
-    row = await sql.PARENT_STEP.fetchrow(
-        connection, step_run=child.parent_step_run, execution_id=child.parent_execution_id
+    row = await sql.CHILD_ENDED.fetchrow(
+        connection,
+        step_run=child.parent_step_run,
+        execution_id=child.parent_execution_id,
+        child_succeeded=child.status is ExecutionStatus.SUCCESS,
     )
     if row is None or row["status"] != StepStatus.WAITING:
         return  # resumed already, or the parent ended or is gone: nothing waits for this child
+    if row["admitted_id"] is not None:  # a foreach's next item takes the freed slot
+        await start_admitted(connection, [(row["admitted_id"], row["admitted_version_id"])])
+        return
     step = Step(
         key=row["step_key"], kind=StepKind(row["kind"]), cfg=msgspec.json.decode(row["cfg"])
     )
@@ -240,7 +246,7 @@ async def child_ended(connection: Connection, child: EndedChild) -> None:
         )
         return
     cfg = flow_cfg(step)
-    assert isinstance(cfg, ForeachCfg)  # noqa: S101 - PARENT_STEP is a call or a foreach
+    assert isinstance(cfg, ForeachCfg)  # noqa: S101 - the step is a call or a foreach
     if child.status is not ExecutionStatus.SUCCESS and cfg.on_item_failure == "fail":
         await store.cancel_children(
             connection, child.parent_execution_id, step_run=child.parent_step_run,
@@ -249,8 +255,6 @@ async def child_ended(connection: Connection, child: EndedChild) -> None:
         await resume_waiting_step(
             connection, child.parent_execution_id, step_id, step, resumed_by="children"
         )
-        return
-    if await admit_next_child(connection, child.parent_step_run):
         return
     if not await sql.UNFINISHED_CHILDREN.fetchval(connection, step_run=child.parent_step_run):
         await resume_waiting_step(

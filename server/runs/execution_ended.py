@@ -58,6 +58,14 @@ class ExecutionEnded:
 
     async def __call__(self, job: JobContext) -> None:
         execution_id = uuid.UUID(job.payload["execution_id"])
+        if (
+            job.payload.get("status") != ExecutionStatus.FAILED
+            and not job.payload.get("grouped")
+            and job.payload.get("parent_step_run") is not None
+        ):  # the common end of a fan-out's item: the job's payload says all that is needed
+            async with job.transaction() as connection:
+                await child_ended(connection, _child_of(execution_id, job.payload))
+            return
         async with job.connection() as connection:
             ended = await _ended(connection, execution_id)
             if (
@@ -98,17 +106,18 @@ class ExecutionEnded:
 async def _deleted_child_ended(
     connection: Connection, execution_id: uuid.UUID, payload: dict[str, Any]
 ) -> None:
-    parent, step_run = payload.get("parent_execution_id"), payload.get("parent_step_run")
-    if parent is None or step_run is None:
+    if payload.get("parent_execution_id") is None or payload.get("parent_step_run") is None:
         return
-    await child_ended(
-        connection,
-        EndedChild(
-            execution_id=execution_id,
-            status=ExecutionStatus.CANCELLED,
-            parent_execution_id=uuid.UUID(parent),
-            parent_step_run=uuid.UUID(step_run),
-        ),
+    await child_ended(connection, _child_of(execution_id, {**payload, "status": "CANCELLED"}))
+
+
+def _child_of(execution_id: uuid.UUID, payload: dict[str, Any]) -> EndedChild:
+    """The ended child as the trigger's payload describes it."""
+    return EndedChild(
+        execution_id=execution_id,
+        status=ExecutionStatus(payload["status"]),
+        parent_execution_id=uuid.UUID(payload["parent_execution_id"]),
+        parent_step_run=uuid.UUID(payload["parent_step_run"]),
     )
 
 

@@ -514,28 +514,36 @@ WHERE c.parent_step_run = :step_run
 ORDER BY c.item_index
 """)  # noqa: S608 - built from constants
 
-# The waiting step a child's end concerns, with its kind and settings (no lock: resuming it
-# takes the parent's row lock and finds it still WAITING, or changes nothing).
-PARENT_STEP: Final = Statement("""
-SELECT s.step_id, s.step_key, s.status, ws.kind, ws.cfg::text AS cfg
-FROM step_execution s JOIN workflow_step ws ON ws.id = s.step_id
-WHERE s.id = :step_run AND s.execution_id = :execution_id
-""")
-
-# A foreach's next held child, admitted: the first in item order that no concurrent admission
-# has locked (SKIP LOCKED: children ending together admit different ones without waiting), no
-# longer held; returned with its version. Only a row still held and PENDING matches, under its
+# A child's end, for its parent's waiting step, in one round trip: the step (with its kind and
+# settings; no lock: resuming it takes the parent's row lock and finds it still WAITING, or
+# changes nothing) and, when it is a WAITING foreach that goes on (`:child_succeeded`, or
+# `on_item_failure` is `continue`), its next held child admitted: the first in item order that
+# no concurrent admission has locked (SKIP LOCKED: children ending together admit different
+# ones without waiting), no longer held. Only a row still held and PENDING matches, under its
 # row lock, so one cancelled meanwhile (CANCEL_CHILDREN) stays cancelled.
-ADMIT_NEXT_CHILD: Final = Statement("""
-WITH next AS (
+CHILD_ENDED: Final = Statement("""
+WITH parent_step AS (
+    SELECT s.step_id, s.step_key, s.status, ws.kind, ws.cfg
+    FROM step_execution s JOIN workflow_step ws ON ws.id = s.step_id
+    WHERE s.id = :step_run AND s.execution_id = :execution_id
+),
+next AS (
     SELECT id FROM workflow_execution
     WHERE parent_step_run = :step_run AND held AND status = 'PENDING'
+      AND EXISTS (SELECT 1 FROM parent_step
+                  WHERE status = 'WAITING' AND kind = 'foreach'
+                    AND (:child_succeeded OR cfg->>'on_item_failure' = 'continue'))
     ORDER BY item_index LIMIT 1
     FOR UPDATE SKIP LOCKED
+),
+admitted AS (
+    UPDATE workflow_execution e SET held = false, updated_at = now()
+    FROM next WHERE e.id = next.id
+    RETURNING e.id, e.version_id
 )
-UPDATE workflow_execution e SET held = false, updated_at = now()
-FROM next WHERE e.id = next.id
-RETURNING e.id, e.version_id
+SELECT p.step_id, p.step_key, p.status, p.kind, p.cfg::text AS cfg,
+       a.id AS admitted_id, a.version_id AS admitted_version_id
+FROM parent_step p LEFT JOIN admitted a ON true
 """)
 
 # Whether a step run still has a child to wait for: started and unfinished (the partial index
