@@ -135,10 +135,11 @@ async def lifespan(
         ):
             announce(f"API token: {await ensure_local_token(settings.data_path)}")
         if Role.WORKER in settings.roles:
+            steps = StepRunner(settings, app.state.keyring, BUILTIN_ACTIONS)
             handlers: dict[str, JobHandler] = {
-                STEP_JOB_KIND: StepRunner(settings, app.state.keyring, BUILTIN_ACTIONS),
+                STEP_JOB_KIND: steps,
                 EVENT_JOB_KIND: EventFanOut(recorder),
-                ENDED_JOB_KIND: ExecutionEnded(),
+                ENDED_JOB_KIND: ExecutionEnded(steps),
                 WAIT_TIMEOUT_JOB_KIND: WaitTimeout(),
             }
             await stack.enter_async_context(

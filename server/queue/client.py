@@ -96,6 +96,7 @@ def settle_job_args(lease: Lease, continuation: NewJob | None) -> dict[str, Any]
     return {
         "job_id": lease.job_id,
         "lease_token": lease.lease_token,
+        "next_kind": None if continuation is None else continuation.kind,
         "next_payload": None if continuation is None else payload_text(continuation.payload),
         "next_max_attempts": None if continuation is None else continuation.max_attempts,
         "next_unique_key": None if continuation is None else continuation.unique_key,
@@ -166,8 +167,8 @@ async def complete_job(connection: Connection, lease: Lease) -> None:
 
 async def continue_job(connection: Connection, lease: Lease, job: NewJob) -> None:
     """Hand a running job on to the work `job` describes, in the caller's transaction, instead
-    of completing it: same row and lease, `job`'s payload, unique key and max attempts, and
-    attempt 1. Only `payload`, `max_attempts` and `unique_key` of `job` are used.
+    of completing it: same row and lease, `job`'s kind, payload, unique key and max attempts,
+    and attempt 1. Only `kind`, `payload`, `max_attempts` and `unique_key` of `job` are used.
 
     Raises:
         LeaseLostError: the lease is no longer ours; roll the transaction back.

@@ -9,8 +9,9 @@ A job ends in one of these ways, and the context always knows which (`phase`):
 - The handler writes its results in `context.transaction()`: they, its successor jobs and the
   job's completion commit together, fenced by the lease, or not at all. Inside it,
   `continue_with(job)` hands the job on to more work of its kind instead of completing it (the
-  runtime's next step): after the commit the context describes the new work (its payload,
-  attempt 1) while the handler keeps running it.
+  runtime's next step; or of another kind, whose handler the handler then runs itself): after
+  the commit the context describes the new work (its kind, payload, attempt 1) while the
+  handler keeps running it.
 - The handler's own statement settles the job (`server.queue.sql.settle_job_ctes`), inside
   `settling()`, which it tells whether the statement did. In a transaction that takes effect at
   the commit (and the transaction does not complete the job again); outside one, at once.
@@ -149,12 +150,15 @@ class JobContext:
             self._ending = None
         self._end(ending.continuation)  # only here has the transaction committed
 
-    def continue_with(self, job: NewJob) -> None:
-        """Inside `transaction()`: hand this job on to `job`'s work (same kind, same lease)
-        instead of completing it, when the transaction commits."""
+    def continue_with(self, job: NewJob, *, change_kind: bool = False) -> None:
+        """Inside `transaction()`: hand this job on to `job`'s work (same lease; same kind
+        unless `change_kind`: then the handler runs that kind's handler itself, and a worker
+        that dies meanwhile leaves a job of the new kind to retry) instead of completing it,
+        when the transaction commits."""
         if self._ending is None:
             raise RuntimeError("continue_with is only possible inside transaction()")
-        self._check_kind(job)
+        if not change_kind:
+            self._check_kind(job)
         self._ending.continuation = job
 
     @asynccontextmanager
@@ -190,6 +194,7 @@ class JobContext:
         else:
             self.job = msgspec.structs.replace(
                 self.job,
+                kind=continuation.kind,
                 payload=continuation.payload,
                 attempts=1,
                 max_attempts=continuation.max_attempts,

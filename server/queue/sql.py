@@ -172,8 +172,9 @@ RETURNING id
 # live job already holds (the caller only hands on work it has just planned, under its lock).
 # Named parameters: the lease (`:job_id`, `:lease_token`) and the next work (`:next_payload`,
 # NULL to complete the job instead; `:next_max_attempts`, `:next_unique_key`).
-_HAND_ON: Final = """payload = :next_payload::text::jsonb, attempts = 1,
-        max_attempts = :next_max_attempts, unique_key = :next_unique_key, updated_at = now()"""
+_HAND_ON: Final = """kind = coalesce(:next_kind::text, kind), payload = :next_payload::text::jsonb,
+        attempts = 1, max_attempts = :next_max_attempts, unique_key = :next_unique_key,
+        updated_at = now()"""
 
 CONTINUE_JOB: Final = Statement(f"""
 UPDATE job

@@ -21,6 +21,7 @@ import msgspec
 
 from server.engine.document import Step, StepKind
 from server.queue.client import job_arrays
+from server.queue.jobs import NewJob
 from server.runs import sql
 from server.runs.jobs import step_job
 from server.statements import Connection
@@ -35,13 +36,19 @@ async def admit(connection: Connection, execution_ids: Sequence[uuid.UUID]) -> l
     if not execution_ids:
         return []
     admitted = await sql.ADMIT_HELD.fetch(connection, execution_ids=list(execution_ids))
-    return await start_admitted(connection, [(row["id"], row["version_id"]) for row in admitted])
+    await start_admitted(connection, [(row["id"], row["version_id"]) for row in admitted])
+    return [row["id"] for row in admitted]
 
 
 async def start_admitted(
-    connection: Connection, admitted: Sequence[tuple[uuid.UUID, uuid.UUID]]
-) -> list[uuid.UUID]:
-    """Record the entry step of each admitted (execution, version) and enqueue its job."""
+    connection: Connection,
+    admitted: Sequence[tuple[uuid.UUID, uuid.UUID]],
+    *,
+    enqueue: bool = True,
+) -> list[NewJob]:
+    """Record the entry step of each admitted (execution, version) and enqueue its job; or,
+    without `enqueue`, return the jobs for the caller to run (it hands its own job on to one).
+    """
     if not admitted:
         return []
     missing = list({version for _, version in admitted if version not in _ENTRIES})
@@ -60,16 +67,15 @@ async def start_admitted(
             )
     started = [execution_id for execution_id, _ in admitted]
     entries = [_ENTRIES[version] for _, version in admitted]
+    jobs = [
+        step_job(execution_id, step_id, step)
+        for execution_id, (step_id, step) in zip(started, entries, strict=True)
+    ]
     await sql.INSERT_ENTRY_STEPS.fetchrow(
         connection,
         execution_ids=started,
         entry_step_ids=[step_id for step_id, _ in entries],
         entry_step_keys=[step.key for _, step in entries],
-        **job_arrays(
-            [
-                step_job(execution_id, step_id, step)
-                for execution_id, (step_id, step) in zip(started, entries, strict=True)
-            ]
-        ),
+        **job_arrays(jobs if enqueue else []),
     )
-    return started
+    return jobs

@@ -25,7 +25,7 @@ import structlog
 
 from server.engine.document import WorkflowOptions
 from server.engine.planning import ExecutionStatus
-from server.queue.handlers import JobContext
+from server.queue.handlers import JobContext, JobHandler
 from server.runs import sql
 from server.runs.calls import EndedChild, WorkflowNotRunnable, child_ended, resolve_route
 from server.runs.concurrency import admit_next
@@ -54,7 +54,11 @@ class EndedExecution(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ExecutionEnded:
-    """Callable job handler for `execution_ended` jobs."""
+    """Callable job handler for `execution_ended` jobs; `steps` is the `workflow_step`
+    handler, which runs a fan-out's next item here when its slot is handed on in this job."""
+
+    def __init__(self, steps: JobHandler) -> None:
+        self._steps = steps
 
     async def __call__(self, job: JobContext) -> None:
         execution_id = uuid.UUID(job.payload["execution_id"])
@@ -64,7 +68,13 @@ class ExecutionEnded:
             and job.payload.get("parent_step_run") is not None
         ):  # the common end of a fan-out's item: the job's payload says all that is needed
             async with job.transaction() as connection:
-                await child_ended(connection, _child_of(execution_id, job.payload))
+                admitted = await child_ended(
+                    connection, _child_of(execution_id, job.payload), run_here=True
+                )
+                if admitted is not None:  # this job runs the next item's first step
+                    job.continue_with(admitted, change_kind=True)
+            if admitted is not None:
+                await self._steps(job)
             return
         async with job.connection() as connection:
             ended = await _ended(connection, execution_id)
