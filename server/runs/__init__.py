@@ -12,6 +12,13 @@ Follow one step from claim to commit:
   engine (`server.engine.planning`) plans what follows and decides the execution's status;
   `store.settle_step` records the result and the plan and settles the job in one statement
   (or the long way, in one transaction). The job's end is `server.queue.handlers.JobContext`.
+- Flow steps (`flow_steps.py`; the story is in `waits.py`) start what they wait for with
+  their WAITING record and are resumed exactly once: `calls.py` (call_workflow, foreach:
+  child executions), `event_waits.py` with `wait_resumes.py` and `resume_links.py`
+  (wait_for_event: events, the resume API, signed links, timeouts). An execution's end
+  enqueues an `execution_ended` job (a database trigger) whose handler
+  (`execution_ended.py`) moves the parent's waiting step on, admits held executions and
+  starts the failure workflow.
 - `sql.py` holds every runtime statement with named parameters and what each locks;
   `store.py` runs them and returns structs.
 - `control.py` cancels and retries executions and fails those whose step job died;
