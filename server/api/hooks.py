@@ -54,6 +54,8 @@ from server.db.execution_outcomes import wait_for_outcome
 from server.db.trigger_health import IntakeOutcome, IntakeRecorder
 from server.db.webhook_auth import DEFAULT_TOKEN_HEADER, AuthType
 from server.db.webhooks import IntakeEndpoint, ResponseMode, find_endpoint
+from server.engine.rendering import RenderError
+from server.runs.event_waits import render_correlation_key
 from server.runs.intake import AcceptedEvent, accept_event
 from server.triggers.bodies import BodyError, payload_of
 from server.triggers.signatures import (
@@ -244,6 +246,14 @@ async def _accept(
     }
     if github_event := headers.get("x-github-event"):
         source["github_event"] = github_event[:100]
+    correlation_key = None
+    if endpoint.correlation_key is not None:
+        try:
+            correlation_key = await render_correlation_key(
+                endpoint.correlation_key, {"trigger": payload}, where="correlation_key"
+            )
+        except RenderError as error:  # accepted all the same: the sender is not to blame
+            source["correlation_error"] = str(error)[:500]
     try:
         # One statement writes the event and its executions: no transaction block needed
         # (accept_event opens one itself when a workflow's concurrency limit needs locks).
@@ -258,6 +268,7 @@ async def _accept(
                 idempotency_key=f"{endpoint.id}:{delivery_id}" if delivery_id else None,
                 source=source,
                 routes=endpoint.routes,
+                correlation_key=correlation_key,
             )
     except asyncpg.DataError as error:  # e.g. a NUL character, which PostgreSQL refuses
         _refuse(recorder, endpoint, f"payload refused by the database: {type(error).__name__}")

@@ -14,7 +14,7 @@ is registered with a type other than `webhook`. Lists are keyset-paginated, olde
 from __future__ import annotations
 
 import uuid
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
@@ -43,6 +43,7 @@ from server.db.webhooks import (
     WebhookView,
 )
 from server.engine.document import TriggerKey
+from server.engine.templates import template_error, template_step_reads, template_variable_reads
 from server.errors import ValidationError
 
 _V = TypeVar("_V", WebhookView, SavedWebhook)
@@ -55,6 +56,18 @@ def _public(view: _V, settings: Settings) -> _V:
     return msgspec.structs.replace(view, url=settings.public_url + view.url)
 
 
+CorrelationTemplate = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=2000,
+        description="a template over `trigger` (the delivery's JSON body) giving each event's "
+        "correlation key, such as {{ trigger.data.order_id }}: a delivery resumes the "
+        "wait_for_event steps waiting for that key",
+    ),
+]
+
+
 class WebhookCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     trigger_key: TriggerKey
     path: WebhookPath
@@ -62,6 +75,7 @@ class WebhookCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     response_mode: ResponseMode = ResponseMode.ASYNC
     sync_timeout_seconds: SyncTimeout = DEFAULT_SYNC_TIMEOUT_SECONDS
     enabled: bool = True
+    correlation_key: CorrelationTemplate | None = None
 
 
 class WebhookChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -73,6 +87,7 @@ class WebhookChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     response_mode: ResponseMode | UnsetType = UNSET
     sync_timeout_seconds: SyncTimeout | UnsetType = UNSET
     enabled: bool | UnsetType = UNSET
+    correlation_key: CorrelationTemplate | UnsetType | None = UNSET  # null removes it
 
 
 class WebhookController(Controller):
@@ -108,7 +123,9 @@ class WebhookController(Controller):
                 "auth.type is required: none, header_token, hmac_sha256 or github",
                 [{"field": "auth.type", "message": "is required"}],
             )
+        _check_correlation_key(data.correlation_key)
         created = await webhooks.create_webhook(
+            correlation_key=data.correlation_key,
             keyring=resources.keyring,
             trigger_key=data.trigger_key,
             path=data.path,
@@ -138,6 +155,8 @@ class WebhookController(Controller):
             for name in data.__struct_fields__
             if name != "auth" and (value := getattr(data, name)) is not UNSET
         }
+        if isinstance(data.correlation_key, str):
+            _check_correlation_key(data.correlation_key)
         auth = None if data.auth is UNSET else data.auth
         changed = await webhooks.update_webhook(
             webhook_id, keyring=resources.keyring, changes=changes, auth=auth
@@ -148,3 +167,19 @@ class WebhookController(Controller):
     async def delete_webhook(self, webhook_id: FromPath[uuid.UUID]) -> None:
         """Delete an endpoint; its path answers 404 at once. The trigger source stays."""
         await webhooks.delete_webhook(webhook_id)
+
+
+def _check_correlation_key(template: str | None) -> None:
+    """A correlation key template must compile and may read only `trigger` (the delivery)."""
+    if template is None:
+        return
+    error = template_error(template)
+    if error is None and template_step_reads(template).keys:
+        error = "it may read trigger (the delivery's body) only, not steps"
+    if error is None and template_variable_reads(template).keys:
+        error = "it may read trigger (the delivery's body) only, not vars"
+    if error is not None:
+        raise ValidationError(
+            f"correlation_key is not a usable template: {error}",
+            [{"field": "correlation_key", "message": error}],
+        )

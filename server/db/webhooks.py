@@ -79,6 +79,9 @@ class WebhookView(msgspec.Struct, frozen=True, kw_only=True):
     enabled: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    correlation_key: str | None = None
+    """A template over `trigger` (the delivery's body) giving each event's correlation key:
+    a delivery resumes the `wait_for_event` steps waiting for it."""
     # The URL to give the sender: PUBLIC_URL + /hooks/{path} (relative when PUBLIC_URL is unset).
     url: str
 
@@ -103,6 +106,7 @@ class IntakeEndpoint(msgspec.Struct, frozen=True, kw_only=True):
     sync_timeout_seconds: float
     enabled: bool
     routes: list[Route]  # where its events go, as read with it (`server.runs.intake`)
+    correlation_key: str | None = None  # the template of its events' correlation key
 
 
 _E = WebhookEndpoint
@@ -141,6 +145,7 @@ async def create_webhook(
     response_mode: ResponseMode,
     sync_timeout_seconds: float,
     enabled: bool,
+    correlation_key: str | None = None,
 ) -> SavedWebhook:
     """Store a new endpoint (registering its trigger key); a taken path is a conflict."""
     _check_path(path)
@@ -150,7 +155,11 @@ async def create_webhook(
         id=row_id,
         trigger_key=trigger_key,
         path=path,
-        auth_config={**auth_settings(state), "sync_timeout_seconds": sync_timeout_seconds},
+        auth_config={
+            **auth_settings(state),
+            "sync_timeout_seconds": sync_timeout_seconds,
+            **({"correlation_key": correlation_key} if correlation_key else {}),
+        },
         response_mode=response_mode.value,
         enabled=enabled,
         **_auth_columns(keyring, row_id, state),
@@ -167,8 +176,9 @@ async def create_webhook(
 async def update_webhook(
     webhook_id: uuid.UUID, *, keyring: Keyring, changes: dict[str, Any], auth: AuthInput | None
 ) -> SavedWebhook:
-    """Apply `changes` (trigger_key, path, response_mode, sync_timeout_seconds, enabled) and an
-    auth change; the row is locked, so concurrent rotations never lose a secret."""
+    """Apply `changes` (trigger_key, path, response_mode, sync_timeout_seconds, enabled,
+    correlation_key: None removes it) and an auth change; the row is locked, so concurrent
+    rotations never lose a secret."""
     if "path" in changes:
         _check_path(changes["path"])
     generated = None
@@ -179,9 +189,15 @@ async def update_webhook(
             values: dict[Column | str, Any] = {"updated_at": dt.datetime.now(dt.UTC)}
             if auth is not None:
                 state, generated = next_auth(_current_auth(row, keyring), auth)
-                config = {"sync_timeout_seconds": _sync_timeout(config), **auth_settings(state)}
+                config = {
+                    "sync_timeout_seconds": _sync_timeout(config),
+                    "correlation_key": config.get("correlation_key"),
+                    **auth_settings(state),
+                }
                 values.update(_auth_columns(keyring, webhook_id, state))
-            values["auth_config"] = {k: config[k] for k in _CONFIG_KEYS if k in config}
+            values["auth_config"] = {
+                k: config[k] for k in _CONFIG_KEYS if config.get(k) is not None
+            }
             for name in _COLUMN_CHANGES & changes.keys():
                 value = changes[name]
                 values[name] = value.value if isinstance(value, ResponseMode) else value
@@ -234,11 +250,12 @@ async def find_endpoint(
         response_mode=ResponseMode(row["response_mode"]),
         sync_timeout_seconds=_sync_timeout(row["auth_config"]),
         routes=routes_from_json(row["routes"]),
+        correlation_key=row["auth_config"].get("correlation_key"),
     )
 
 
 # auth_config keys; and the changes that are columns of their own.
-_CONFIG_KEYS = ("secret_count", "header", "sync_timeout_seconds")
+_CONFIG_KEYS = ("secret_count", "header", "sync_timeout_seconds", "correlation_key")
 _COLUMN_CHANGES = frozenset({"trigger_key", "path", "response_mode", "enabled"})
 
 
@@ -309,6 +326,7 @@ def _view(row: dict[str, Any]) -> WebhookView:
         sync_timeout_seconds=_sync_timeout(row["auth_config"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        correlation_key=row["auth_config"].get("correlation_key"),
         url=f"/hooks/{row['path']}",
     )
 

@@ -157,28 +157,42 @@ async def after_record(connection: Connection, writes: WaitWrites) -> None:
 async def _correlation_key(
     cfg: WaitForEventCfg, context: Mapping[str, Any], secret_keys: frozenset[str]
 ) -> str:
-    """The rendered correlation key: text (a whole number is taken as its digits), never read
-    from a secret variable (it is stored and shown with the step and its events)."""
-    rendered = await render_cfg_bounded(
-        {"correlation_key": cfg.correlation_key}, context, secret_keys
+    return await render_correlation_key(
+        cfg.correlation_key, context, secret_keys, where="cfg.correlation_key"
     )
+
+
+async def render_correlation_key(
+    template: str,
+    context: Mapping[str, Any],
+    secret_keys: frozenset[str] = frozenset(),
+    *,
+    where: str,
+) -> str:
+    """A rendered correlation key (a wait's, or a webhook endpoint's over its delivery): text
+    (a whole number is taken as its digits), never read from a secret variable (it is stored
+    and shown with the step and its events).
+
+    Raises:
+        RenderError: naming `where` and what to change.
+    """
+    rendered = await render_cfg_bounded({"correlation_key": template}, context, secret_keys)
     if rendered.tainted:
         raise RenderError(
-            "cfg.correlation_key: reads a secret variable, and a correlation key is stored and "
-            "shown; correlate on an identifier that is not secret"
+            f"{where}: reads a secret variable, and a correlation key is stored and shown; "
+            "correlate on an identifier that is not secret"
         )
     value = rendered.value["correlation_key"]
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         raise RenderError(
-            f"cfg.correlation_key: gave {type(value).__name__}; it must give text or a whole "
-            "number, such as {{ trigger.order_id }}"
+            f"{where}: gave {type(value).__name__}; it must give text or a whole number, such "
+            "as {{ trigger.order_id }}"
         )
     if not value or len(value) > MAX_CORRELATION_KEY_LENGTH:
         raise RenderError(
-            f"cfg.correlation_key: gave {len(value)} characters; it must give 1 to "
-            f"{MAX_CORRELATION_KEY_LENGTH}"
+            f"{where}: gave {len(value)} characters; it must give 1 to {MAX_CORRELATION_KEY_LENGTH}"
         )
     return value
 

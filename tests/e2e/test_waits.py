@@ -18,6 +18,7 @@ from config.settings import Role, Settings
 from server.app import create_app
 from tests.support.apps import serving
 from tests.support.credentials import API_TOKEN
+from tests.support.hook_senders import create_webhook
 from tests.support.invariants import assert_invariants
 from tests.support.peers import SmtpPeer
 from tests.support.workflows import import_published, run, steps_by_key, wait_for
@@ -446,3 +447,51 @@ async def test_webhook_paths_under_resume_are_refused(engine_client: httpx.Async
     )
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == "path"
+
+
+async def test_a_webhook_delivery_with_a_correlation_key_resumes_the_wait(
+    engine_client: httpx.AsyncClient, hooks: httpx.AsyncClient, engine_settings: Settings
+) -> None:
+    refused = await engine_client.post(
+        "/api/v1/webhooks",
+        json={"trigger_key": "approvals", "path": "bad", "auth": {"type": "none"},
+              "correlation_key": "{{ steps.x.output }}"},
+    )  # fmt: skip
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == "correlation_key"
+    endpoint = await create_webhook(
+        engine_client, path="payments", trigger_key="approvals",
+        correlation_key="{{ trigger.data.order }}",
+    )  # fmt: skip
+    assert endpoint["correlation_key"] == "{{ trigger.data.order }}"
+    workflow_id = await import_published(
+        engine_client,
+        chain(
+            "Wait for payment",
+            wait_step(),
+            record("after", paid="{{ steps.approval.output.paid }}"),
+        ),
+    )
+    execution_id = await run(engine_client, workflow_id, {"order_id": "A-7"})
+    await wait_for(engine_client, execution_id, {"WAITING"})
+    other = await hooks.post("/hooks/payments", json={"data": {"order": "B-1"}, "paid": False})
+    assert other.status_code == 202, other.text
+    unkeyed = await hooks.post("/hooks/payments", json={"no": "order"})
+    assert unkeyed.status_code == 202  # accepted all the same; the event says why it has no key
+    event = (await engine_client.get(f"/api/v1/events/{unkeyed.json()['event_id']}")).json()
+    assert "correlation_key" in event["source"]["correlation_error"]
+    paid = await hooks.post("/hooks/payments", json={"data": {"order": "A-7"}, "paid": True})
+    assert paid.status_code == 202, paid.text
+    done = await wait_for(engine_client, execution_id)
+    assert done["status"] == "SUCCESS", done
+    assert steps_by_key(done)["after"]["result_data"] == {"paid": True}
+    # A change keeps the key unless it says otherwise; null removes it.
+    changed = await engine_client.patch(
+        f"/api/v1/webhooks/{endpoint['id']}", json={"auth": {"type": "none"}}
+    )
+    assert changed.json()["correlation_key"] == "{{ trigger.data.order }}"
+    removed = await engine_client.patch(
+        f"/api/v1/webhooks/{endpoint['id']}", json={"correlation_key": None}
+    )
+    assert removed.json()["correlation_key"] is None
+    await assert_invariants(engine_settings)
