@@ -1,6 +1,7 @@
 """What every fault scenario shares: its size (`FAULT_SCALE=small`, the default run by CI with the
 rest of the suite, or `large`, the sizes the README quotes) and the `switchyard run` process it
-starts, kills, pauses and stops (`Process`; the `processes` fixture starts them)."""
+starts, kills, pauses and stops (`Process`; the `processes` fixture starts them); and what the
+kill drills share: their workers' settings and waiting for every execution to finish."""
 
 from __future__ import annotations
 
@@ -11,18 +12,50 @@ import time
 from pathlib import Path
 from typing import Final
 
+import asyncpg
 import httpx
 
 from tests.support.processes import SWITCHYARD, free_port
-from tests.support.waiting import eventually_sync
+from tests.support.waiting import eventually, eventually_sync
 
 SCALE: Final = os.environ.get("FAULT_SCALE", "small")
 LARGE: Final = SCALE == "large"
 START_TIMEOUT_SECONDS: Final = 60.0
 
 
+DRAIN_TIMEOUT_SECONDS: Final = 600.0
+# The worker processes of the kill drills: short leases, so a killed worker's jobs return soon.
+KILL_DRILL_WORKER: Final = {
+    "JOB_LEASE_SECONDS": "2",
+    "JOB_POLL_INTERVAL_SECONDS": "0.2",
+    "WORKER_CONCURRENCY": "16",
+    "DB_POOL_MAX_SIZE": "24",
+}
+
+
 def sized(small: int, large: int) -> int:
     return large if LARGE else small
+
+
+async def unfinished(connection: asyncpg.Connection) -> int:
+    """How many executions are not finished yet."""
+    return int(
+        await connection.fetchval(
+            "SELECT count(*) FROM workflow_execution"
+            " WHERE status NOT IN ('SUCCESS', 'FAILED', 'CANCELLED')"
+        )
+    )
+
+
+async def wait_until_drained(connection: asyncpg.Connection) -> None:
+    """Wait until every execution has finished (within DRAIN_TIMEOUT_SECONDS)."""
+    await eventually(
+        lambda: unfinished(connection),
+        until=lambda left: left == 0,
+        what="every execution finished (last value: executions unfinished)",
+        within=DRAIN_TIMEOUT_SECONDS,
+        every=0.5,
+    )
 
 
 class Process:

@@ -14,11 +14,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.faults.drill import Process, sized
+from tests.faults.drill import KILL_DRILL_WORKER, Process, sized, unfinished, wait_until_drained
 from tests.support.credentials import API_TOKEN
-from tests.support.waiting import eventually
 
-DRAIN_TIMEOUT_SECONDS = 600.0
 MAX_CONCURRENCY = 5
 
 CHILD: dict[str, Any] = {
@@ -39,15 +37,6 @@ PARENT: dict[str, Any] = {
                  "max_concurrency": MAX_CONCURRENCY}},
     ],
 }  # fmt: skip
-
-
-async def unfinished(connection: asyncpg.Connection) -> int:
-    return int(
-        await connection.fetchval(
-            "SELECT count(*) FROM workflow_execution"
-            " WHERE status NOT IN ('SUCCESS', 'FAILED', 'CANCELLED')"
-        )
-    )
 
 
 async def test_workers_killed_during_fan_outs_lose_and_duplicate_no_child(
@@ -77,9 +66,7 @@ async def test_workers_killed_during_fan_outs_lose_and_duplicate_no_child(
             )
             assert response.status_code == 202, response.text
 
-    worker_settings = {"JOB_LEASE_SECONDS": "2", "JOB_POLL_INTERVAL_SECONDS": "0.2",
-                       "WORKER_CONCURRENCY": "16", "DB_POOL_MAX_SIZE": "24"}  # fmt: skip
-    workers = [processes(database_dsn, "worker", **worker_settings) for _ in range(2)]
+    workers = [processes(database_dsn, "worker", **KILL_DRILL_WORKER) for _ in range(2)]
     await asyncio.gather(*(asyncio.to_thread(worker.wait_ready) for worker in workers))
     started = time.monotonic()
     rng = random.Random(11)  # noqa: S311 - kill moments, not cryptography
@@ -94,16 +81,10 @@ async def test_workers_killed_during_fan_outs_lose_and_duplicate_no_child(
         victim = rng.choice(workers)
         victim.kill()  # its replacement starts at once; it is ready when it is
         workers.remove(victim)
-        workers.append(processes(database_dsn, "worker", **worker_settings))
+        workers.append(processes(database_dsn, "worker", **KILL_DRILL_WORKER))
     await asyncio.gather(*(asyncio.to_thread(worker.wait_ready) for worker in workers))
 
-    await eventually(
-        lambda: unfinished(connection),
-        until=lambda left: left == 0,
-        what="every execution finished (last value: executions unfinished)",
-        within=DRAIN_TIMEOUT_SECONDS,
-        every=0.5,
-    )
+    await wait_until_drained(connection)
     drained = time.monotonic() - started
 
     statuses = {

@@ -19,11 +19,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.faults.drill import Process, sized
+from tests.faults.drill import KILL_DRILL_WORKER, Process, sized, wait_until_drained
 from tests.support.credentials import API_TOKEN
-from tests.support.waiting import eventually
 
-DRAIN_TIMEOUT_SECONDS = 600.0
 START, ANSWERS, SILENCE = "wait-drill", "wait-drill-answers", "wait-drill-silence"
 
 
@@ -76,15 +74,6 @@ async def answer_everything(client: httpx.AsyncClient, count: int) -> None:
         )  # fmt: skip
 
 
-async def unfinished(connection: asyncpg.Connection) -> int:
-    return int(
-        await connection.fetchval(
-            "SELECT count(*) FROM workflow_execution"
-            " WHERE status NOT IN ('SUCCESS', 'FAILED', 'CANCELLED')"
-        )
-    )
-
-
 async def test_workers_killed_while_executions_wait_resume_each_wait_once(
     switchyard_check: Callable[[str], str],
     processes: Callable[..., Process],
@@ -94,8 +83,6 @@ async def test_workers_killed_while_executions_wait_resume_each_wait_once(
     count, kills = sized(40, 2000), sized(3, 10)
     api = processes(database_dsn, "api", "api")
     await asyncio.to_thread(api.wait_ready)
-    worker_settings = {"JOB_LEASE_SECONDS": "2", "JOB_POLL_INTERVAL_SECONDS": "0.2",
-                       "WORKER_CONCURRENCY": "16", "DB_POOL_MAX_SIZE": "24"}  # fmt: skip
     async with httpx.AsyncClient(
         base_url=api.url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
     ) as client:
@@ -113,7 +100,7 @@ async def test_workers_killed_while_executions_wait_resume_each_wait_once(
             )
             assert imported.status_code == 201, imported.text
         await send_all(client, [{"trigger_key": START, "payload": {"n": n}} for n in range(count)])
-        workers = [processes(database_dsn, "worker", **worker_settings) for _ in range(2)]
+        workers = [processes(database_dsn, "worker", **KILL_DRILL_WORKER) for _ in range(2)]
         await asyncio.gather(*(asyncio.to_thread(worker.wait_ready) for worker in workers))
         started = time.monotonic()
         rng = random.Random(11)  # noqa: S311 - kill moments, not cryptography
@@ -124,19 +111,13 @@ async def test_workers_killed_while_executions_wait_resume_each_wait_once(
                 victim = rng.choice(workers)
                 victim.kill()
                 workers.remove(victim)
-                replacement = processes(database_dsn, "worker", **worker_settings)
+                replacement = processes(database_dsn, "worker", **KILL_DRILL_WORKER)
                 await asyncio.to_thread(replacement.wait_ready)
                 workers.append(replacement)
 
         await asyncio.gather(answer_everything(client, count), kill_now_and_then())
 
-    await eventually(
-        lambda: unfinished(connection),
-        until=lambda left: left == 0,
-        what="every execution finished (last value: executions unfinished)",
-        within=DRAIN_TIMEOUT_SECONDS,
-        every=0.5,
-    )
+    await wait_until_drained(connection)
     drained = time.monotonic() - started
 
     rows = await connection.fetch("SELECT status, count(*) FROM workflow_execution GROUP BY status")

@@ -13,12 +13,9 @@ from collections.abc import Callable
 import asyncpg
 import httpx
 
-from tests.faults.drill import Process, sized
+from tests.faults.drill import KILL_DRILL_WORKER, Process, sized, wait_until_drained
 from tests.support.credentials import API_TOKEN
 from tests.support.peers import HttpPeer
-from tests.support.waiting import eventually
-
-DRAIN_TIMEOUT_SECONDS = 600.0
 
 
 def workflow(peer_url: str) -> dict[str, object]:
@@ -50,15 +47,6 @@ async def send_events(client: httpx.AsyncClient, count: int) -> None:
     await asyncio.gather(*(send(n) for n in range(count)))
 
 
-async def unfinished(connection: asyncpg.Connection) -> int:
-    return int(
-        await connection.fetchval(
-            "SELECT count(*) FROM workflow_execution"
-            " WHERE status NOT IN ('SUCCESS', 'FAILED', 'CANCELLED')"
-        )
-    )
-
-
 async def test_workers_killed_during_the_drain_lose_and_duplicate_nothing(
     switchyard_check: Callable[[str], str],
     processes: Callable[..., Process],
@@ -84,9 +72,7 @@ async def test_workers_killed_during_the_drain_lose_and_duplicate_nothing(
         assert imported.status_code == 201, imported.text
         await send_events(client, executions)
 
-    worker_settings = {"JOB_LEASE_SECONDS": "2", "JOB_POLL_INTERVAL_SECONDS": "0.2",
-                       "WORKER_CONCURRENCY": "16", "DB_POOL_MAX_SIZE": "24"}  # fmt: skip
-    workers = [processes(database_dsn, "worker", **worker_settings) for _ in range(2)]
+    workers = [processes(database_dsn, "worker", **KILL_DRILL_WORKER) for _ in range(2)]
     await asyncio.gather(*(asyncio.to_thread(worker.wait_ready) for worker in workers))
     started = time.monotonic()
     rng = random.Random(7)  # noqa: S311 - kill moments, not cryptography
@@ -95,17 +81,11 @@ async def test_workers_killed_during_the_drain_lose_and_duplicate_nothing(
         victim = rng.choice(workers)
         victim.kill()
         workers.remove(victim)
-        replacement = processes(database_dsn, "worker", **worker_settings)
+        replacement = processes(database_dsn, "worker", **KILL_DRILL_WORKER)
         await asyncio.to_thread(replacement.wait_ready)
         workers.append(replacement)
 
-    await eventually(
-        lambda: unfinished(connection),
-        until=lambda left: left == 0,
-        what="every execution finished (last value: executions unfinished)",
-        within=DRAIN_TIMEOUT_SECONDS,
-        every=0.5,
-    )
+    await wait_until_drained(connection)
     drained = time.monotonic() - started
 
     rows = await connection.fetch("SELECT status, count(*) FROM workflow_execution GROUP BY status")
