@@ -19,13 +19,12 @@ from msgspec import Meta
 
 from server.engine.document import Step, StepKind, TriggerKey, WorkflowDocument, WorkflowRef
 from server.engine.problems import Problem
-from server.engine.templates import is_template
+from server.engine.templates import is_template, single_expression
 
 MAX_FOREACH_ITEMS: Final = 10_000
 MAX_FOREACH_CONCURRENCY: Final = 1_000
 DEFAULT_FOREACH_CONCURRENCY: Final = 10
 MAX_WAIT_SECONDS: Final = 366 * 24 * 3600
-_SINGLE_EXPRESSION: Final = re.compile(r"^\{\{(?:(?!\}\}|\{\{).)*\}\}$", re.DOTALL)
 
 
 class CallWorkflowCfg(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -120,7 +119,7 @@ def _items_problems(items: list[Any] | str, field: str) -> list[Problem]:
                 '"{{ trigger.leads }}"; a literal string is not a list',
             )
         ]
-    if not _SINGLE_EXPRESSION.match(items.strip()):
+    if single_expression(items) is None:
         return [
             Problem(
                 field=field,

@@ -28,13 +28,17 @@ from server.engine.budget import (
     end_budget,
     start_budget,
 )
-from server.engine.templates import ENVIRONMENT, is_template, template_variable_reads
+from server.engine.templates import (
+    ENVIRONMENT,
+    is_template,
+    single_expression,
+    template_variable_reads,
+)
 
 MAX_RENDERED_BYTES = 256 * 1024
 REDACTED = "[redacted]"
 MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary text; they are not secrets
 MIN_DESIGN_SECRET_LENGTH = 8  # secret variables shorter than this are refused when saved
-_SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expression>(?:(?!\}\}|\{\{).)*)\}\}$", re.DOTALL)
 # Whatever a template raises is the template's failure (a filter given the wrong type raises
 # AttributeError or KeyError, a nesting the compiler refuses SyntaxError), except the signal to
 # run it again off the event loop.
@@ -160,9 +164,8 @@ def _render_string(
     source: str, context: Mapping[str, Any], path: str, secret_keys: frozenset[str]
 ) -> tuple[Any, bool]:
     """The rendered value, and whether the template read a secret variable."""
-    single = _SINGLE_EXPRESSION.match(source.strip())
-    if single:
-        expression = single.group("expression")
+    expression = single_expression(source)
+    if expression is not None:
         secret = template_variable_reads(expression, expression=True).reads_any(secret_keys)
         return _json_value(evaluate(expression, context, path), path), secret
     secret = template_variable_reads(source).reads_any(secret_keys)

@@ -10,6 +10,7 @@ caught at save time by `template_problems`; rendering comes with the execution e
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,9 +37,17 @@ ENVIRONMENT = BoundedSandbox(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
 )
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
+_SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expression>(?:(?!\}\}|\{\{).)*)\}\}$", re.DOTALL)
 # The function every step's templates may call: `resume_url('approval')`, the signed resume
 # link of a `wait_for_event` step (made by the runtime, `server.runs.resume_links`).
 RESUME_URL_FUNCTION = "resume_url"
+
+
+def single_expression(value: str) -> str | None:
+    """The expression of a string that is exactly one `{{ expression }}` (surrounding blanks
+    aside), which renders to the expression's own value rather than its text; else None."""
+    found = _SINGLE_EXPRESSION.match(value.strip())
+    return found["expression"] if found else None
 
 
 def is_template(value: str) -> bool:

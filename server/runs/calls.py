@@ -23,7 +23,6 @@ admit different children and resume the step once.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final
@@ -41,7 +40,7 @@ from server.engine.flow_steps import (
 )
 from server.engine.planning import ExecutionStatus, StepStatus, success_branches
 from server.engine.rendering import RenderError
-from server.engine.templates import template_variable_reads
+from server.engine.templates import single_expression, template_variable_reads
 from server.queue.client import job_arrays
 from server.queue.jobs import NewJob
 from server.runs import sql, store
@@ -57,7 +56,6 @@ log = structlog.get_logger(__name__)
 
 # A foreach's output holds every child's output: larger than one step's usual limit.
 MAX_FOREACH_OUTPUT_BYTES: Final = 16 * 1024 * 1024
-_SINGLE_EXPRESSION: Final = re.compile(r"^\{\{(?P<expression>(?:(?!\}\}|\{\{).)*)\}\}$", re.DOTALL)
 
 
 class ChildRun(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,12 +149,12 @@ async def _items(
     if isinstance(cfg.items, list):
         items: Any = cfg.items
     else:
-        found = _SINGLE_EXPRESSION.match(cfg.items.strip())
-        if found is None:  # refused at publish; kept for versions published before the check
+        expression = single_expression(cfg.items)
+        if expression is None:  # refused at publish; kept for versions published before the check
             raise RenderError("cfg.items: must be one {{ expression }} giving a list")
         if template_variable_reads(cfg.items).keys & secret_keys:
             raise RenderError("cfg.items: must not read secret variables")
-        items = await evaluate_bounded(found["expression"], context, "cfg.items")
+        items = await evaluate_bounded(expression, context, "cfg.items")
     if callable(items):  # `trigger.items` finds the dict's method, not the key
         raise RenderError(
             "cfg.items: gave a method, not a list; a key named like a dict method (items, "
