@@ -57,7 +57,16 @@ from typing import Final
 
 import msgspec
 
-from bench.command import BUSY_CORES, DEFAULT_DSN, progress, run_loop
+from bench.command import (
+    BUSY_CORES,
+    DEFAULT_DSN,
+    Column,
+    cells,
+    headings,
+    progress,
+    ratio_and_target_lines,
+    run_loop,
+)
 from bench.e2e_common import LevelFigures, Plan, Server, measure
 from bench.e2e_n8n import DEFAULT_CACHE, N8nServer
 from bench.e2e_n8n import DEFAULT_POOL_SIZE as N8N_POOL_SIZE
@@ -248,7 +257,7 @@ def targets(results: Results) -> list[tuple[str, bool]]:
 
 
 # Table columns: heading, LevelFigures field, format.
-COLUMNS: Final = (
+COLUMNS: Final[tuple[Column, ...]] = (
     ("exec/s", "executions_per_s", "{:>8.1f}"),
     ("accepted/s", "accepted_per_s", "{:>11.1f}"),
     ("+drain/s", "executions_per_s_with_drain", "{:>9.1f}"),
@@ -270,19 +279,11 @@ COLUMNS: Final = (
 
 
 def render_table(results: Results, found: dict[str, float]) -> str:
-    headings = "".join(f"{title:>{len(fmt.format(0))}}" for title, _, fmt in COLUMNS)
-    lines = [f"{'system':<12}{'level':>8}{headings}"]
+    lines = [f"{'system':<12}{'level':>8}{headings(COLUMNS)}"]
     for name, levels in results.items():
         for level, figures in levels.items():
-            cells = "".join(fmt.format(getattr(figures, field)) for _, field, fmt in COLUMNS)
-            lines.append(f"{name:<12}{level:>8}{cells}")
-    if found:
-        lines.append("")
-        lines.extend(f"{key:<32}{value:>8.2f}x" for key, value in found.items())
-    lines.append("")
-    lines.extend(
-        f"target {'met   ' if met else 'MISSED'}  {text}" for text, met in targets(results)
-    )
+            lines.append(f"{name:<12}{level:>8}{cells(figures, COLUMNS)}")
+    lines.extend(ratio_and_target_lines(found, targets(results)))
     busy = [
         f"{name} {suffix(level)}"
         for name, levels in results.items()

@@ -45,7 +45,16 @@ from typing import Final
 
 import msgspec
 
-from bench.command import BUSY_CORES, DEFAULT_DSN, progress, run_loop
+from bench.command import (
+    BUSY_CORES,
+    DEFAULT_DSN,
+    Column,
+    cells,
+    headings,
+    progress,
+    ratio_and_target_lines,
+    run_loop,
+)
 from bench.e2e_n8n import DEFAULT_CACHE
 from bench.e2e_n8n import DEFAULT_POOL_SIZE as N8N_POOL_SIZE
 from bench.e2e_processes import busy_cores, cancelled_on_signals, exclusive_run
@@ -202,7 +211,7 @@ def targets(results: Results) -> dict[str, bool]:
 
 
 # Table columns: heading, FanOutFigures field, format.
-COLUMNS: Final = (
+COLUMNS: Final[tuple[Column, ...]] = (
     ("limit", "concurrency", "{:>6}"),
     ("children", "children", "{:>9}"),
     ("wall s", "wall_s", "{:>8.2f}"),
@@ -222,19 +231,12 @@ COLUMNS: Final = (
 
 def render_table(results: Results, found: dict[str, float], checks: dict[str, bool]) -> str:
     items = next(iter(results.values())).items if results else 0
-    headings = "".join(f"{title:>{len(fmt.format(0))}}" for title, _, fmt in COLUMNS)
     lines = [
         f"fan-out of {items} items, three-step children; times in ms unless named",
-        f"{'shape':<12}{headings}",
+        f"{'shape':<12}{headings(COLUMNS)}",
     ]
-    for shape, figures in results.items():
-        cells = "".join(fmt.format(getattr(figures, field)) for _, field, fmt in COLUMNS)
-        lines.append(f"{shape:<12}{cells}")
-    if found:
-        lines.append("")
-        lines.extend(f"{key:<32}{value:>8.2f}x" for key, value in found.items())
-    lines.append("")
-    lines.extend(f"target {'met   ' if met else 'MISSED'}  {text}" for text, met in checks.items())
+    lines.extend(f"{shape:<12}{cells(figures, COLUMNS)}" for shape, figures in results.items())
+    lines.extend(ratio_and_target_lines(found, checks.items()))
     busy = [shape for shape, figures in results.items() if figures.other_cpu_cores > BUSY_CORES]
     if busy:
         lines.append(f"note: other processes competed for the CPU during {', '.join(busy)}")

@@ -53,7 +53,15 @@ from typing import Any, Final
 
 import msgspec
 
-from bench.command import BUSY_CORES, DEFAULT_DSN, progress, run_loop
+from bench.command import (
+    BUSY_CORES,
+    DEFAULT_DSN,
+    Column,
+    cells,
+    headings,
+    progress,
+    run_loop,
+)
 from bench.e2e_common import percentile
 from bench.e2e_processes import CpuAccount, busy_cores, cancelled_on_signals, exclusive_run
 from bench.e2e_switchyard import DEFAULT_POOL_SIZE, DEFAULT_WORKER_CONCURRENCY
@@ -217,7 +225,7 @@ async def run(arguments: argparse.Namespace) -> Results:
     )
 
 
-COLUMNS: Final = (
+COLUMNS: Final[tuple[Column, ...]] = (
     ("execs", "executions", "{:>7}"),
     ("failed", "failed", "{:>7}"),
     ("handoff p50", "handoff_p50_ms", "{:>12.3f}"),
@@ -232,15 +240,12 @@ COLUMNS: Final = (
 
 
 def render_table(results: Results) -> str:
-    headings = "".join(f"{title:>{len(fmt.format(0))}}" for title, _, fmt in COLUMNS)
     lines = [
         f"{results.steps} steps per execution, {results.runs} executions per phase; times in ms",
-        f"{'phase':<12}{headings}",
+        f"{'phase':<12}{headings(COLUMNS)}",
     ]
     for name in ("sequential", "concurrent"):
-        figures = getattr(results, name)
-        cells = "".join(fmt.format(getattr(figures, field)) for _, field, fmt in COLUMNS)
-        lines.append(f"{name:<12}{cells}")
+        lines.append(f"{name:<12}{cells(getattr(results, name), COLUMNS)}")
     lines.append(f"other cores busy meanwhile: {results.other_cpu_cores:.2f}")
     return "\n".join(lines)
 
