@@ -12,6 +12,7 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
 
 from server.api.deps import pool_of
@@ -29,14 +30,21 @@ async def require_api_token(connection: ASGIConnection, handler: BaseRouteHandle
     token = token.strip()
     if scheme.lower() != BEARER or not token:
         raise _unauthorized("send 'Authorization: Bearer <token>'")
+    if not await authenticate_token(connection.app.state, token):
+        raise _unauthorized("the bearer token is not valid, revoked or expired")
+
+
+async def authenticate_token(state: State, token: str) -> bool:
+    """Whether `token` is live now: one of API_TOKENS, or stored, unrevoked and unexpired.
+
+    The one check behind every way in (the API's bearer header, the console's session cookie),
+    so a revoked token is refused by all of them at once."""
     token_hash = hash_token(token)
-    configured: frozenset[str] = connection.app.state.api_token_hashes
+    configured: frozenset[str] = state.api_token_hashes
     if matches_any(token_hash, configured):
-        return
-    async with pool_of(connection.app.state).acquire() as database:
-        if await is_live_token(database, token_hash):
-            return
-    raise _unauthorized("the bearer token is not valid, revoked or expired")
+        return True
+    async with pool_of(state).acquire() as database:
+        return await is_live_token(database, token_hash)
 
 
 def _unauthorized(reason: str) -> Exception:
