@@ -41,6 +41,16 @@ class LogFormat(StrEnum):
     CONSOLE = "console"
 
 
+class PreparedStatements(StrEnum):
+    """Whether the pool's connections keep named prepared statements (asyncpg's statement
+    cache). `auto`: kept on a direct connection, off behind a pooler (DATABASE_DIRECT_URL set to
+    another address than DATABASE_URL); PgBouncer before 1.21 loses them between transactions."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
 Port = Annotated[int, Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, Meta(ge=1)]
 Seconds = Annotated[float, Meta(gt=0)]
@@ -55,6 +65,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     # Database: DATABASE_URL, else POSTGRES_* when POSTGRES_HOST is set, else embedded.
     database_url: str | None = None
+    # A session-capable address of the same database (not through a transaction-mode pooler)
+    # for what needs a session: LISTEN, session advisory locks, migrations. Defaults to
+    # DATABASE_URL; set it when DATABASE_URL points at PgBouncer, RDS Proxy or Supavisor.
+    database_direct_url: str | None = None
+    database_prepared_statements: PreparedStatements = PreparedStatements.AUTO
     postgres_host: str | None = None
     postgres_port: Port = 5432
     postgres_user: str = "postgres"
@@ -123,9 +138,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     http_max_connections: PositiveInt = 1000
 
     def __post_init__(self) -> None:
-        if self.database_url is not None and not re.match(r"^postgres(ql)?://", self.database_url):
+        for name, url in (
+            ("DATABASE_URL", self.database_url),
+            ("DATABASE_DIRECT_URL", self.database_direct_url),
+        ):
+            if url is not None and not re.match(r"^postgres(ql)?://", url):
+                raise ValueError(
+                    f"{name}: must start with postgresql:// (postgresql://user@host:5432/db)"
+                )
+        if self.database_direct_url is not None and self.uses_embedded_postgres:
             raise ValueError(
-                "DATABASE_URL: must start with postgresql:// (postgresql://user@host:5432/db)"
+                "DATABASE_DIRECT_URL: needs DATABASE_URL (or POSTGRES_HOST) too: DATABASE_URL "
+                "is the pooler's address, DATABASE_DIRECT_URL the session-capable one"
             )
         if self.object_store_url is not None and not re.match(
             r"^(s3://[^/]+|file://.+)", self.object_store_url
@@ -161,6 +185,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             f"postgresql://{user}:{password}@{self.postgres_host}:{self.postgres_port}/"
             f"{quote(self.postgres_db, safe='')}"
         )
+
+    @property
+    def direct_database_dsn(self) -> str:
+        """The session-capable DSN of a configured PostgreSQL (DATABASE_DIRECT_URL, else the
+        same as `external_database_dsn`)."""
+        return self.database_direct_url or self.external_database_dsn
+
+    @property
+    def behind_pooler(self) -> bool:
+        """True when DATABASE_URL is a transaction-mode pooler: DATABASE_DIRECT_URL names
+        another address. Pooled connections then keep no session state between statements."""
+        direct = self.database_direct_url
+        return direct is not None and direct != self.external_database_dsn
+
+    @property
+    def keeps_prepared_statements(self) -> bool:
+        """Whether pooled connections cache named prepared statements (see PreparedStatements)."""
+        if self.database_prepared_statements is PreparedStatements.AUTO:
+            return not self.behind_pooler
+        return self.database_prepared_statements is PreparedStatements.ON
 
     @property
     def data_path(self) -> Path:
@@ -219,6 +263,7 @@ def _allowed_values(field: str) -> str:
         "roles": Role,
         "log_level": LogLevel,
         "log_format": LogFormat,
+        "database_prepared_statements": PreparedStatements,
     }
     enum = choices.get(field)
     if enum is None:

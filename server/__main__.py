@@ -24,14 +24,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from config.settings import Settings, SettingsError, load_settings
-from server.app import prepare_database
+from server.app import prepared_pool
 from server.cli import admin, check, executions, workflows
 from server.cli.exit_codes import EXIT_NO_DATABASE, EXIT_USAGE
 from server.cli.locate import DatabaseNotFoundError, locate_database
 from server.cli.serve import run_command
-from server.db.database import database_dsn
+from server.db.database import database_addresses
 from server.db.embedded import EmbeddedPostgresError
-from server.db.pool import open_pool
 from server.errors import AppError
 from server.log import configure_logging
 
@@ -119,9 +118,8 @@ def main(argv: list[str] | None = None) -> None:
 
 async def with_database(settings: Settings, command: Callable[[], Awaitable[int]]) -> int:
     """Run an operator command with the pool open on the located database."""
-    with database_dsn(settings) as dsn:
-        async with open_pool(dsn, min_size=1, max_size=2) as engine:
-            await prepare_database(engine)
+    with database_addresses(settings) as addresses:
+        async with prepared_pool(addresses, min_size=1, max_size=2):
             return await command()
 
 

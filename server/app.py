@@ -36,9 +36,9 @@ from server.api.resume_links import ResumeLinkController
 from server.api.routes import api_router
 from server.crypto.tokens import hash_token
 from server.db import tokens
-from server.db.database import database_dsn
-from server.db.migrations import migrate
-from server.db.pool import asyncpg_pool, open_pool, piccolo_database
+from server.db.database import DatabaseAddresses, database_addresses
+from server.db.migrations import migrate, migrated_pool
+from server.db.pool import asyncpg_pool, piccolo_database
 from server.db.registry import seed_registries
 from server.db.trigger_health import IntakeRecorder
 from server.keyring import load_keyring
@@ -112,11 +112,13 @@ async def lifespan(
     announce: Callable[[str], None],
 ) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
-        dsn = stack.enter_context(database_dsn(settings))
+        addresses = stack.enter_context(database_addresses(settings))
+        dsn = addresses.direct  # the LISTEN connections and session locks
         engine = await stack.enter_async_context(
-            open_pool(dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size)
+            prepared_pool(
+                addresses, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+            )
         )
-        await prepare_database(engine)
         app.state.database = engine
         app.state.keyring = load_keyring(settings)
         recorder = IntakeRecorder(asyncpg_pool(engine))
@@ -190,6 +192,16 @@ async def listening(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         cache.disconnected()
+
+
+@asynccontextmanager
+async def prepared_pool(
+    addresses: DatabaseAddresses, *, min_size: int, max_size: int
+) -> AsyncIterator[PostgresEngine]:
+    """The process's pool (`migrated_pool`) with the registries seeded."""
+    async with migrated_pool(addresses, min_size=min_size, max_size=max_size) as engine:
+        await seed_registries(ACTIONS, CREDENTIAL_TYPES, TRIGGERS)
+        yield engine
 
 
 async def prepare_database(engine: PostgresEngine) -> None:

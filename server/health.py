@@ -29,7 +29,7 @@ from prometheus_client import (
 from server.api.problems import problem
 from server.db.migrations import pending_migrations
 from server.db.pool import asyncpg_pool
-from server.queue.client import queue_depth
+from server.queue.client import queue_backlog, queue_depth
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -72,9 +72,16 @@ async def ready(state: State) -> HealthStatus:
 # as a float): noise in every scrape that no dashboard here reads.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
-QUEUE_JOBS = Gauge("switchyard_queue_jobs", "Jobs in the queue table", ["kind", "state"])
+QUEUE_JOBS = Gauge(
+    "switchyard_queue_jobs",
+    "Jobs in the queue table (exact up to 10000 jobs, estimated from a sample above)",
+    ["kind", "state"],
+)
+QUEUE_DUE = Gauge(
+    "switchyard_queue_due_jobs", "Queued jobs due now, counted up to 10000 (scale workers on it)"
+)
 QUEUE_OLDEST_DUE = Gauge(
-    "switchyard_queue_oldest_due_seconds", "Age of the oldest due queued job", ["kind"]
+    "switchyard_queue_oldest_due_seconds", "Age of the oldest due queued job (0: none due)"
 )
 
 
@@ -87,15 +94,15 @@ async def metrics(state: State, request: Request) -> Response[bytes]:  # type: i
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
             async with asyncpg_pool(state.database).acquire() as connection:
                 depth = await queue_depth(connection)
+                backlog = await queue_backlog(connection)
     except (OSError, asyncpg.PostgresError, TimeoutError):
-        depth = None  # the process metrics still answer; /ready reports the database
-    if depth is not None:
+        pass  # the process metrics still answer; /ready reports the database
+    else:
         QUEUE_JOBS.clear()
-        QUEUE_OLDEST_DUE.clear()
         for row in depth:
             QUEUE_JOBS.labels(row.kind, row.state.value).set(row.count)
-            if row.oldest_due_seconds is not None:
-                QUEUE_OLDEST_DUE.labels(row.kind).set(row.oldest_due_seconds)
+        QUEUE_DUE.set(backlog.due_jobs)
+        QUEUE_OLDEST_DUE.set(backlog.oldest_due_seconds or 0.0)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

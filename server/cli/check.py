@@ -22,7 +22,7 @@ from server.db.check_report import (
     render_json,
     render_text,
 )
-from server.db.database import database_dsn
+from server.db.database import database_addresses
 from server.db.invariants import Graces
 from server.storage.object_store import open_object_store
 
@@ -82,9 +82,10 @@ async def check_command(args: argparse.Namespace, settings: Settings) -> int:
     )
     options = CheckOptions(graces=graces, timeout_seconds=args.timeout, max_violations=args.limit)
     try:
-        with database_dsn(settings) as dsn:
+        # The direct address: the check's session is read-only by a startup setting.
+        with database_addresses(settings) as addresses:
             async with open_object_store(settings) as store:
-                report = await check_deployment(dsn, store, options)
+                report = await check_deployment(addresses.direct, store, options)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         print(f"switchyard check: could not read the database: {error}", file=sys.stderr)
         return EXIT_INCOMPLETE

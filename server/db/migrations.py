@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+from collections.abc import AsyncIterator
 from typing import Final
 
 import asyncpg
@@ -20,7 +21,9 @@ from piccolo.apps.migrations.commands.base import BaseMigrationManager
 from piccolo.apps.migrations.commands.forwards import run_forwards
 from piccolo.engine.postgres import PostgresEngine
 
+from server.db.database import DatabaseAddresses
 from server.db.piccolo_app import APP_NAME, MIGRATIONS_FOLDER
+from server.db.pool import open_pool
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +78,27 @@ async def migrate(engine: PostgresEngine) -> list[str]:
             await connection.fetchval(RELEASE_MIGRATION_LOCK, MIGRATION_LOCK_ID)
     finally:
         await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def migrated_pool(
+    addresses: DatabaseAddresses, *, min_size: int, max_size: int
+) -> AsyncIterator[PostgresEngine]:
+    """The process's pool on the pooled address, once the schema is up to date. Behind a
+    pooler the migrations run first through a short-lived pool on the direct address: their
+    advisory lock needs a session of its own."""
+    if addresses.behind_pooler:
+        async with open_pool(addresses.direct, min_size=1, max_size=2) as direct:
+            await migrate(direct)
+    async with open_pool(
+        addresses.pooled,
+        min_size=min_size,
+        max_size=max_size,
+        prepared_statements=addresses.prepared_statements,
+    ) as engine:
+        if not addresses.behind_pooler:
+            await migrate(engine)
+        yield engine
 
 
 async def applied_migrations(connection: Connection) -> frozenset[str]:

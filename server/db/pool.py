@@ -46,17 +46,31 @@ def piccolo_database() -> PostgresEngine:
 
 @asynccontextmanager
 async def open_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 10, close_timeout_seconds: float = 5.0
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    close_timeout_seconds: float = 5.0,
+    prepared_statements: bool = True,
 ) -> AsyncIterator[PostgresEngine]:
     """Point the engine at `dsn`, open its pool, and close the pool on exit (within
-    `close_timeout_seconds`, see `close_pool`)."""
+    `close_timeout_seconds`, see `close_pool`).
+
+    `prepared_statements=False` turns asyncpg's statement cache off, for a transaction-mode
+    pooler that does not carry named prepared statements across transactions (PgBouncer before
+    1.21): each query is then parsed as the unnamed statement, bound and run in one go, which
+    any pooler passes through.
+    """
     engine = piccolo_database()
     engine.config = {
         "dsn": dsn,
         "timeout": CONNECT_TIMEOUT_SECONDS,
         "command_timeout": COMMAND_TIMEOUT_SECONDS,
+        # application_name is the one startup parameter every pooler passes on.
         "server_settings": {"application_name": "switchyard"},
     }
+    if not prepared_statements:
+        engine.config["statement_cache_size"] = 0
     await engine.start_connection_pool(min_size=min_size, max_size=max_size, reset=_keep_session)
     make_fair(asyncpg_pool(engine))
     try:

@@ -27,9 +27,8 @@ from piccolo.table import Table
 
 from config.settings import Settings
 from server.crypto.aead import Keyring, Sealed, SecretDecryptionError, row_binding, seal, unseal
-from server.db.database import database_dsn
-from server.db.migrations import migrate
-from server.db.pool import open_pool
+from server.db.database import database_addresses
+from server.db.migrations import migrated_pool
 from server.db.tables import UserCredentials, WebhookEndpoint, WorkflowVariable
 from server.keyring import load_keyring
 
@@ -181,9 +180,8 @@ async def rotate_keys_command(settings: Settings, *, output: TextIO | None = Non
     except ValueError as error:
         sys.stderr.write(f"switchyard rotate-keys: {error}\n")
         return EXIT_NO_KEYS
-    with database_dsn(settings) as dsn:
-        async with open_pool(dsn, min_size=1, max_size=2) as engine:
-            await migrate(engine)
+    with database_addresses(settings) as addresses:
+        async with migrated_pool(addresses, min_size=1, max_size=2):
             report = await rotate_keys(keyring)
     out.write(f"primary key: {report.primary_key_id}\n")
     for table in report.tables:

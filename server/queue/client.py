@@ -27,6 +27,7 @@ from server.queue.jobs import (
     LeaseLostError,
     NewJob,
     Payload,
+    QueueBacklog,
     QueueDepth,
     ReleasedJob,
 )
@@ -35,6 +36,13 @@ from server.queue.jobs import (
 Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 # last_error is for people; a traceback-sized message is cut here.
 MAX_ERROR_CHARS: Final = 4000
+# Queue depth: exact counts per kind and state up to this many jobs in the table, a sample of
+# about QUEUE_DEPTH_SAMPLE_ROWS scaled to the table's estimated size above; the due backlog is
+# counted up to QUEUE_BACKLOG_CAP (an autoscaler needs no more: at 100 jobs a replica it asks
+# for 100 replicas).
+QUEUE_DEPTH_EXACT_UP_TO: Final = 10_000
+QUEUE_DEPTH_SAMPLE_ROWS: Final = 10_000
+QUEUE_BACKLOG_CAP: Final = 10_000
 
 _encode_json = msgspec.json.Encoder().encode
 _decode_payload = msgspec.json.Decoder(Payload).decode
@@ -261,12 +269,27 @@ async def seconds_until_next_job(connection: Connection) -> float | None:
 
 
 async def queue_depth(connection: Connection) -> list[QueueDepth]:
-    """Jobs per kind and state, with the age of the oldest due queued job (for metrics)."""
-    rows = await connection.fetch(sql.QUEUE_DEPTH)
+    """Jobs per kind and state, bounded work at any table size (`sql.QUEUE_SIZE_ESTIMATE`)."""
+    size = await connection.fetchval(sql.QUEUE_SIZE_ESTIMATE) or 0.0
+    if size <= QUEUE_DEPTH_EXACT_UP_TO:
+        rows = await connection.fetch(sql.QUEUE_DEPTH)
+        return [QueueDepth(kind=r[0], state=JobState(r[1]), count=r[2]) for r in rows]
+    percent = min(100.0, 100.0 * QUEUE_DEPTH_SAMPLE_ROWS / size)
+    rows = await connection.fetch(sql.QUEUE_DEPTH_SAMPLE, percent)
+    sampled = sum(r[2] for r in rows)
     return [
-        QueueDepth(kind=r[0], state=JobState(r[1]), count=r[2], oldest_due_seconds=r[3])
+        QueueDepth(
+            kind=r[0], state=JobState(r[1]), count=round(r[2] * size / sampled), estimated=True
+        )
         for r in rows
     ]
+
+
+async def queue_backlog(connection: Connection) -> QueueBacklog:
+    """The due jobs (exact up to QUEUE_BACKLOG_CAP) and the oldest due job's age, from the
+    claim index alone (`sql.QUEUE_BACKLOG`)."""
+    row = await connection.fetchrow(sql.QUEUE_BACKLOG, QUEUE_BACKLOG_CAP)
+    return QueueBacklog(due_jobs=row[0] if row else 0, oldest_due_seconds=row[1] if row else None)
 
 
 async def cancel_job(connection: Connection, job_id: int) -> bool:

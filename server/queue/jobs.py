@@ -130,11 +130,19 @@ class ReleasedJob(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class QueueDepth(msgspec.Struct, frozen=True, kw_only=True):
-    """How many jobs of a kind are in a state; `oldest_due_seconds` is the queued backlog's age."""
+    """How many jobs of a kind are in a state: exact in a small table, else `estimated` from
+    a sample (`server.queue.sql.QUEUE_SIZE_ESTIMATE`)."""
 
     kind: str
     state: JobState
     count: int
+    estimated: bool = False
+
+
+class QueueBacklog(msgspec.Struct, frozen=True, kw_only=True):
+    """The queued jobs due now (counted up to a cap) and the oldest one's age (None: none due)."""
+
+    due_jobs: int
     oldest_due_seconds: float | None
 
 

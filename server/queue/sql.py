@@ -347,15 +347,66 @@ DELETE FROM job
 WHERE unique_key = $1 AND state = 'queued'
 """
 
-# Jobs per kind and state, and how long the oldest due queued job has waited. A sequential
-# scan of a table kept small by deleting finished jobs; no locks.
+# Queue depth for /metrics and autoscalers: cheap at any backlog, never a full count.
+#
+# The job table's size as the planner estimates it (pg_class's density times the table's
+# current size in pages, as the planner does): no scan. Below QUEUE_DEPTH_EXACT_UP_TO rows the
+# counts per kind and state are exact (QUEUE_DEPTH, a scan of at most that many rows); above,
+# they come from a sample of about QUEUE_DEPTH_SAMPLE_ROWS rows (QUEUE_DEPTH_SAMPLE, whole pages
+# picked at random, TABLESAMPLE SYSTEM) scaled to the estimate. A table never analyzed yet
+# counts as dense (290 rows a page), so a large one is sampled rather than scanned.
+QUEUE_SIZE_ESTIMATE: Final = """
+SELECT (CASE WHEN c.relpages > 0 THEN c.reltuples::float8 / c.relpages ELSE 290 END
+        * pg_relation_size(c.oid) / current_setting('block_size')::float8)::float8
+FROM pg_class c
+WHERE c.oid = 'job'::regclass
+"""
+
 QUEUE_DEPTH: Final = """
-SELECT kind, state, count(*) AS count,
-       EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now()))
-           ::float8 AS oldest_due_seconds
+SELECT kind, state, count(*) AS count
 FROM job
 GROUP BY kind, state
 ORDER BY kind, state
+"""
+
+# $1: the percentage of the table's pages to read.
+QUEUE_DEPTH_SAMPLE: Final = """
+SELECT kind, state, count(*) AS count
+FROM job TABLESAMPLE SYSTEM ($1)
+GROUP BY kind, state
+ORDER BY kind, state
+"""
+
+# The due backlog, exact up to $1 jobs, and the oldest due job's age in seconds (NULL when
+# none is due), read from the claim index only, so bounded by $1 whatever else is queued:
+# `priorities` walks the index's distinct priorities (a loose index scan, one probe per
+# priority in use), and within one priority the index is in run_at order, so the due jobs are
+# one range at its start: counted up to $1, its first entry the oldest. A KEDA PostgreSQL
+# scaler can run this very statement (README: Autoscaling).
+QUEUE_BACKLOG: Final = """
+WITH RECURSIVE priorities AS (
+    (SELECT priority FROM job WHERE state = 'queued' ORDER BY priority DESC LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.priority FROM job j
+            WHERE j.state = 'queued' AND j.priority < p.priority
+            ORDER BY j.priority DESC LIMIT 1)
+    FROM priorities p
+    WHERE p.priority IS NOT NULL
+),
+per_priority AS (
+    SELECT (SELECT count(*) FROM (
+                SELECT 1 FROM job j
+                WHERE j.state = 'queued' AND j.priority = p.priority AND j.run_at <= now()
+                LIMIT $1) AS due) AS due,
+           (SELECT j.run_at FROM job j
+            WHERE j.state = 'queued' AND j.priority = p.priority AND j.run_at <= now()
+            ORDER BY j.run_at LIMIT 1) AS oldest
+    FROM priorities p
+    WHERE p.priority IS NOT NULL
+)
+SELECT least(coalesce(sum(due), 0), $1)::bigint AS due_jobs,
+       EXTRACT(EPOCH FROM now() - min(oldest))::float8 AS oldest_due_seconds
+FROM per_priority
 """
 
 # Retention: deletes at most $2 finished (withdrawn or dead) jobs last changed before $1, oldest

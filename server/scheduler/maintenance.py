@@ -25,7 +25,7 @@ from server.db.maintenance import (
     prune_batch,
     repair_database_triggers,
 )
-from server.db.pool import changed_session
+from server.db.session_locks import session_lock
 from server.db.trigger_health import record_trigger_error
 from server.queue.client import Connection
 from server.runs.control import fail_dead_steps
@@ -36,6 +36,7 @@ MAINTENANCE_INTERVAL: Final = dt.timedelta(seconds=60)
 MAX_BATCHES_PER_PASS: Final = 50
 # Arbitrary constant shared by every replica: "sw-maint".
 MAINTENANCE_LOCK_ID: Final = 0x73772D6D61696E74
+MAINTENANCE_APPLICATION_NAME: Final = "switchyard-maintenance"
 
 
 class MaintenanceReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,12 +47,20 @@ class MaintenanceReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def maintenance_pass(
-    pool: asyncpg.Pool, settings: Settings, now: dt.datetime
+    pool: asyncpg.Pool, settings: Settings, now: dt.datetime, *, direct_dsn: str
 ) -> MaintenanceReport | None:
-    """One pass; None when another replica holds the lock."""
-    # The session-level lock is released by changed_session's reset, whatever happens.
-    async with pool.acquire(timeout=10) as connection, changed_session(connection):
-        if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", MAINTENANCE_LOCK_ID):
+    """One pass; None when another replica holds the lock.
+
+    The lock is a session-level advisory lock on a connection of its own to `direct_dsn` (a
+    pooler in transaction mode would leave it on whichever server connection took it); it is
+    released when that connection closes at the end of the pass, whatever happens. The work
+    goes through the pool.
+    """
+    async with (
+        session_lock(direct_dsn, MAINTENANCE_LOCK_ID, MAINTENANCE_APPLICATION_NAME) as locked,
+        pool.acquire(timeout=10) as connection,
+    ):
+        if not locked:
             return None
         dead_steps = await fail_dead_steps(connection)
         repaired, problems = await repair_database_triggers(
@@ -83,11 +92,13 @@ async def _prune(connection: Connection, what: str, cutoff: dt.datetime) -> int:
     return total
 
 
-async def maintenance_loop(pool: asyncpg.Pool, settings: Settings, stop: asyncio.Event) -> None:
+async def maintenance_loop(
+    pool: asyncpg.Pool, settings: Settings, stop: asyncio.Event, *, direct_dsn: str
+) -> None:
     """Run passes until `stop` is set; a failed pass is logged and the next one retries."""
     while not stop.is_set():
         try:
-            await maintenance_pass(pool, settings, dt.datetime.now(dt.UTC))
+            await maintenance_pass(pool, settings, dt.datetime.now(dt.UTC), direct_dsn=direct_dsn)
         except (OSError, asyncpg.PostgresError, TimeoutError) as error:
             log.warning("maintenance_failed", error=repr(error))
         with suppress(TimeoutError):

@@ -88,6 +88,7 @@ class SchedulerRole:
         self._reloads: set[uuid.UUID] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._pool = pool
+        self._dsn = dsn  # the direct address: LISTEN and the maintenance lock
         self._stop = asyncio.Event()
 
     def request_reload(self, schedule_id: uuid.UUID) -> None:
@@ -111,7 +112,10 @@ class SchedulerRole:
             for name, loop in [
                 ("scheduler-sync", self._sync_loop()),
                 ("scheduler-listener", self.listener.run()),
-                ("scheduler-maintenance", maintenance_loop(self._pool, self._settings, self._stop)),
+                (
+                    "scheduler-maintenance",
+                    maintenance_loop(self._pool, self._settings, self._stop, direct_dsn=self._dsn),
+                ),
             ]
         ]
         log.info("scheduler_started", scheduler_id=self.scheduler_id)

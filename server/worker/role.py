@@ -159,9 +159,8 @@ class Worker:
             try:
                 async with (
                     self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection,
-                    changed_session(connection),
+                    self._claim_session(connection),
                 ):
-                    await connection.execute(PREPARE_CLAIM_CONNECTION)
                     while not self.stopping:
                         await self._wait_for_turn()
                         if not self.stopping:
@@ -169,6 +168,19 @@ class Worker:
             except CONNECTION_ERRORS as error:
                 log.warning("job_claim_failed", error=repr(error))
                 await self._sleep_unless_stopping(self._settings.job_poll_interval_seconds)
+
+    @asynccontextmanager
+    async def _claim_session(self, connection: Connection) -> AsyncIterator[None]:
+        """The claim connection's session settings (`PREPARE_CLAIM_CONNECTION`), reset when it
+        goes back. Not behind a transaction-mode pooler: there a session setting would stay
+        on whichever server connection ran it, under other clients' transactions, so claims
+        keep the durable defaults."""
+        if self._settings.behind_pooler:
+            yield
+            return
+        async with changed_session(connection):
+            await connection.execute(PREPARE_CLAIM_CONNECTION)
+            yield
 
     async def _wait_for_turn(self) -> None:
         """Return when a cycle has work: finished jobs to complete, or a free slot and a

@@ -30,7 +30,9 @@ SELECT v.workflow_id, v.id, s.status, s.at, s.finished FROM v,
 """
 
 
-async def test_retention_prunes_only_old_finished_work(engine: PostgresEngine) -> None:
+async def test_retention_prunes_only_old_finished_work(
+    engine: PostgresEngine, database_dsn: str
+) -> None:
     pool = asyncpg_pool(engine)
     async with pool.acquire() as connection:
         await connection.execute(SEED, OLD, RECENT)
@@ -42,7 +44,7 @@ async def test_retention_prunes_only_old_finished_work(engine: PostgresEngine) -
             "INSERT INTO job (kind, state, updated_at) VALUES ('x', 'dead', $1), ('x', 'dead', $2), ('x', 'queued', $1)",
             OLD, RECENT,
         )  # fmt: skip
-    report = await maintenance_pass(pool, SETTINGS, NOW)
+    report = await maintenance_pass(pool, SETTINGS, NOW, direct_dsn=database_dsn)
     assert report is not None
     assert report.pruned == {"executions": 1, "events": 1, "jobs": 1}
     async with pool.acquire() as connection:
@@ -55,18 +57,18 @@ async def test_retention_prunes_only_old_finished_work(engine: PostgresEngine) -
 
 
 async def test_a_pass_is_skipped_while_another_replica_holds_the_lock(
-    engine: PostgresEngine,
+    engine: PostgresEngine, database_dsn: str
 ) -> None:
     pool = asyncpg_pool(engine)
     async with pool.acquire() as holder:
         await holder.execute("SELECT pg_advisory_lock($1)", MAINTENANCE_LOCK_ID)
-        assert await maintenance_pass(pool, SETTINGS, NOW) is None
+        assert await maintenance_pass(pool, SETTINGS, NOW, direct_dsn=database_dsn) is None
         await holder.execute("SELECT pg_advisory_unlock($1)", MAINTENANCE_LOCK_ID)
-    assert await maintenance_pass(pool, SETTINGS, NOW) is not None
+    assert await maintenance_pass(pool, SETTINGS, NOW, direct_dsn=database_dsn) is not None
 
 
 async def test_a_capture_trigger_lost_with_its_table_is_reinstalled_or_reported(
-    engine: PostgresEngine,
+    engine: PostgresEngine, database_dsn: str
 ) -> None:
     pool = asyncpg_pool(engine)
     async with pool.acquire() as connection:
@@ -78,7 +80,7 @@ async def test_a_capture_trigger_lost_with_its_table_is_reinstalled_or_reported(
     async with pool.acquire() as connection:
         await connection.execute("DROP TABLE lead_sources")
         await connection.execute("CREATE TABLE lead_sources (id serial PRIMARY KEY, name text)")
-    report = await maintenance_pass(pool, SETTINGS, NOW)
+    report = await maintenance_pass(pool, SETTINGS, NOW, direct_dsn=database_dsn)
     assert report is not None
     assert report.repaired == ["leads"]
     async with pool.acquire() as connection:
@@ -90,7 +92,7 @@ async def test_a_capture_trigger_lost_with_its_table_is_reinstalled_or_reported(
             == 1
         )
         await connection.execute("DROP TABLE lead_sources")
-    report = await maintenance_pass(pool, SETTINGS, NOW)
+    report = await maintenance_pass(pool, SETTINGS, NOW, direct_dsn=database_dsn)
     assert report is not None
     assert "does not exist" in report.unrepaired["leads"]
     async with pool.acquire() as connection:
@@ -101,7 +103,7 @@ async def test_a_capture_trigger_lost_with_its_table_is_reinstalled_or_reported(
 
 
 async def test_an_execution_whose_step_job_died_is_failed_not_left_running(
-    engine: PostgresEngine,
+    engine: PostgresEngine, database_dsn: str
 ) -> None:
     pool = asyncpg_pool(engine)
     async with pool.acquire() as connection:
@@ -113,7 +115,7 @@ async def test_an_execution_whose_step_job_died_is_failed_not_left_running(
             "INSERT INTO job (kind, state, payload, last_error) VALUES ('workflow_step', 'dead', $1::jsonb, 'JobTimeoutError')",
             f'{{"execution_id": "{execution_id}", "step_key": "slow"}}',
         )  # fmt: skip
-    report = await maintenance_pass(pool, SETTINGS, NOW)
+    report = await maintenance_pass(pool, SETTINGS, NOW, direct_dsn=database_dsn)
     assert report is not None
     assert report.dead_steps == 1
     async with pool.acquire() as connection:
@@ -123,6 +125,6 @@ async def test_an_execution_whose_step_job_died_is_failed_not_left_running(
     assert row is not None
     assert row["status"] == "FAILED"
     assert "JobTimeoutError" in row["error"]
-    again = await maintenance_pass(pool, SETTINGS, NOW)
+    again = await maintenance_pass(pool, SETTINGS, NOW, direct_dsn=database_dsn)
     assert again is not None
     assert again.dead_steps == 0

@@ -97,5 +97,23 @@ async def test_queue_depth_counts_jobs_by_kind_and_state(connection: asyncpg.Con
         ("a", JobState.RUNNING): 1,
         ("b", JobState.QUEUED): 1,
     }
-    assert depth["a", JobState.QUEUED].oldest_due_seconds is not None
-    assert depth["b", JobState.QUEUED].oldest_due_seconds is None
+    assert not any(d.estimated for d in depth.values())
+
+
+async def test_queue_backlog_counts_due_jobs_of_every_priority_and_the_oldest_age(
+    connection: asyncpg.Connection,
+) -> None:
+    empty = await client.queue_backlog(connection)
+    assert (empty.due_jobs, empty.oldest_due_seconds) == (0, None)
+    await client.enqueue_jobs(
+        connection,
+        [NewJob(kind="a", priority=p) for p in (5, 0, 0, -3)]
+        + [NewJob(kind="later", priority=0, delay_seconds=60)],
+    )
+    await connection.execute(
+        "UPDATE job SET run_at = now() - interval '90 seconds' WHERE priority = -3"
+    )
+    backlog = await client.queue_backlog(connection)
+    assert backlog.due_jobs == 4  # the job due in a minute is not counted
+    assert backlog.oldest_due_seconds is not None
+    assert 89 < backlog.oldest_due_seconds < 120
