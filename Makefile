@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install install-run run test lint check bench faults contract clean
+.PHONY: install install-run run test test-pooler lint check bench bench-scale faults contract clean
 
 define make_venv
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Switchyard needs Python 3.11 or newer (set PYTHON=...)")'
@@ -51,6 +51,19 @@ bench: install
 	$(BIN)/python -m bench.queue
 	$(BIN)/python -m bench.e2e
 	$(BIN)/python -m bench.flow
+
+# The scaling curve (bench/scale.py): the api in one process, 1, 2 and 4 worker processes, and
+# 4 through PgBouncer, on the PostgreSQL at 127.0.0.1:5432 (DSN=... for another).
+DSN ?= postgresql://postgres@127.0.0.1:5432
+bench-scale: install
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python -m bench.scale --dsn $(DSN)
+
+# The end-to-end tests, the kill-workers drill and the worker faults (SIGTERM drain) through a
+# real PgBouncer in transaction mode (tests/support/pooler.py); .ci/run's last pass.
+POOLER_TESTS := tests/e2e tests/faults/test_kill_workers.py tests/faults/test_worker_faults.py
+test-pooler: install
+	SWITCHYARD_TEST_POOLER=pgbouncer $(BIN)/pytest $(POOLER_TESTS) -p no:cacheprovider
 
 # Fault scenarios (tests/faults): small by default (CI runs them with the suite); SCALE=large
 # runs them at the sizes the README quotes.

@@ -20,7 +20,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -121,12 +121,16 @@ class SwitchyardServer(Server):
         worker_processes: int,
         main_roles: str = "api,worker",
         target_lag: float | None = None,
+        pooled: Callable[[str], str] | None = None,
     ) -> None:
         self.worker_concurrency = worker_concurrency
         self.pool_size = pool_size
         self.worker_processes = worker_processes
         self.main_roles = main_roles
         self.target_lag = target_lag  # None: Switchyard's default
+        # A pooler's address for the database's own (`DATABASE_URL` then goes through it and
+        # `DATABASE_DIRECT_URL` keeps the direct one); None: direct.
+        self.pooled = pooled
         self.port = free_port()
         self._secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         self._run_id = secrets.token_hex(4)
@@ -156,6 +160,8 @@ class SwitchyardServer(Server):
         }
         if self.target_lag is not None:
             env["WORKER_TARGET_LAG_SECONDS"] = str(self.target_lag)
+        if self.pooled is not None:
+            env |= {"DATABASE_URL": self.pooled(dsn), "DATABASE_DIRECT_URL": dsn}
         async with AsyncExitStack() as stack:
             await self._start(stack, env, run_dir / "switchyard.log")
             # Extra worker-only replicas (--worker-processes): the migrations are done by now.

@@ -26,6 +26,7 @@ from server.db.pool import open_pool
 from tests.support.apps import serving
 from tests.support.credentials import API_TOKEN
 from tests.support.databases import create_database, drop_database, dsn_for_database
+from tests.support.pooler import PgBouncer, database_settings, pooler_requested
 
 pytest_plugins = [
     "tests.support.peers",  # http_peer, other_http_peer, https_peer, smtp_*, tls_client_context
@@ -44,6 +45,27 @@ def admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data_dir = Path(tmp_path_factory.mktemp("embedded-pg"))
     with embedded_postgres(data_dir) as dsn:
         yield dsn
+
+
+@pytest.fixture(scope="session")
+def pooler(admin_dsn: str) -> Iterator[PgBouncer | None]:
+    """PgBouncer in transaction mode in front of the test server when
+    SWITCHYARD_TEST_POOLER=pgbouncer (`tests.support.pooler`), else None."""
+    if not pooler_requested():
+        yield None
+        return
+    bouncer = PgBouncer(admin_dsn)
+    try:
+        yield bouncer
+    finally:
+        bouncer.close()
+
+
+@pytest.fixture
+def database_env(database_dsn: str, pooler: PgBouncer | None) -> dict[str, str]:
+    """DATABASE_URL (and DATABASE_DIRECT_URL through a pooler) for processes on this test's
+    database."""
+    return database_settings(database_dsn, pooler)
 
 
 @pytest.fixture(scope="session")
@@ -90,17 +112,20 @@ async def engine(database_dsn: str) -> AsyncIterator[PostgresEngine]:
 
 
 @pytest.fixture
-def settings_for(database_dsn: str, tmp_path: Path) -> Callable[..., Settings]:
-    """Settings on this test's database; keyword arguments override fields."""
+def settings_for(database_env: dict[str, str], tmp_path: Path) -> Callable[..., Settings]:
+    """Settings on this test's database (through the pooler when one runs); keyword arguments
+    override fields (a `database_url` of its own goes direct)."""
 
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {
-            "database_url": database_dsn,
+            **{name.lower(): value for name, value in database_env.items()},
             "data_dir": str(tmp_path / "data"),
             "api_tokens": (API_TOKEN,),
             "roles": frozenset(Role),
             "shutdown_grace_seconds": 5.0,
         }
+        if "database_url" in overrides:
+            values.pop("database_direct_url", None)
         values.update(overrides)
         return msgspec.convert(values, Settings)
 

@@ -37,12 +37,10 @@ Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 # last_error is for people; a traceback-sized message is cut here.
 MAX_ERROR_CHARS: Final = 4000
 # Queue depth: exact counts per kind and state up to this many jobs in the table, a sample of
-# about QUEUE_DEPTH_SAMPLE_ROWS scaled to the table's estimated size above; the due backlog is
-# counted up to QUEUE_BACKLOG_CAP (an autoscaler needs no more: at 100 jobs a replica it asks
-# for 100 replicas).
+# about QUEUE_DEPTH_SAMPLE_ROWS scaled to the table's estimated size above (the due backlog is
+# counted up to `sql.QUEUE_BACKLOG_CAP`: an autoscaler needs no more).
 QUEUE_DEPTH_EXACT_UP_TO: Final = 10_000
 QUEUE_DEPTH_SAMPLE_ROWS: Final = 10_000
-QUEUE_BACKLOG_CAP: Final = 10_000
 
 _encode_json = msgspec.json.Encoder().encode
 _decode_payload = msgspec.json.Decoder(Payload).decode
@@ -286,9 +284,9 @@ async def queue_depth(connection: Connection) -> list[QueueDepth]:
 
 
 async def queue_backlog(connection: Connection) -> QueueBacklog:
-    """The due jobs (exact up to QUEUE_BACKLOG_CAP) and the oldest due job's age, from the
-    claim index alone (`sql.QUEUE_BACKLOG`)."""
-    row = await connection.fetchrow(sql.QUEUE_BACKLOG, QUEUE_BACKLOG_CAP)
+    """The due jobs (exact up to `sql.QUEUE_BACKLOG_CAP`) and the oldest due job's age, from
+    the claim index alone (`sql.QUEUE_BACKLOG`)."""
+    row = await connection.fetchrow(sql.QUEUE_BACKLOG)
     return QueueBacklog(due_jobs=row[0] if row else 0, oldest_due_seconds=row[1] if row else None)
 
 

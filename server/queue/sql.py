@@ -377,13 +377,14 @@ GROUP BY kind, state
 ORDER BY kind, state
 """
 
-# The due backlog, exact up to $1 jobs, and the oldest due job's age in seconds (NULL when
-# none is due), read from the claim index only, so bounded by $1 whatever else is queued:
+# The due backlog, exact up to QUEUE_BACKLOG_CAP jobs, and the oldest due job's age in seconds
+# (NULL when none is due), read from the claim index only, so bounded whatever else is queued:
 # `priorities` walks the index's distinct priorities (a loose index scan, one probe per
 # priority in use), and within one priority the index is in run_at order, so the due jobs are
-# one range at its start: counted up to $1, its first entry the oldest. A KEDA PostgreSQL
-# scaler can run this very statement (README: Autoscaling).
-QUEUE_BACKLOG: Final = """
+# one range at its start: counted up to the cap, its first entry the oldest. No parameters: a
+# KEDA PostgreSQL scaler runs `SELECT due_jobs FROM (<this>) AS backlog` (README: Autoscaling).
+QUEUE_BACKLOG_CAP: Final = 10_000
+QUEUE_BACKLOG: Final = f"""
 WITH RECURSIVE priorities AS (
     (SELECT priority FROM job WHERE state = 'queued' ORDER BY priority DESC LIMIT 1)
     UNION ALL
@@ -397,17 +398,17 @@ per_priority AS (
     SELECT (SELECT count(*) FROM (
                 SELECT 1 FROM job j
                 WHERE j.state = 'queued' AND j.priority = p.priority AND j.run_at <= now()
-                LIMIT $1) AS due) AS due,
+                LIMIT {QUEUE_BACKLOG_CAP}) AS due) AS due,
            (SELECT j.run_at FROM job j
             WHERE j.state = 'queued' AND j.priority = p.priority AND j.run_at <= now()
             ORDER BY j.run_at LIMIT 1) AS oldest
     FROM priorities p
     WHERE p.priority IS NOT NULL
 )
-SELECT least(coalesce(sum(due), 0), $1)::bigint AS due_jobs,
+SELECT least(coalesce(sum(due), 0), {QUEUE_BACKLOG_CAP})::bigint AS due_jobs,
        EXTRACT(EPOCH FROM now() - min(oldest))::float8 AS oldest_due_seconds
 FROM per_priority
-"""
+"""  # noqa: S608 - built from constants
 
 # Retention: deletes at most $2 finished (withdrawn or dead) jobs last changed before $1, oldest
 # first; returns the count in the command tag. Walks no index on purpose: the table holds only

@@ -46,10 +46,12 @@ async def api_only(api_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def start_worker(database_dsn: str, tmp_path: Path) -> Iterator[Callable[[], ServerProcess]]:
+def start_worker(
+    database_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[[], ServerProcess]]:
     """Start `switchyard run --roles worker` processes on this test's database."""
     env = environment(
-        DATABASE_URL=database_dsn,
+        **database_env,
         JOB_LEASE_SECONDS="2",
         JOB_POLL_INTERVAL_SECONDS="0.2",
         WORKER_CONCURRENCY="8",

@@ -66,12 +66,10 @@ async def test_a_new_endpoint_is_live_at_once_and_a_deleted_one_is_gone(
 
 
 async def test_a_change_through_one_replica_applies_at_once_on_another(
-    settings_for: Callable[..., Settings], database_dsn: str, tmp_path: Path
+    settings_for: Callable[..., Settings], database_env: dict[str, str], tmp_path: Path
 ) -> None:
     keys = (ENCRYPTION_KEY,)
-    env = environment(
-        DATABASE_URL=database_dsn, ENCRYPTION_KEYS=keys[0], API_TOKENS=API_TOKEN, ROLES="api"
-    )
+    env = environment(**database_env, ENCRYPTION_KEYS=keys[0], API_TOKENS=API_TOKEN, ROLES="api")
     app = create_app(settings_for(roles=frozenset({Role.API}), encryption_keys=keys))
     with switchyard_run([], env, tmp_path / "other") as process:
         await asyncio.to_thread(process.wait_ready)

@@ -35,12 +35,12 @@ def fired_by(server: ServerProcess) -> int:
 
 
 async def test_three_schedulers_fire_every_tick_exactly_once_without_gaps(
-    database_dsn: str, tmp_path: Path
+    database_dsn: str, database_env: dict[str, str], tmp_path: Path
 ) -> None:
     connection = await asyncpg.connect(database_dsn)
     try:
         await connection.execute(INSERT_SCHEDULE, uuid.uuid4())
-        env = environment(DATABASE_URL=database_dsn, ENCRYPTION_KEYS=ENCRYPTION_KEY)
+        env = environment(**database_env, ENCRYPTION_KEYS=ENCRYPTION_KEY)
         with ExitStack() as stack:
             servers = [
                 stack.enter_context(

@@ -17,18 +17,20 @@ import pytest
 
 from tests.faults.drill import LARGE, Process
 from tests.support.credentials import API_TOKEN, ENCRYPTION_KEY
+from tests.support.pooler import PgBouncer, database_settings
 from tests.support.processes import SWITCHYARD, environment
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    """Start `switchyard run` processes: `start(database_url, roles, name, **settings)`."""
+def processes(tmp_path: Path, pooler: PgBouncer | None) -> Iterator[Callable[..., Process]]:
+    """Start `switchyard run` processes: `start(database_url, roles, name, **settings)`;
+    through the test pooler when one runs (`tests.support.pooler`)."""
     with ExitStack() as stack:
         counter = iter(range(1000))
 
         def start(database_url: str, roles: str, name: str = "", **settings: str) -> Process:
             env = environment(
-                DATABASE_URL=database_url,
+                **database_settings(database_url, pooler),
                 ROLES=roles,
                 API_TOKENS=API_TOKEN,
                 ENCRYPTION_KEYS=ENCRYPTION_KEY,

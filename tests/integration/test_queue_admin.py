@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 import pytest
 
@@ -100,6 +102,13 @@ async def test_queue_depth_counts_jobs_by_kind_and_state(connection: asyncpg.Con
     assert not any(d.estimated for d in depth.values())
 
 
+def readme_keda_query() -> str:
+    """The query the README gives KEDA's postgresql scaler."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Autoscaling workers on the queue", 1)[1]
+    return section.split("```sql\n", 1)[1].split("```", 1)[0]
+
+
 async def test_queue_backlog_counts_due_jobs_of_every_priority_and_the_oldest_age(
     connection: asyncpg.Connection,
 ) -> None:
@@ -115,5 +124,6 @@ async def test_queue_backlog_counts_due_jobs_of_every_priority_and_the_oldest_ag
     )
     backlog = await client.queue_backlog(connection)
     assert backlog.due_jobs == 4  # the job due in a minute is not counted
+    assert await connection.fetchval(readme_keda_query()) == 4
     assert backlog.oldest_due_seconds is not None
     assert 89 < backlog.oldest_due_seconds < 120

@@ -13,7 +13,7 @@ import msgspec
 
 from config.settings import Settings
 from server.db.check_report import CheckOptions, CheckReport, check_deployment, render_text
-from server.db.database import database_dsn
+from server.db.database import database_addresses
 from server.db.invariants import Graces
 from server.storage.object_store import open_object_store
 
@@ -22,9 +22,9 @@ NO_GRACE = Graces(pending_seconds=0, stall_seconds=0, lease_seconds=0, finish_se
 
 async def check_invariants(settings: Settings, graces: Graces = NO_GRACE) -> CheckReport:
     """The checker's report on the database and object store `settings` name."""
-    with database_dsn(settings) as dsn:
+    with database_addresses(settings) as addresses:  # as `switchyard check`: direct
         async with open_object_store(settings) as store:
-            return await check_deployment(dsn, store, CheckOptions(graces=graces))
+            return await check_deployment(addresses.direct, store, CheckOptions(graces=graces))
 
 
 async def assert_invariants(target: Settings | str, graces: Graces = NO_GRACE) -> None:

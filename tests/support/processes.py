@@ -18,7 +18,15 @@ from tests.support.waiting import eventually_sync
 
 SWITCHYARD = [sys.executable, "-m", "server"]
 START_TIMEOUT_SECONDS = 40.0
-ENVIRONMENT_TO_DROP = ("DATABASE_URL", "POSTGRES_HOST", "API_TOKENS", "ROLES", "PORT", "DATA_DIR")
+ENVIRONMENT_TO_DROP = (
+    "DATABASE_URL",
+    "DATABASE_DIRECT_URL",
+    "POSTGRES_HOST",
+    "API_TOKENS",
+    "ROLES",
+    "PORT",
+    "DATA_DIR",
+)
 # `switchyard run` records its data directory under XDG_STATE_HOME: never the real user's.
 TEST_STATE_HOME = Path(tempfile.gettempdir()) / f"switchyard-test-state-{os.getpid()}"
 
