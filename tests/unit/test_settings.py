@@ -29,6 +29,50 @@ def test_database_url_wins_over_postgres_variables() -> None:
     assert settings.external_database_dsn == url
 
 
+def test_without_a_direct_url_the_database_url_serves_sessions_and_keeps_statements() -> None:
+    url = "postgresql://app@db:5432/app"
+    settings = load_settings({"DATABASE_URL": url})
+    assert settings.direct_database_dsn == url
+    assert not settings.behind_pooler
+    assert settings.keeps_prepared_statements
+
+
+def test_a_direct_url_of_another_address_means_a_pooler_and_no_prepared_statements() -> None:
+    env = {
+        "DATABASE_URL": "postgresql://app@pgbouncer:6432/app",
+        "DATABASE_DIRECT_URL": "postgresql://app@db:5432/app",
+    }
+    settings = load_settings(env)
+    assert settings.direct_database_dsn == "postgresql://app@db:5432/app"
+    assert settings.behind_pooler
+    assert not settings.keeps_prepared_statements
+    assert load_settings(env | {"DATABASE_PREPARED_STATEMENTS": "on"}).keeps_prepared_statements
+    same = load_settings(
+        {"DATABASE_URL": env["DATABASE_URL"], "DATABASE_DIRECT_URL": env["DATABASE_URL"]}
+    )
+    assert not same.behind_pooler
+    off = load_settings(
+        {"DATABASE_URL": env["DATABASE_URL"], "DATABASE_PREPARED_STATEMENTS": "off"}
+    )
+    assert not off.keeps_prepared_statements
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"DATABASE_DIRECT_URL": "postgresql://db/app"}, "DATABASE_DIRECT_URL"),
+        (
+            {"DATABASE_URL": "postgresql://p/app", "DATABASE_DIRECT_URL": "db:5432"},
+            "DATABASE_DIRECT_URL",
+        ),
+        ({"DATABASE_PREPARED_STATEMENTS": "sometimes"}, "DATABASE_PREPARED_STATEMENTS"),
+    ],
+)
+def test_bad_pooler_settings_name_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings(env)
+
+
 def test_lists_are_comma_separated_and_values_are_coerced() -> None:
     settings = load_settings(
         {"ROLES": " worker , scheduler ", "API_TOKENS": "a,b", "PORT": "9000", "LOG_LEVEL": "DEBUG"}
