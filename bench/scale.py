@@ -27,6 +27,9 @@ Per size it prints:
   read from /proc (psutil) for the backend pids pg_stat_activity lists at the level's start
   and end (what one execution costs the primary, steadier than rates on a shared machine);
   `app ms/ex`: the same for the Switchyard processes (and pgbouncer, in its size);
+- `commits/ex`: transactions committed on the database (pg_stat_database.xact_commit, over the
+  whole size: warm-up, load, drain and the harness's few reads) per execution: with the primary's
+  commit rate, what caps throughput;
 - `events`, `execs`, `tasks`, `dup tasks`: after the drain, trigger events, executions, tasks
   and executions with more than one task in the database; nothing may be lost or duplicated:
   executions == events == tasks and no duplicated task (checked, MISSED otherwise), and no
@@ -72,6 +75,10 @@ CONNECTION_SAMPLE_SECONDS: Final = 0.2
 CONNECTIONS: Final = """
 SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()
 """
+# Transactions committed on the database so far (cumulative; the statistics reach it within a
+# second of each commit).
+COMMITS: Final = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+STATISTICS_DELAY_SECONDS: Final = 1.5
 # What nothing may break: every event made one execution, every execution one task.
 COUNTS: Final = """
 SELECT (SELECT count(*) FROM trigger_event) AS events,
@@ -96,6 +103,7 @@ class SizeFigures(msgspec.Struct, kw_only=True):
     db_connections_peak: int
     db_cpu_ms_per_execution: float
     app_cpu_ms_per_execution: float
+    commits_per_execution: float
     events: int
     executions: int
     tasks: int
@@ -226,8 +234,11 @@ async def run_size(
             watcher = await asyncpg.connect(dsn_for_database(arguments.dsn, DATABASE))
             try:
                 peak = ConnectionPeak(watcher, DATABASE)
+                commits_before = await watcher.fetchval(COMMITS)
                 async with sampled(peak):
                     level = (await measure(server, plan, say))[str(arguments.concurrency)]
+                await asyncio.sleep(STATISTICS_DELAY_SECONDS)
+                commits = await watcher.fetchval(COMMITS) - commits_before
                 counts = await watcher.fetchrow(COUNTS)
                 if counts is None:
                     raise RuntimeError("the counts query returned no row")
@@ -244,6 +255,7 @@ async def run_size(
         db_connections_peak=peak.peak,
         db_cpu_ms_per_execution=level.db_cpu_ms_per_execution,
         app_cpu_ms_per_execution=level.cpu_ms_per_execution,
+        commits_per_execution=round(commits / max(1, counts["executions"]), 2),
         events=counts["events"],
         executions=counts["executions"],
         tasks=counts["tasks"],
@@ -262,6 +274,7 @@ COLUMNS: Final[tuple[Column, ...]] = (
     ("DB conns", "db_connections_peak", "{:>9}"),
     ("DB ms/ex", "db_cpu_ms_per_execution", "{:>9.2f}"),
     ("app ms/ex", "app_cpu_ms_per_execution", "{:>10.2f}"),
+    ("commits/ex", "commits_per_execution", "{:>11.2f}"),
     ("events", "events", "{:>7}"),
     ("execs", "executions", "{:>7}"),
     ("tasks", "tasks", "{:>7}"),
