@@ -59,9 +59,10 @@ bench-scale: install
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python -m bench.scale --dsn $(DSN)
 
-# The end-to-end tests, the kill-workers drill and the worker faults (SIGTERM drain) through a
-# real PgBouncer in transaction mode (tests/support/pooler.py); .ci/run's last pass.
-POOLER_TESTS := tests/e2e tests/faults/test_kill_workers.py tests/faults/test_worker_faults.py
+# The end-to-end tests, the kill-workers drill and the SIGTERM drain through a real PgBouncer
+# in transaction mode (tests/support/pooler.py); .ci/run's last pass.
+POOLER_TESTS := tests/e2e tests/faults/test_kill_workers.py \
+	tests/faults/test_worker_faults.py::test_sigterm_during_long_steps_stops_claiming_and_exits_within_the_grace
 test-pooler: install
 	SWITCHYARD_TEST_POOLER=pgbouncer $(BIN)/pytest $(POOLER_TESTS) -p no:cacheprovider
 
