@@ -107,6 +107,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # endpoints and the SMTP server of an email credential (all refused otherwise).
     http_allowed_hosts: tuple[str, ...] = ()
     max_payload_bytes: PositiveInt = 1_048_576
+    # Webhook registration (server.scheduler.registrations): how often each registration is
+    # checked at its sender (drift repaired, renewals made), and how long one sender call may
+    # take (also how long a successor waits out a call a killed replica left in flight).
+    registration_check_seconds: Seconds = 300.0
+    registration_call_timeout_seconds: Annotated[float, Meta(gt=0, le=300)] = 10.0
     retention_days: PositiveInt = 30
 
     # HTTP limits, enforced as bytes arrive (server.http_limits). The request line and headers

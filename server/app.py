@@ -150,7 +150,12 @@ async def lifespan(
         if Role.SCHEDULER in settings.roles:
             await stack.enter_async_context(
                 scheduler_role.running(
-                    asyncpg_pool(engine), dsn, settings, recorder, on_crash=on_crash
+                    asyncpg_pool(engine),
+                    dsn,
+                    settings,
+                    recorder,
+                    app.state.keyring,
+                    on_crash=on_crash,
                 )
             )
         log.info("switchyard_started", roles=sorted(settings.roles))
