@@ -8,8 +8,10 @@ scheduler role (`server.scheduler.registrations`). Deleting an endpoint, or repl
 registration with one for another repository or subscribe call, detaches the row instead of
 deleting it: the scheduler removes it at the sender, then deletes it, and until then it is
 listed by `stale_registrations`. A detached row keeps a copy of the endpoint's sealed secrets
-(still bound to the endpoint's id) for an `http` unsubscribe template. The scheduler's own
-statements are in `server.db.registration_runs`. Secrets never appear in any view here.
+(still bound to the endpoint's id) for an `http` unsubscribe template; `switchyard rotate-keys`
+does not re-seal that copy, so keep a retired key in ENCRYPTION_KEYS until the stale list is
+empty. The scheduler's own statements are in `server.db.registration_runs`. Secrets never
+appear in any view here.
 """
 
 from __future__ import annotations
