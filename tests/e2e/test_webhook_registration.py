@@ -279,3 +279,50 @@ async def _trigger_registrations(client: httpx.AsyncClient, key: str) -> list[di
     items = (await client.get("/api/v1/registry/triggers")).json()["items"]
     found: list[dict[str, Any]] = next(t["registrations"] for t in items if t["trigger_key"] == key)
     return found
+
+
+async def test_http_subscription_without_renew_call_is_replaced_make_before_break(
+    start_process: StartProcess, fake_subscriptions: FakeSubscriptions
+) -> None:
+    server = start_process(ALL_ROLES)
+    base = fake_subscriptions.base_url
+    async with api_client(server) as client:
+        response = await client.post(
+            "/api/v1/webhooks",
+            json={
+                "trigger_key": "channel",
+                "path": "push/channel",
+                "auth": {"type": "none"},
+                "registration": {
+                    "provider": "http",
+                    "subscribe": {"url": f"{base}/subscriptions",
+                                  "json": {"address": "{{ callback_url }}"}},
+                    "unsubscribe": {"method": "DELETE",
+                                    "url": base + "/subscriptions/{{ subscription.id }}"},
+                    "renew_every_seconds": 1,
+                },
+            },
+        )  # fmt: skip
+        assert response.status_code == 201, response.text
+        webhook = response.json()
+        await registration_when(client, webhook["id"], lambda s: s["state"] == "registered")
+        await eventually(
+            lambda: _requests(fake_subscriptions, "DELETE"),
+            until=lambda n: n >= 3,
+            what="three subscriptions replaced",
+            within=20,
+        )
+        # Each replacement subscribed first, then unsubscribed the previous one.
+        assert fake_subscriptions.lapses == []
+        await eventually(  # two for a moment, between the new subscribe and the old's removal
+            lambda: len(fake_subscriptions.active()), until=lambda n: n == 1, what="one active"
+        )
+        await client.delete(f"/api/v1/webhooks/{webhook['id']}")
+        await eventually(
+            fake_subscriptions.active, until=lambda s: s == [], what="unsubscribed", within=20
+        )
+
+
+def _requests(fake: FakeSubscriptions, method: str) -> int:
+    with fake.lock:
+        return sum(1 for made, _ in fake.requests if made == method)
