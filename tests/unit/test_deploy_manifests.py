@@ -509,15 +509,34 @@ def test_probes_ask_the_servers_health_and_readiness_routes(rendering: str) -> N
 
 @pytest.mark.parametrize("rendering", ["single", "scaled", *AUTOSCALED])
 def test_the_grace_period_covers_the_drain_of_every_role_in_the_pod(rendering: str) -> None:
-    """Each role the process runs stops within SHUTDOWN_GRACE_SECONDS, one after the other
-    (uvicorn's open requests, then the scheduler, then the worker's jobs): SIGKILL must not
-    come before the worker has handed its unfinished jobs back."""
+    """After the preStop pause, each role the process runs stops within SHUTDOWN_GRACE_SECONDS,
+    one after the other (uvicorn's open requests, then the scheduler, then the worker's jobs):
+    SIGKILL must not come before the worker has handed its unfinished jobs back."""
     objects = rendered(rendering)
     grace = settings_of(objects).shutdown_grace_seconds
     for workload in server_workloads(objects):
-        needed = len(roles_of(workload)) * grace + GRACE_MARGIN_SECONDS
+        pause = _pre_stop_seconds(server_container(workload))
+        needed = pause + len(roles_of(workload)) * grace + GRACE_MARGIN_SECONDS
         period = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert period >= needed, f"{name_of(workload)}: {period} s < {needed} s"
+
+
+def _pre_stop_seconds(container: dict[str, Any]) -> int:
+    pre_stop = container.get("lifecycle", {}).get("preStop")
+    if pre_stop is None:
+        return 0
+    command = pre_stop["exec"]["command"]
+    assert command[0] == "sleep", command
+    return int(command[1])
+
+
+@pytest.mark.parametrize("rendering", ["single", "scaled"])
+def test_pods_behind_the_service_keep_serving_until_endpoints_drop_them(rendering: str) -> None:
+    objects = rendered(rendering)
+    selector = named(objects, "Service", "switchyard-api")["spec"]["selector"]
+    for workload in server_workloads(objects):
+        if _selects(selector, workload["spec"]["template"]["metadata"]):
+            assert _pre_stop_seconds(server_container(workload)) >= 1, name_of(workload)
 
 
 @pytest.mark.parametrize("rendering", ["single", "scaled", *AUTOSCALED])
