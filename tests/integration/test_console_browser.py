@@ -47,8 +47,8 @@ def console_server(database_dsn: str, tmp_path: Path) -> Iterator[ServerProcess]
 
 
 @pytest.fixture
-def api(console_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(
+async def api(console_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
         base_url=console_server.url + "/api/v1",
         headers={"Authorization": f"Bearer {TOKEN}"},
         timeout=10,
@@ -90,15 +90,15 @@ async def sign_in(page: Page, server: ServerProcess, token: str = TOKEN) -> None
     await expect(page.get_by_role("heading", name="Executions")).to_be_visible()
 
 
-def import_published(api: httpx.Client, document: dict[str, Any]) -> str:
-    response = api.post("/workflows/import", params={"publish": "true"}, json=document)
+async def import_published(api: httpx.AsyncClient, document: dict[str, Any]) -> str:
+    response = await api.post("/workflows/import", params={"publish": "true"}, json=document)
     assert response.status_code == 201, response.text
     workflow_id: str = response.json()["id"]
     return workflow_id
 
 
-def run(api: httpx.Client, workflow_id: str) -> str:
-    response = api.post(f"/workflows/{workflow_id}/run", json={"input": {}})
+async def run(api: httpx.AsyncClient, workflow_id: str) -> str:
+    response = await api.post(f"/workflows/{workflow_id}/run", json={"input": {}})
     assert response.status_code == 202, response.text
     execution_id: str = response.json()["execution_id"]
     return execution_id
@@ -106,7 +106,7 @@ def run(api: httpx.Client, workflow_id: str) -> str:
 
 async def test_an_operator_finds_a_failed_run_fixes_it_and_watches_the_retry_succeed(
     console_server: ServerProcess,
-    api: httpx.Client,
+    api: httpx.AsyncClient,
     browser_page: tuple[Page, list[str]],
     http_peer: HttpPeer,
 ) -> None:
@@ -114,7 +114,7 @@ async def test_an_operator_finds_a_failed_run_fixes_it_and_watches_the_retry_suc
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     http_peer.reply("/partner", status=500, json={"error": "partner is down"})
-    workflow_id = import_published(
+    workflow_id = await import_published(
         api,
         {
             "name": "Notify partner",
@@ -128,7 +128,7 @@ async def test_an_operator_finds_a_failed_run_fixes_it_and_watches_the_retry_suc
             "edges": [{"from": "shape", "to": "notify"}],
         },
     )  # fmt: skip
-    execution_id = run(api, workflow_id)
+    execution_id = await run(api, workflow_id)
     await sign_in(page, console_server)
 
     await page.get_by_label("Status").select_option("FAILED")
@@ -158,15 +158,15 @@ async def test_an_operator_finds_a_failed_run_fixes_it_and_watches_the_retry_suc
 
 async def test_an_operator_cancels_a_waiting_run_and_requeues_a_dead_job(
     console_server: ServerProcess,
-    api: httpx.Client,
+    api: httpx.AsyncClient,
     browser_page: tuple[Page, list[str]],
     database_dsn: str,
 ) -> None:
     page, refused = browser_page
-    workflow_id = import_published(
+    workflow_id = await import_published(
         api, {"name": "Wait", "steps": [{"key": "pause", "kind": "delay", "cfg": {"seconds": 900}}]}
     )
-    execution_id = run(api, workflow_id)
+    execution_id = await run(api, workflow_id)
     await sign_in(page, console_server)
     await page.goto(f"{console_server.url}/console/executions/{execution_id}")
     await expect(page.locator('svg [data-step-key="pause"]')).to_have_attribute(
@@ -174,7 +174,7 @@ async def test_an_operator_cancels_a_waiting_run_and_requeues_a_dead_job(
     )
     await page.get_by_role("button", name="Cancel run").click()
     await expect(page.locator("h1 .badge")).to_have_text("CANCELLED")
-    assert api.get(f"/executions/{execution_id}").json()["status"] == "CANCELLED"
+    assert (await api.get(f"/executions/{execution_id}")).json()["status"] == "CANCELLED"
 
     connection = await asyncpg.connect(database_dsn)
     try:
@@ -203,13 +203,13 @@ async def test_an_operator_cancels_a_waiting_run_and_requeues_a_dead_job(
 
 
 async def test_forms_without_the_csrf_token_are_refused(
-    console_server: ServerProcess, api: httpx.Client, browser_page: tuple[Page, list[str]]
+    console_server: ServerProcess, api: httpx.AsyncClient, browser_page: tuple[Page, list[str]]
 ) -> None:
     page, _ = browser_page
-    workflow_id = import_published(
+    workflow_id = await import_published(
         api, {"name": "Wait", "steps": [{"key": "pause", "kind": "delay", "cfg": {"seconds": 900}}]}
     )
-    execution_id = run(api, workflow_id)
+    execution_id = await run(api, workflow_id)
     await sign_in(page, console_server)
     await page.goto(f"{console_server.url}/console/executions/{execution_id}")
     await page.locator("form[action$='/cancel'] input[name=csrf_token]").evaluate(
@@ -219,25 +219,24 @@ async def test_forms_without_the_csrf_token_are_refused(
     await expect(page.get_by_role("heading", name="Request refused (403)")).to_be_visible()
     # A raw POST with the session cookie but no token is refused the same way.
     cookies = {c["name"]: c["value"] for c in await page.context.cookies()}
-    raw = httpx.post(
-        f"{console_server.url}/console/executions/{execution_id}/cancel",
-        cookies=cookies,
-        data={},
-    )
+    async with httpx.AsyncClient(cookies=cookies) as raw_client:
+        raw = await raw_client.post(
+            f"{console_server.url}/console/executions/{execution_id}/cancel", data={}
+        )
     assert raw.status_code == 403
     assert "CSRF token is missing" in raw.text
-    assert api.get(f"/executions/{execution_id}").json()["status"] == "WAITING"
+    assert (await api.get(f"/executions/{execution_id}")).json()["status"] == "WAITING"
 
 
 async def test_a_revoked_token_ends_the_browser_session(
-    console_server: ServerProcess, api: httpx.Client, browser_page: tuple[Page, list[str]]
+    console_server: ServerProcess, api: httpx.AsyncClient, browser_page: tuple[Page, list[str]]
 ) -> None:
     page, _ = browser_page
-    created = api.post("/tokens", json={"name": "operator"}).json()
+    created = (await api.post("/tokens", json={"name": "operator"})).json()
     await sign_in(page, console_server, created["token"])
     await page.get_by_role("link", name="Workflows").click()
     await expect(page.get_by_role("heading", name="Workflows")).to_be_visible()
-    assert api.delete(f"/tokens/{created['id']}").status_code == 204
+    assert (await api.delete(f"/tokens/{created['id']}")).status_code == 204
     await page.get_by_role("link", name="Triggers").click()
     await expect(page.get_by_label("API token")).to_be_visible()
     assert "/console/login" in page.url
