@@ -113,7 +113,8 @@ async def seeded(
             started = time.perf_counter()
             await connection.execute(SEED_EXECUTIONS, ids, versions, EXECUTIONS)
             await connection.execute("ANALYZE workflow_execution")
-            print(f"\nseeded {EXECUTIONS} executions in {time.perf_counter() - started:.1f} s")
+            seconds = time.perf_counter() - started
+            print(f"\nseeded {EXECUTIONS} executions in {seconds:.1f} s")  # noqa: T201
             execution_id = await connection.fetchval(
                 "SELECT id FROM workflow_execution WHERE status = 'FAILED' "
                 "ORDER BY created_at DESC LIMIT 1 OFFSET 5000"
@@ -167,6 +168,6 @@ async def test_console_pages_answer_within_100_ms_with_100k_executions(
         name: await median_ms(client, path, **params) for name, (path, params) in pages.items()
     }
     for name, milliseconds in figures.items():
-        print(f"{name:32} {milliseconds:6.1f} ms (median of {SAMPLES - 1})")
+        print(f"{name:32} {milliseconds:6.1f} ms (median of {SAMPLES - 1})")  # noqa: T201
     slow = {name: ms for name, ms in figures.items() if ms > BUDGET_MS}
     assert not slow, f"over {BUDGET_MS} ms: {slow}"
