@@ -18,6 +18,7 @@ from litestar.exceptions import HTTPException
 from litestar.static_files import create_static_files_router
 
 from server.console.access import (
+    PUBLIC_ROUTE,
     CsrfRefusedError,
     NotSignedInError,
     require_console_session,
@@ -64,6 +65,7 @@ def console_assets_router() -> Router:
         path=STATIC_PATH,
         directories=[STATIC_FOLDER],
         name="console_assets",
+        opt=PUBLIC_ROUTE,
         cache_control=CacheControlHeader(public=True, max_age=ASSET_MAX_AGE_SECONDS),
         include_in_schema=False,
     )

@@ -285,3 +285,72 @@ async def test_a_dead_job_is_requeued_from_the_console(
     )
     assert missing.status_code == 404
     assert "job 999999 not found" in missing.text
+
+
+async def test_an_execution_links_its_parent_children_and_event(
+    engine_client: httpx.AsyncClient, console: httpx.AsyncClient
+) -> None:
+    await import_published(
+        engine_client,
+        {"name": "Enrich", "steps": [
+            {"key": "shape", "kind": "action", "action_key": "transform",
+             "cfg": {"output": {"ok": True}}}]},
+    )  # fmt: skip
+    registered = await engine_client.post(
+        "/api/v1/registry/triggers", json={"trigger_key": "signups", "type": "event"}
+    )
+    assert registered.status_code == 201, registered.text
+    await import_published(
+        engine_client,
+        {"name": "Parent", "steps": [
+            {"key": "enrich", "kind": "call_workflow", "cfg": {"workflow": "Enrich"}}],
+         "subscriptions": [{"trigger_key": "signups", "filter_conditions": {}}]},
+    )  # fmt: skip
+    accepted = await engine_client.post(
+        "/api/v1/events", json={"trigger_key": "signups", "payload": {"email": "a@b.c"}}
+    )
+    assert accepted.status_code == 202, accepted.text
+    event_id, [parent_id] = accepted.json()["event_id"], accepted.json()["execution_ids"]
+    parent = await wait_for(engine_client, parent_id)
+    assert parent["status"] == "SUCCESS", parent
+    page = (await console.get(f"/console/executions/{parent_id}")).text
+    assert f'href="/console/events/{event_id}"' in page
+    child_id = re.findall(r'data-execution-id="([0-9a-f-]+)"', page)
+    assert len(child_id) == 1
+    child = (await console.get(f"/console/executions/{child_id[0]}")).text
+    assert f'href="/console/executions/{parent_id}"' in child
+    assert "<code>enrich</code>" in child
+    event = await console.get(f"/console/events/{event_id}")
+    assert event.status_code == 200
+    assert "a@b.c" in event.text
+    assert parent_id[:8] in event.text
+
+
+async def test_a_waiting_step_is_resumed_from_the_console(
+    engine_client: httpx.AsyncClient, console: httpx.AsyncClient
+) -> None:
+    registered = await engine_client.post(
+        "/api/v1/registry/triggers", json={"trigger_key": "approvals", "type": "event"}
+    )
+    assert registered.status_code == 201, registered.text
+    workflow_id = await import_published(
+        engine_client,
+        {"name": "Approve", "steps": [
+            {"key": "approval", "kind": "wait_for_event",
+             "cfg": {"trigger_key": "approvals", "correlation_key": "order-1"}}]},
+    )  # fmt: skip
+    execution_id = await run(engine_client, workflow_id)
+    await wait_for(engine_client, execution_id, {"WAITING"})
+    page = await console.get(f"/console/executions/{execution_id}")
+    action = f"/console/executions/{execution_id}/steps/approval/resume"
+    assert f'action="{action}"' in page.text
+    bad = await console.post(action, data={"csrf_token": csrf_of(page.text), "payload": "{oops"})
+    assert bad.status_code == 422
+    assert "is not JSON" in bad.text
+    resumed = await console.post(
+        action, data={"csrf_token": csrf_of(page.text), "payload": '{"approved": true}'}
+    )
+    assert resumed.status_code == 303
+    execution = await wait_for(engine_client, execution_id)
+    assert execution["status"] == "SUCCESS"
+    assert execution["steps"][0]["result_data"] == {"approved": True}
