@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from litestar import Request
 from litestar.connection import ASGIConnection
@@ -86,6 +86,11 @@ def from_another_site(request: Request[Any, Any, Any]) -> bool:
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         return origin == "null"
+    public_url: str | None = request.app.state.settings.public_url
+    if public_url is not None:  # behind a proxy the Host header may differ
+        public = urlsplit(public_url)
+        if origin == f"{public.scheme}://{public.netloc}":
+            return False
     return origin.split("://", 1)[-1] != request.headers.get("host", "")
 
 
