@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
@@ -180,7 +181,10 @@ class ExecutionPages(Controller):
 
 
 async def _act(
-    request: Request[Any, Any, Any], execution_id: uuid.UUID, done: str, action: Any
+    request: Request[Any, Any, Any],
+    execution_id: uuid.UUID,
+    done: str,
+    action: Callable[[uuid.UUID], Awaitable[None]],
 ) -> Template | Redirect:
     """Run an operator action; on success back to the page with a notice, on refusal the
     page again with the reason (a 404 or 409 as the API answers)."""
