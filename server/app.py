@@ -34,6 +34,7 @@ from server.api.openapi_links import link_created_resources, link_named_fields
 from server.api.openapi_schemas import StructSchemaPlugin, exact_integer_bounds, optional_bodies
 from server.api.resume_links import ResumeLinkController
 from server.api.routes import api_router
+from server.console.router import console_assets_router, console_router, template_config
 from server.crypto.tokens import hash_token
 from server.db import tokens
 from server.db.database import database_dsn
@@ -81,6 +82,7 @@ def create_app(
     middleware = []
     if Role.API in settings.roles:
         route_handlers.extend((api_router(), HookController, ResumeLinkController))
+        route_handlers.extend((console_router(), console_assets_router()))
         middleware.append(forget_on_writes(endpoint_cache))
     app = Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]
@@ -90,6 +92,7 @@ def create_app(
         openapi_config=docs.openapi_config(),
         state=State({"settings": settings, "endpoint_cache": endpoint_cache}),
         middleware=middleware,
+        template_config=template_config(),
         request_max_body_size=settings.max_payload_bytes,  # larger bodies answer 413
         logging_config=None,  # server.log configures logging once for the whole process
         debug=False,
