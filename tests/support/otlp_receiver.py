@@ -75,7 +75,7 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
     holder: list[OtlpReceiver] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.path != "/v1/traces":
                 self.send_response(404)
