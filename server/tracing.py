@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.trace import Span as Span  # re-exported for the traced modules' types
-    from opentelemetry.trace import Tracer
+    from opentelemetry.trace import SpanKind, Tracer
     from opentelemetry.util.types import AttributeValue
 
     from config.settings import Settings
@@ -46,13 +46,23 @@ _tracer: Tracer | None = None
 _provider: TracerProvider | None = None
 
 
+class TracingUnavailableError(RuntimeError):
+    """Tracing is configured but its packages are missing."""
+
+
 def start(settings: Settings) -> bool:
     """Export spans by OTLP/HTTP when `settings` name an endpoint; True if this call turned
     tracing on (its caller then calls `stop` on exit, which flushes what is buffered)."""
     if ENABLED or not settings.tracing_enabled:
         return False
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as error:
+        raise TracingUnavailableError(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed "
+            f"({error.name}): pip install 'switchyard[otel]', or unset the variable"
+        ) from None
 
     enable(BatchSpanProcessor(OTLPSpanExporter()))
     return True
@@ -103,9 +113,7 @@ def server_span(
     carry a valid `traceparent`."""
     from opentelemetry.trace import SpanKind
 
-    return _the_tracer().start_as_current_span(
-        name, context=_parent(headers), kind=SpanKind.SERVER, attributes=attributes
-    )
+    return _started(name, _parent(headers), SpanKind.SERVER, attributes)
 
 
 def span(
@@ -116,8 +124,10 @@ def span(
 ) -> contextlib.AbstractContextManager[Span]:
     """An INTERNAL span: a child of the current span, or of the span `traceparent` names
     (a step continues its execution's intake that way, in another process and later)."""
+    from opentelemetry.trace import SpanKind
+
     context = None if traceparent is None else _parent({"traceparent": traceparent})
-    return _the_tracer().start_as_current_span(name, context=context, attributes=attributes)
+    return _started(name, context, SpanKind.INTERNAL, attributes)
 
 
 @contextlib.contextmanager
@@ -129,11 +139,35 @@ def client_span(
     from opentelemetry.trace import SpanKind
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    with _the_tracer().start_as_current_span(
-        name, kind=SpanKind.CLIENT, attributes=attributes
-    ) as current:
+    with _started(name, None, SpanKind.CLIENT, attributes) as current:
         TraceContextTextMapPropagator().inject(headers)
         yield current
+
+
+@contextlib.contextmanager
+def _started(
+    name: str, parent: Context | None, kind: SpanKind, attributes: Mapping[str, AttributeValue]
+) -> Iterator[Span]:
+    """A span made current for the block. An exception leaving the block is not recorded (its
+    message could hold anything, a secret included): the span's status becomes ERROR with the
+    exception's type name, unless the block set a status itself (a step's redacted error)."""
+    from opentelemetry.trace import StatusCode
+
+    with _the_tracer().start_as_current_span(
+        name,
+        context=parent,
+        kind=kind,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as current:
+        try:
+            yield current
+        except BaseException as error:
+            status = getattr(current, "status", None)  # SDK spans show theirs
+            if status is None or status.status_code is StatusCode.UNSET:
+                mark_failed(current, type(error).__name__)
+            raise
 
 
 def current_traceparent() -> str | None:
