@@ -8,6 +8,7 @@ traced run pays for its spans' export without a collector's own work in the figu
 from __future__ import annotations
 
 import argparse
+import signal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -31,7 +32,12 @@ class _Sink(BaseHTTPRequestHandler):
         pass
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # stop on SIGTERM too, printing the counts
     parser = argparse.ArgumentParser(prog="bench.otlp_sink", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=4318)
     port = parser.parse_args().port
@@ -41,7 +47,7 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        print(f"exports: {_Sink.exports}, bytes: {_Sink.received_bytes}")
+        print(f"exports: {_Sink.exports}, bytes: {_Sink.received_bytes}", flush=True)
 
 
 if __name__ == "__main__":
