@@ -58,23 +58,7 @@ class RegistryController(Controller):
     async def triggers(self, resources: Injected[Resources]) -> Page[TriggerView]:
         """Trigger sources subscriptions can name, each with its intake health (and, for
         webhooks, their registrations at the senders)."""
-        # This process's counts not yet flushed are written first: a client reads its writes.
-        await resources.recorder.flush()
-        entries = await registry.list_triggers()
-        async with resources.pool.acquire() as connection:
-            health = await trigger_health(connection, [e.trigger_key for e in entries])
-        registrations = await registrations_by_trigger(
-            [e.trigger_key for e in entries if e.type == "webhook"]
-        )
-        items = [
-            TriggerView(
-                **msgspec.structs.asdict(entry),
-                health=health.get(entry.trigger_key, TriggerHealth()),
-                registrations=registrations.get(entry.trigger_key, []),
-            )
-            for entry in entries
-        ]
-        return Page(items=items, next_cursor=None)
+        return Page(items=await triggers_with_health(resources), next_cursor=None)
 
     @post("/triggers", status_code=HTTP_201_CREATED)
     async def register_trigger(
@@ -106,3 +90,24 @@ class RegistryController(Controller):
     async def credential_types(self) -> Page[CredentialTypeEntry]:
         """Credential types and the fields their data must have."""
         return Page(items=await registry.list_credential_types(), next_cursor=None)
+
+
+async def triggers_with_health(resources: Resources) -> list[TriggerView]:
+    """Every trigger source with its intake health and, for webhook sources, their
+    registrations at the senders (the API's list and the console's page)."""
+    # This process's counts not yet flushed are written first: a client reads its writes.
+    await resources.recorder.flush()
+    entries = await registry.list_triggers()
+    async with resources.pool.acquire() as connection:
+        health = await trigger_health(connection, [e.trigger_key for e in entries])
+    registrations = await registrations_by_trigger(
+        [e.trigger_key for e in entries if e.type == "webhook"]
+    )
+    return [
+        TriggerView(
+            **msgspec.structs.asdict(entry),
+            health=health.get(entry.trigger_key, TriggerHealth()),
+            registrations=registrations.get(entry.trigger_key, []),
+        )
+        for entry in entries
+    ]
