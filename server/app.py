@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from litestar.datastructures import State
 from piccolo.engine.postgres import PostgresEngine
 
 from config.settings import Role, Settings
-from server import health
+from server import health, tracing
 from server.actions.catalog import ACTIONS, CREDENTIAL_TYPES, TRIGGERS
 from server.actions.registry import BUILTIN_ACTIONS
 from server.api import docs, problems
@@ -34,6 +34,8 @@ from server.api.openapi_links import link_created_resources, link_named_fields
 from server.api.openapi_schemas import StructSchemaPlugin, exact_integer_bounds, optional_bodies
 from server.api.resume_links import ResumeLinkController
 from server.api.routes import api_router
+from server.api.traced_intake import traced_intake
+from server.console.router import console_assets_router, console_router, template_config
 from server.crypto.tokens import hash_token
 from server.db import tokens
 from server.db.database import DatabaseAddresses, database_addresses
@@ -81,7 +83,10 @@ def create_app(
     middleware = []
     if Role.API in settings.roles:
         route_handlers.extend((api_router(), HookController, ResumeLinkController))
+        route_handlers.extend((console_router(), console_assets_router()))
         middleware.append(forget_on_writes(endpoint_cache))
+        if settings.tracing_enabled or tracing.ENABLED:  # off: not even a pass-through layer
+            middleware.append(traced_intake)
     app = Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]
         lifespan=[partial(lifespan, settings=settings, on_crash=on_crash, announce=announce)],
@@ -90,6 +95,7 @@ def create_app(
         openapi_config=docs.openapi_config(),
         state=State({"settings": settings, "endpoint_cache": endpoint_cache}),
         middleware=middleware,
+        template_config=template_config(),
         request_max_body_size=settings.max_payload_bytes,  # larger bodies answer 413
         logging_config=None,  # server.log configures logging once for the whole process
         debug=False,
@@ -112,6 +118,7 @@ async def lifespan(
     announce: Callable[[str], None],
 ) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
+        stack.enter_context(exporting_spans(settings))  # stops last: after the roles' spans
         addresses = stack.enter_context(database_addresses(settings))
         dsn = addresses.direct  # the LISTEN connections and session locks
         engine = await stack.enter_async_context(
@@ -152,12 +159,31 @@ async def lifespan(
         if Role.SCHEDULER in settings.roles:
             await stack.enter_async_context(
                 scheduler_role.running(
-                    asyncpg_pool(engine), dsn, settings, recorder, on_crash=on_crash
+                    asyncpg_pool(engine),
+                    dsn,
+                    settings,
+                    recorder,
+                    app.state.keyring,
+                    on_crash=on_crash,
                 )
             )
         log.info("switchyard_started", roles=sorted(settings.roles))
         yield
         log.info("switchyard_stopping")
+
+
+@contextmanager
+def exporting_spans(settings: Settings) -> Iterator[None]:
+    """Export spans while the app runs when OTEL_EXPORTER_OTLP_ENDPOINT is set (`server.tracing`);
+    on exit, flush what is buffered."""
+    started = tracing.start(settings)
+    if started:
+        log.info("tracing_started")
+    try:
+        yield
+    finally:
+        if started:
+            tracing.stop()
 
 
 @asynccontextmanager

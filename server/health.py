@@ -29,7 +29,9 @@ from prometheus_client import (
 from server.api.problems import problem
 from server.db.migrations import pending_migrations
 from server.db.pool import asyncpg_pool
-from server.queue.client import queue_backlog, queue_depth
+from server.db.registration_runs import registration_counts, registration_expiries
+from server.queue.client import Connection, queue_backlog, queue_depth
+from server.triggers.registration import RegistrationState
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -83,6 +85,16 @@ QUEUE_DUE = Gauge(
 QUEUE_OLDEST_DUE = Gauge(
     "switchyard_queue_oldest_due_seconds", "Age of the oldest due queued job (0: none due)"
 )
+WEBHOOK_REGISTRATIONS = Gauge(
+    "switchyard_webhook_registrations",
+    "Webhook registrations by state; stale: of deleted endpoints, not yet removed at the sender",
+    ["state", "stale"],
+)
+REGISTRATION_EXPIRY = Gauge(
+    "switchyard_webhook_registration_expiry_seconds",
+    "Seconds until an expiring webhook registration is renewed (negative: overdue)",
+    ["webhook_id", "path"],
+)
 
 
 @get("/metrics", tags=["operations"], media_type=MediaType.TEXT)
@@ -95,6 +107,7 @@ async def metrics(state: State, request: Request) -> Response[bytes]:  # type: i
             async with asyncpg_pool(state.database).acquire() as connection:
                 depth = await queue_depth(connection)
                 backlog = await queue_backlog(connection)
+                await _registration_metrics(connection)
     except (OSError, asyncpg.PostgresError, TimeoutError):
         pass  # the process metrics still answer; /ready reports the database
     else:
@@ -104,6 +117,20 @@ async def metrics(state: State, request: Request) -> Response[bytes]:  # type: i
         QUEUE_DUE.set(backlog.due_jobs)
         QUEUE_OLDEST_DUE.set(backlog.oldest_due_seconds or 0.0)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _registration_metrics(connection: Connection) -> None:
+    counts = await registration_counts(connection)
+    expiries = await registration_expiries(connection)
+    WEBHOOK_REGISTRATIONS.clear()
+    for state in RegistrationState:  # every state shows, zero included, for alert rules
+        for stale in ("false", "true"):
+            WEBHOOK_REGISTRATIONS.labels(state.value, stale).set(0)
+    for count in counts:
+        WEBHOOK_REGISTRATIONS.labels(count.state.value, str(count.stale).lower()).set(count.count)
+    REGISTRATION_EXPIRY.clear()
+    for expiry in expiries:
+        REGISTRATION_EXPIRY.labels(str(expiry.endpoint_id), expiry.path).set(expiry.seconds)
 
 
 def _check_metrics_token(expected: str | None, authorization: str) -> None:

@@ -3,7 +3,7 @@
 A transaction-mode pooler hands each transaction whichever server connection is free, so a
 session lock taken through it stays on that server connection (held by nobody, released by
 nobody). A lock that must outlive one transaction is therefore taken on a dedicated connection
-to DATABASE_DIRECT_URL and released by closing it.
+to DATABASE_DIRECT_URL and released by closing it; the work it guards goes through the pool.
 """
 
 from __future__ import annotations
@@ -15,18 +15,22 @@ from typing import Final
 import asyncpg
 
 CONNECT_TIMEOUT_SECONDS: Final = 10.0
+TRY_LOCK: Final = "SELECT pg_try_advisory_lock($1)"
 
 
 @asynccontextmanager
-async def session_lock(dsn: str, lock_id: int, application_name: str) -> AsyncIterator[bool]:
-    """Try the advisory lock `lock_id` on a new connection to `dsn`; yields whether it was
-    taken. Leaving the block closes the connection, which releases the lock."""
+async def session_lock(
+    dsn: str, application_name: str, try_lock: str, *key: object
+) -> AsyncIterator[bool]:
+    """Run the try-lock statement `try_lock` (`TRY_LOCK`, or a two-key form) with `key` on a
+    new connection to `dsn`; yields whether the lock was taken. Leaving the block closes the
+    connection, which releases the lock, whatever happened meanwhile."""
     connection = await asyncpg.connect(
         dsn,
         timeout=CONNECT_TIMEOUT_SECONDS,
         server_settings={"application_name": application_name},
     )
     try:
-        yield bool(await connection.fetchval("SELECT pg_try_advisory_lock($1)", lock_id))
+        yield bool(await connection.fetchval(try_lock, *key))
     finally:
         await connection.close()

@@ -25,7 +25,7 @@ from server.db.maintenance import (
     prune_batch,
     repair_database_triggers,
 )
-from server.db.session_locks import session_lock
+from server.db.session_locks import TRY_LOCK, session_lock
 from server.db.trigger_health import record_trigger_error
 from server.queue.client import Connection
 from server.runs.control import fail_dead_steps
@@ -57,7 +57,9 @@ async def maintenance_pass(
     goes through the pool.
     """
     async with (
-        session_lock(direct_dsn, MAINTENANCE_LOCK_ID, MAINTENANCE_APPLICATION_NAME) as locked,
+        session_lock(
+            direct_dsn, MAINTENANCE_APPLICATION_NAME, TRY_LOCK, MAINTENANCE_LOCK_ID
+        ) as locked,
         pool.acquire(timeout=10) as connection,
     ):
         if not locked:
