@@ -7,6 +7,7 @@ error until someone re-queues it (after fixing the cause) or retention prunes it
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Annotated
 
 import asyncpg
@@ -35,6 +36,7 @@ ExtraAttempts = Annotated[
 
 class JobController(Controller):
     path = "/jobs"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("jobs",)
 
     @get("/dead")
@@ -56,7 +58,11 @@ class JobController(Controller):
             items = await admin.list_dead_jobs(connection, limit=limit + 1, after=after)
         return page(items, limit, lambda item: (item.updated_at, item.id))
 
-    @post("/{job_id:int}/requeue", status_code=HTTP_200_OK)
+    @post(
+        "/{job_id:int}/requeue",
+        status_code=HTTP_200_OK,
+        opt={"role": "operator", "audit": "job.requeue"},
+    )
     async def requeue_job(
         self,
         pool: Injected[asyncpg.Pool],

@@ -14,6 +14,7 @@ is registered with a type other than `webhook`. Lists are keyset-paginated, olde
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -92,6 +93,7 @@ class WebhookChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 class WebhookController(Controller):
     path = "/webhooks"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("webhooks",)
 
     @get("/")
@@ -109,7 +111,7 @@ class WebhookController(Controller):
         shown = [_public(item, settings) for item in items]
         return page(shown, limit, lambda item: (item.created_at, item.id))
 
-    @post("/", status_code=HTTP_201_CREATED)
+    @post("/", status_code=HTTP_201_CREATED, opt={"role": "editor", "audit": "webhook.create"})
     async def create_webhook(
         self,
         data: JSONBody[WebhookCreate],
@@ -142,7 +144,7 @@ class WebhookController(Controller):
     ) -> WebhookView:
         return _public(await webhooks.get_webhook(webhook_id), settings)
 
-    @patch("/{webhook_id:uuid}")
+    @patch("/{webhook_id:uuid}", opt={"role": "editor", "audit": "webhook.update"})
     async def update_webhook(
         self,
         webhook_id: FromPath[uuid.UUID],
@@ -163,7 +165,11 @@ class WebhookController(Controller):
         )
         return _public(changed, resources.settings)
 
-    @delete("/{webhook_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    @delete(
+        "/{webhook_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        opt={"role": "editor", "audit": "webhook.delete"},
+    )
     async def delete_webhook(self, webhook_id: FromPath[uuid.UUID]) -> None:
         """Delete an endpoint; its path answers 404 at once. The trigger source stays."""
         await webhooks.delete_webhook(webhook_id)
