@@ -28,7 +28,9 @@ WITHHELD_FIELDS: Final = frozenset(
     }
 )  # fmt: skip
 PAGING_PARAMETERS: Final = frozenset({"limit", "cursor"})
-RESULT_ID_FIELDS: Final = ("id", "execution_id", "event_id", "execution_ids", "version_num")
+MADE_ID_FIELDS: Final = ("id", "execution_id", "event_id")
+KEY_FIELDS: Final = ("key", "trigger_key")
+RESULT_ID_FIELDS: Final = (*MADE_ID_FIELDS, "execution_ids", "version_num", *KEY_FIELDS)
 MAX_TEXT: Final = 200
 MAX_LIST: Final = 20
 
@@ -37,15 +39,19 @@ def target_of(
     action: str, path_params: Mapping[str, object], result: Mapping[str, Any]
 ) -> tuple[str, str | None]:
     """(target type, target id) of `action` (`<type>.<verb>`): the `<type>_id` path parameter,
-    else the id of what the call made, else the path parameters joined by `/`."""
+    else the id of what the call made, else the path parameters joined by `/`, ending with the
+    key the call wrote (a variable's `key`, a trigger's `trigger_key`) when it is not one."""
     target_type = action.partition(".")[0]
     if (named := path_params.get(f"{target_type}_id")) is not None:
         return target_type, str(named)
-    for field in ("id", "execution_id", "event_id"):
+    for field in MADE_ID_FIELDS:
         if isinstance(result.get(field), str):
             return target_type, str(result[field])
-    joined = "/".join(str(value) for value in path_params.values())
-    return target_type, joined or None
+    parts = [str(value) for value in path_params.values()]
+    for field in KEY_FIELDS:
+        if isinstance(key := result.get(field), str) and key not in parts:
+            parts.append(key)
+    return target_type, "/".join(parts) or None
 
 
 def summarize(
