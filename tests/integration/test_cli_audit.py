@@ -65,7 +65,7 @@ async def test_cli_commands_that_change_state_are_audited_as_the_os_user(
         assert row["token_name"] == f"cli:{getpass.getuser()}"
         assert row["role"] == "admin"
         assert row["source"].startswith("cli@")
-    tokens = dict(await connection.fetch("SELECT name, id FROM api_token"))
+    tokens = {r["name"]: r["id"] for r in await connection.fetch("SELECT name, id FROM api_token")}
     assert rows[0]["target_id"] == str(tokens["reader"])
     assert rows[2]["target_id"] == str(shop_id)
     assert rows[3]["target_id"] == workflow_id
