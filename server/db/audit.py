@@ -20,10 +20,10 @@ from server.access import Principal
 from server.queue.client import Connection
 
 
-class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One change to record."""
+class AuditChange(msgspec.Struct, frozen=True, kw_only=True):
+    """What was done: the action, its target, a summary (never a secret), the request id and
+    the source address."""
 
-    principal: Principal
     action: str
     target_type: str
     target_id: str | None
@@ -32,20 +32,20 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
     source: str | None
 
 
-class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """A recorded change as the API shows it."""
+class AuditRecord(AuditChange, frozen=True, kw_only=True):
+    """One change to record, with who made it."""
+
+    principal: Principal
+
+
+class AuditEntry(AuditChange, frozen=True, kw_only=True):
+    """A recorded change as the API shows it: when, and which token (id, name, role)."""
 
     id: uuid.UUID
     at: dt.datetime
     token_id: uuid.UUID | None
     token_name: str
     role: str
-    action: str
-    target_type: str
-    target_id: str | None
-    summary: dict[str, Any]
-    request_id: str | None
-    source: str | None
 
 
 # One row; takes no lock beyond the insert (the table has no unique key but its uuid).
