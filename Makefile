@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install install-run run test lint check bench faults contract clean
+.PHONY: install install-run run test lint check bench faults contract screenshots clean
 
 define make_venv
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Switchyard needs Python 3.11 or newer (set PYTHON=...)")'
@@ -63,6 +63,11 @@ faults: install
 EXAMPLES ?= 200
 contract: install
 	CONTRACT_EXAMPLES=$(EXAMPLES) $(BIN)/pytest tests/contract -p no:cacheprovider --timeout=3600
+
+# The README's console screenshots (docs/screenshots/*.png): sample data in a throwaway
+# embedded PostgreSQL, pages taken by headless Chromium (Debian's `chromium` package).
+screenshots: install
+	$(BIN)/python -m scripts.screenshots
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -44,6 +44,8 @@ from server.api.openapi_roles import declare_required_roles
 from server.api.openapi_schemas import StructSchemaPlugin, exact_integer_bounds, optional_bodies
 from server.api.resume_links import ResumeLinkController
 from server.api.routes import api_router
+from server.console.access import session_token
+from server.console.router import console_assets_router, console_router, template_config
 from server.crypto.tokens import hash_token
 from server.db import tokens
 from server.db.database import database_dsn
@@ -91,6 +93,7 @@ def create_app(
     middleware: list[Callable[[ASGIApp], ASGIApp]] = []
     if Role.API in settings.roles:
         route_handlers.extend((api_router(), HookController, ResumeLinkController))
+        route_handlers.extend((console_router(), console_assets_router()))
         middleware.extend((forget_on_writes(endpoint_cache), audit_trail))
     app = Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]
@@ -102,12 +105,13 @@ def create_app(
             {
                 "settings": settings,
                 "endpoint_cache": endpoint_cache,
-                "token_readers": TOKEN_READERS,
+                "token_readers": (session_token, *TOKEN_READERS),
                 "configured_tokens": configured_principals(settings.api_tokens),
             }
         ),
         guards=[authorize],  # the one check of every route's declared role (server.access)
         middleware=middleware,
+        template_config=template_config(),
         request_max_body_size=settings.max_payload_bytes,  # larger bodies answer 413
         logging_config=None,  # server.log configures logging once for the whole process
         debug=False,

@@ -9,7 +9,9 @@ the entry records who (the principal `authorize` let through: token id, name and
 (the action, its target and a summary with no secret: `server.api.audit_summary`), the
 request id (the client's `X-Request-ID` when it sent a usable one, else a new one, returned
 in the answer's `X-Request-ID` either way) and the source address. A refused call (4xx, 5xx)
-changed nothing and is not recorded. A handler may add to the summary with `add_to_audit`.
+changed nothing and is not recorded. A handler may add to the summary with `add_to_audit`,
+and name the target it made there (`add_to_audit(request, execution_id=...)`) when its answer
+is no JSON (the console's redirects).
 
 If the entry cannot be written (the database went away between the change and the entry),
 the answer still goes out, since the change was made; the failure is logged at error with the
@@ -93,7 +95,8 @@ async def _record(scope: Scope, action: str, request_id: str, answer: list[Messa
     body = b"".join(m.get("body", b"") for m in answer if m["type"] == "http.response.body")
     result = decode_object(body) if len(body) <= MAX_RESULT_BYTES else {}
     path_params: dict[str, object] = dict(scope.get("path_params", {}))
-    target_type, target_id = target_of(action, path_params, result)
+    notes: dict[str, Any] = scope.get("state", {}).get(NOTES_KEY, {})
+    target_type, target_id = target_of(action, path_params, {**result, **notes})
     request_body = ScopeState.from_scope(scope).body
     connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)
     record = AuditRecord(
@@ -106,7 +109,7 @@ async def _record(scope: Scope, action: str, request_id: str, answer: list[Messa
             query=dict(connection.query_params.items()),
             body=request_body if isinstance(request_body, bytes) else b"",
             result=result,
-            notes=scope.get("state", {}).get(NOTES_KEY, {}),
+            notes=notes,
         ),
         request_id=request_id,
         source=client[0] if (client := scope.get("client")) else None,

@@ -42,6 +42,40 @@ class ExecutionStatusFilter(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+class TriggerTypeFilter(StrEnum):
+    WEBHOOK = "webhook"
+    SCHEDULE = "schedule"
+    DATABASE = "database"
+    EVENT = "event"
+    MANUAL = "manual"
+    WORKFLOW = "workflow"  # a child of a call_workflow or foreach step
+    ON_FAILURE = "on_failure"  # started by a failed execution's on_failure option
+
+
+class ExecutionFilters(msgspec.Struct, frozen=True, kw_only=True):
+    workflow_id: uuid.UUID | None = None
+    status: ExecutionStatusFilter | None = None
+    trigger_type: TriggerTypeFilter | None = None
+    created_after: dt.datetime | None = None
+    created_before: dt.datetime | None = None
+    parent_id: uuid.UUID | None = None
+
+
+async def executions_page(
+    filters: ExecutionFilters, *, limit: int, cursor: str | None
+) -> Page[ExecutionView]:
+    """A page of executions, newest first (the API's list and the console's page); a 400
+    problem when the cursor is malformed."""
+    items = await list_executions(
+        limit=limit + 1, before=time_and_id(cursor), workflow_id=filters.workflow_id,
+        status=filters.status.value if filters.status else None,
+        trigger_type=filters.trigger_type.value if filters.trigger_type else None,
+        created_after=filters.created_after, created_before=filters.created_before,
+        parent_id=filters.parent_id,
+    )  # fmt: skip
+    return page(items, limit, lambda item: (item.created_at, item.id))
+
+
 class RetryFrom(StrEnum):
     FAILED = "failed"
     START = "start"
@@ -95,15 +129,16 @@ class ExecutionController(Controller):
         created_after: FromQuery[dt.datetime | None] = None,
         created_before: FromQuery[dt.datetime | None] = None,
         parent_id: FromQuery[uuid.UUID | None] = None,
+        trigger_type: FromQuery[TriggerTypeFilter | None] = None,
     ) -> Page[ExecutionView]:
-        """Executions newest first; filter by workflow, status, creation time, and parent
-        (`parent_id`: the children a `call_workflow` or `foreach` step started)."""
-        items = await list_executions(
-            limit=limit + 1, before=time_and_id(cursor), workflow_id=workflow_id,
-            status=status.value if status else None,
+        """Executions newest first; filter by workflow, status, creation time, parent
+        (`parent_id`: the children a `call_workflow` or `foreach` step started) and the kind
+        of trigger that started them (`trigger_type`)."""
+        filters = ExecutionFilters(
+            workflow_id=workflow_id, status=status, trigger_type=trigger_type,
             created_after=created_after, created_before=created_before, parent_id=parent_id,
         )  # fmt: skip
-        return page(items, limit, lambda item: (item.created_at, item.id))
+        return await executions_page(filters, limit=limit, cursor=cursor)
 
     @get_route("/{execution_id:uuid}")
     async def get_execution(self, execution_id: FromPath[uuid.UUID]) -> ExecutionDetail:

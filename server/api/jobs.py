@@ -47,16 +47,7 @@ class JobController(Controller):
         cursor: Cursor = None,
     ) -> Page[Job]:
         """Dead jobs, most recently dead first, each with its last error."""
-        key = decode_cursor(cursor, 2)
-        after = None
-        if key is not None:
-            try:
-                after = DeadJobCursor(updated_at=dt.datetime.fromisoformat(key[0]), id=int(key[1]))
-            except ValueError:
-                raise invalid_cursor() from None
-        async with pool.acquire() as connection:
-            items = await admin.list_dead_jobs(connection, limit=limit + 1, after=after)
-        return page(items, limit, lambda item: (item.updated_at, item.id))
+        return await dead_jobs_page(pool, limit=limit, cursor=cursor)
 
     @post(
         "/{job_id:int}/requeue",
@@ -72,3 +63,18 @@ class JobController(Controller):
         """Queue a dead job again now; 404 if it does not exist, 409 if it is not dead."""
         async with pool.acquire() as connection:
             return await admin.requeue_dead_job(connection, job_id, extra_attempts=attempts)
+
+
+async def dead_jobs_page(pool: asyncpg.Pool, *, limit: int, cursor: str | None) -> Page[Job]:
+    """A page of dead jobs after `cursor` (the API's list and the console's page); a 400
+    problem when the cursor is malformed."""
+    key = decode_cursor(cursor, 2)
+    after = None
+    if key is not None:
+        try:
+            after = DeadJobCursor(updated_at=dt.datetime.fromisoformat(key[0]), id=int(key[1]))
+        except ValueError:
+            raise invalid_cursor() from None
+    async with pool.acquire() as connection:
+        items = await admin.list_dead_jobs(connection, limit=limit + 1, after=after)
+    return page(items, limit, lambda item: (item.updated_at, item.id))

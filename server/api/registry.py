@@ -56,19 +56,7 @@ class RegistryController(Controller):
     @get("/triggers")
     async def triggers(self, resources: Injected[Resources]) -> Page[TriggerView]:
         """Trigger sources subscriptions can name, each with its intake health."""
-        # This process's counts not yet flushed are written first: a client reads its writes.
-        await resources.recorder.flush()
-        entries = await registry.list_triggers()
-        async with resources.pool.acquire() as connection:
-            health = await trigger_health(connection, [e.trigger_key for e in entries])
-        items = [
-            TriggerView(
-                **msgspec.structs.asdict(entry),
-                health=health.get(entry.trigger_key, TriggerHealth()),
-            )
-            for entry in entries
-        ]
-        return Page(items=items, next_cursor=None)
+        return Page(items=await triggers_with_health(resources), next_cursor=None)
 
     @post(
         "/triggers",
@@ -108,3 +96,19 @@ class RegistryController(Controller):
     async def credential_types(self) -> Page[CredentialTypeEntry]:
         """Credential types and the fields their data must have."""
         return Page(items=await registry.list_credential_types(), next_cursor=None)
+
+
+async def triggers_with_health(resources: Resources) -> list[TriggerView]:
+    """Every trigger source with its intake health (the API's list and the console's page)."""
+    # This process's counts not yet flushed are written first: a client reads its writes.
+    await resources.recorder.flush()
+    entries = await registry.list_triggers()
+    async with resources.pool.acquire() as connection:
+        health = await trigger_health(connection, [e.trigger_key for e in entries])
+    return [
+        TriggerView(
+            **msgspec.structs.asdict(entry),
+            health=health.get(entry.trigger_key, TriggerHealth()),
+        )
+        for entry in entries
+    ]

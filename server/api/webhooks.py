@@ -50,7 +50,7 @@ from server.errors import ValidationError
 _V = TypeVar("_V", WebhookView, SavedWebhook)
 
 
-def _public(view: _V, settings: Settings) -> _V:
+def with_public_url(view: _V, settings: Settings) -> _V:
     """`view` with its `url` made absolute on PUBLIC_URL when that is set."""
     if settings.public_url is None:
         return view
@@ -108,7 +108,7 @@ class WebhookController(Controller):
         items = await webhooks.list_webhooks(
             limit=limit + 1, after=time_and_id(cursor), trigger_key=trigger_key
         )
-        shown = [_public(item, settings) for item in items]
+        shown = [with_public_url(item, settings) for item in items]
         return page(shown, limit, lambda item: (item.created_at, item.id))
 
     @post("/", status_code=HTTP_201_CREATED, opt={"role": "editor", "audit": "webhook.create"})
@@ -136,13 +136,13 @@ class WebhookController(Controller):
             sync_timeout_seconds=data.sync_timeout_seconds,
             enabled=data.enabled,
         )
-        return _public(created, resources.settings)
+        return with_public_url(created, resources.settings)
 
     @get("/{webhook_id:uuid}")
     async def get_webhook(
         self, webhook_id: FromPath[uuid.UUID], settings: Injected[Settings]
     ) -> WebhookView:
-        return _public(await webhooks.get_webhook(webhook_id), settings)
+        return with_public_url(await webhooks.get_webhook(webhook_id), settings)
 
     @patch("/{webhook_id:uuid}", opt={"role": "editor", "audit": "webhook.update"})
     async def update_webhook(
@@ -163,7 +163,7 @@ class WebhookController(Controller):
         changed = await webhooks.update_webhook(
             webhook_id, keyring=resources.keyring, changes=changes, auth=auth
         )
-        return _public(changed, resources.settings)
+        return with_public_url(changed, resources.settings)
 
     @delete(
         "/{webhook_id:uuid}",

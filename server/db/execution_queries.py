@@ -100,9 +100,12 @@ async def list_executions(
     created_after: dt.datetime | None = None,
     created_before: dt.datetime | None = None,
     parent_id: uuid.UUID | None = None,
+    trigger_type: str | None = None,
 ) -> list[ExecutionView]:
     """Newest first, strictly before the `(created_at, id)` keyset position."""
     query = _EXECUTION.select(*_COLUMNS)
+    if trigger_type is not None:
+        query = query.where(_EXECUTION.trigger_type == trigger_type)
     if parent_id is not None:
         query = query.where(_EXECUTION.parent_execution_id == parent_id)
     if before is not None:

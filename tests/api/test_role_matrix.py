@@ -3,8 +3,9 @@
 The matrix is checked by real HTTP calls: every route handler of the app (enumerated from
 `app.routes`, so a new route is covered the day it is added) is called with a token of each
 role and with none; a role the route's requirement does not grant is refused 403, a granted one
-is never refused for its role (401/403), and a call without a token is refused 401 unless the
-route is public. A route that declares no role fails the first test (and `create_app`).
+is never refused for its role (401/403), and a call without a token is refused 401 (sent to
+sign in, on a console page) unless the route is public. Console pages take the same tokens as
+the API (a bearer header here; the session cookie carries one in a browser). A route that declares no role fails the first test (and `create_app`).
 """
 
 from __future__ import annotations
@@ -151,6 +152,9 @@ async def test_the_role_matrix_holds_for_every_route_by_http(
         anonymous = await client.request(method, url, json=body)
         if requirement == PUBLIC:
             assert anonymous.status_code not in (401, 403), (method, path)
+        elif path.startswith("/console"):  # a page without a session: to sign-in
+            assert anonymous.status_code == 303, (method, path, anonymous.text)
+            assert anonymous.headers["location"].startswith("/console/login")
         else:
             assert anonymous.status_code == 401, (method, path, anonymous.text)
         for role, token in tokens.items():
@@ -162,7 +166,7 @@ async def test_the_role_matrix_holds_for_every_route_by_http(
                 assert response.status_code not in (401, 403), (role, method, path, response.text)
             else:
                 assert response.status_code == 403, (role, method, path, response.text)
-                detail = response.json()["detail"]
+                detail = response.text  # a problem detail, or the console's page saying it
                 assert f"role ({role})" in detail
                 assert f"needs the {requirement}" in detail
             checked += 1

@@ -1,39 +1,67 @@
-"""deploy/: the Kubernetes manifests are valid for the stated Kubernetes versions and pass the
-"restricted" Pod Security Standard, checked here rule by rule as the admission controller does
-(https://kubernetes.io/docs/concepts/security/pod-security-standards/), with the NetworkPolicy,
-disruption budgets, migration Job and object store they need; and the Dockerfile's user is the
-one the pods run as.
+"""deploy/: every way to render it (`kubectl kustomize` of the base, each overlay, the migration
+Job and each optional component on the scaled overlay) is valid for the stated Kubernetes
+versions (custom resources against their CRDs' structure), passes the "restricted" Pod Security
+Standard, checked rule by rule as the admission controller does
+(https://kubernetes.io/docs/concepts/security/pod-security-standards/), and holds together: the
+roles each overlay promises, PgBouncer in transaction mode, secrets only by reference to the
+keys secret.example.yaml documents, grace periods that cover the drain, autoscalers that own
+the worker's replica count. The Dockerfile's user is the one the pods run as.
 
-The objects are read from the YAML files as written (no tool needed); when kubectl is on PATH
-the kustomize output is checked too (namespace and image applied to every object).
+Rendering needs kubectl (Debian's works offline); without it these tests skip.
 """
 
 from __future__ import annotations
 
+import configparser
 import ipaddress
+import json
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
-from config.settings import Settings, load_settings
+from config.settings import Role, Settings, load_settings
+from server.health import ROUTES as HEALTH_ROUTES
+from tests.support.kustomize import (
+    DEPLOY,
+    KUBERNETES_VERSIONS,
+    ROOT,
+    Objects,
+    name_of,
+    render,
+    validate,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
 DOCKERFILE = ROOT / "Dockerfile"
-# The oldest Kubernetes minor still in common support and a recent one; the schemas are bundled
-# with kubernetes-validate, so this runs offline.
-KUBERNETES_VERSIONS = ("1.29.0", "1.34.0")
 NAMESPACE = "switchyard"
-ROLES = ("api", "worker", "scheduler")
+SERVER_CONTAINER = "switchyard"
+# Every rendering deploy/ supports: (folder, components added on top).
+RENDERINGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "base": ("base", ()),
+    "single": ("overlays/single", ()),
+    "scaled": ("overlays/scaled", ()),
+    "migrate": ("migrate", ()),
+    "scaled+keda-prometheus": ("overlays/scaled", ("keda-prometheus",)),
+    "scaled+keda-postgresql": ("overlays/scaled", ("keda-postgresql",)),
+    "scaled+hpa": ("overlays/scaled", ("hpa",)),
+    "scaled+monitoring": ("overlays/scaled", ("monitoring",)),
+    "single+monitoring": ("overlays/single", ("monitoring",)),
+}
+AUTOSCALED = ("scaled+keda-prometheus", "scaled+keda-postgresql", "scaled+hpa")
+# Files in deploy/ that no kustomization lists, on purpose.
+NOT_RENDERED = {
+    "secret.example.yaml",  # applied by hand, so `kubectl apply -k` never overwrites secrets
+    "components/hpa/prometheus-adapter-values.yaml",  # Helm values for prometheus-adapter
+}
+# Margin added to the drain in each grace period: SIGKILL must not land mid hand-back.
+GRACE_MARGIN_SECONDS = 5
 METADATA_ADDRESS = ipaddress.ip_address("169.254.169.254")
-KUSTOMIZE_KINDS = {"Kustomization", "Component"}
 # Restricted: the only volume types a pod may use.
 RESTRICTED_VOLUME_TYPES = {
     "configMap",
@@ -61,40 +89,66 @@ SAFE_SYSCTLS = {
 SECCOMP_ALLOWED = {"RuntimeDefault", "Localhost"}
 
 
-def _yaml_files() -> list[Path]:
-    return sorted(DEPLOY.rglob("*.yaml"))
+def rendered(rendering: str) -> Objects:
+    folder, components = RENDERINGS[rendering]
+    return render(folder, components)
 
 
-def _written_objects() -> list[dict[str, Any]]:
-    """Every Kubernetes object in deploy/ as written (kustomization files excluded)."""
-    objects = []
-    for path in _yaml_files():
-        for document in yaml.safe_load_all(path.read_text()):
-            if document is not None and document.get("kind") not in KUSTOMIZE_KINDS:
-                objects.append(document)
-    return objects
+def of_kind(objects: Objects, kind: str) -> Objects:
+    return [item for item in objects if item["kind"] == kind]
 
 
-def _of_kind(kind: str) -> list[dict[str, Any]]:
-    return [item for item in _written_objects() if item["kind"] == kind]
-
-
-def _named(kind: str, name: str) -> dict[str, Any]:
-    matches = [item for item in _of_kind(kind) if item["metadata"]["name"] == name]
-    assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
+def named(objects: Objects, kind: str, name: str) -> dict[str, Any]:
+    matches = [item for item in of_kind(objects, kind) if item["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind}/{name}, found {len(matches)}"
     return matches[0]
 
 
-def _pod_templates() -> Iterator[tuple[str, dict[str, Any]]]:
-    """(kind/name, pod template) of every workload in deploy/."""
-    for item in _written_objects():
+def pod_templates(objects: Objects) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(kind/name, pod template) of every workload."""
+    for item in objects:
         if item["kind"] in {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}:
-            yield f"{item['kind']}/{item['metadata']['name']}", item["spec"]["template"]
+            yield name_of(item), item["spec"]["template"]
         elif item["kind"] == "CronJob":
-            template = item["spec"]["jobTemplate"]["spec"]["template"]
-            yield f"CronJob/{item['metadata']['name']}", template
+            yield name_of(item), item["spec"]["jobTemplate"]["spec"]["template"]
         elif item["kind"] == "Pod":
-            yield f"Pod/{item['metadata']['name']}", {"spec": item["spec"]}
+            yield name_of(item), {"metadata": item["metadata"], "spec": item["spec"]}
+
+
+def server_workloads(objects: Objects) -> list[dict[str, Any]]:
+    """The Deployments and Jobs running the Switchyard image."""
+    return [
+        item
+        for item in objects
+        if item["kind"] in {"Deployment", "Job"}
+        and item["spec"]["template"]["metadata"]["labels"].get("app") == "switchyard"
+    ]
+
+
+def server_container(workload: dict[str, Any]) -> dict[str, Any]:
+    containers = workload["spec"]["template"]["spec"]["containers"]
+    (container,) = [c for c in containers if c["name"] == SERVER_CONTAINER]
+    found: dict[str, Any] = container
+    return found
+
+
+def env_of(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in server_container(workload).get("env", [])}
+
+
+def roles_of(workload: dict[str, Any]) -> set[Role]:
+    value = env_of(workload)["ROLES"]["value"]
+    return {Role(role) for role in value.split(",")}
+
+
+def settings_of(objects: Objects) -> Settings:
+    """The settings the ConfigMap gives (every value must be one the server accepts)."""
+    return load_settings(named(objects, "ConfigMap", "switchyard")["data"])
+
+
+def example_secrets() -> dict[str, dict[str, str]]:
+    documents = yaml.safe_load_all((DEPLOY / "secret.example.yaml").read_text())
+    return {item["metadata"]["name"]: item["stringData"] for item in documents}
 
 
 def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -184,54 +238,79 @@ def _dockerfile_user() -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_every_object_is_valid_for_the_stated_kubernetes_versions(version: str) -> None:
-    objects = _written_objects()
-    assert len(objects) >= 10
-    for item in objects:
+def test_every_rendering_is_valid_for_the_stated_kubernetes_versions(version: str) -> None:
+    # Each distinct object once: the component renderings repeat their overlay's objects.
+    distinct: dict[str, tuple[str, dict[str, Any]]] = {}
+    for rendering in sorted(RENDERINGS):
+        objects = rendered(rendering)
+        assert objects, rendering
+        for item in objects:
+            distinct.setdefault(json.dumps(item, sort_keys=True), (rendering, item))
+    for rendering, item in distinct.values():
         try:
-            kubernetes_validate.validate(item, version, strict=True)
-        except kubernetes_validate.ValidationError as error:
-            name = f"{item['kind']}/{item['metadata']['name']}"
-            pytest.fail(f"{name} is not valid for Kubernetes {version}: {error.message}")
+            validate(item, version)
+        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as error:
+            pytest.fail(f"{rendering}: {name_of(item)} is not valid for {version}: {error}")
 
 
-def test_the_kustomization_lists_every_manifest_of_its_folder() -> None:
-    for folder in (DEPLOY / "base", DEPLOY / "migrate"):
-        kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
-        files = {path.name for path in folder.glob("*.yaml")} - {"kustomization.yaml"}
-        assert set(kustomization["resources"]) == files, folder
-        assert kustomization["namespace"] == NAMESPACE
-
-
-def test_the_schema_check_refuses_a_misspelt_field() -> None:
-    deployment = _named("Deployment", "switchyard-api")
+def test_the_schema_checks_refuse_a_misspelt_field() -> None:
+    deployment = named(rendered("scaled"), "Deployment", "switchyard-api")
     broken = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[0], strict=True)
+        validate(broken, KUBERNETES_VERSIONS[0])
+    scaled_object = of_kind(rendered("scaled+keda-prometheus"), "ScaledObject")[0]
+    broken = {**scaled_object, "spec": {**scaled_object["spec"], "maxReplicas": 3}}
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken, KUBERNETES_VERSIONS[0])
+    advanced = scaled_object["spec"]["advanced"]
+    behavior = advanced["horizontalPodAutoscalerConfig"]["behavior"]
+    broken_behavior = {**behavior, "scaleDown": {**behavior["scaleDown"], "window": 1}}
+    broken = {
+        **scaled_object,
+        "spec": {
+            **scaled_object["spec"],
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": broken_behavior}},
+        },
+    }
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(broken, KUBERNETES_VERSIONS[0])
+
+
+def test_every_manifest_file_is_rendered_by_some_kustomization() -> None:
+    listed: set[Path] = set()
+    for kustomization in DEPLOY.rglob("kustomization.yaml"):
+        content = yaml.safe_load(kustomization.read_text())
+        paths = [*content.get("resources", [])]
+        paths += [patch["path"] for patch in content.get("patches", []) if "path" in patch]
+        listed |= {(kustomization.parent / path).resolve() for path in paths}
+    unlisted = {
+        str(path.relative_to(DEPLOY))
+        for path in DEPLOY.rglob("*.yaml")
+        if path.name != "kustomization.yaml" and path.resolve() not in listed
+    }
+    assert unlisted == NOT_RENDERED
 
 
 # -- the restricted Pod Security level ------------------------------------------------------
 
 
 def test_the_namespace_enforces_the_restricted_level() -> None:
-    labels = _named("Namespace", NAMESPACE)["metadata"]["labels"]
+    labels = named(rendered("base"), "Namespace", NAMESPACE)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def test_every_pod_passes_the_restricted_level() -> None:
-    templates = dict(_pod_templates())
-    assert set(templates) == {
-        "Deployment/switchyard-api",
-        "Deployment/switchyard-worker",
-        "Deployment/switchyard-scheduler",
-        "Job/switchyard-migrate",
-    }
-    for name, template in templates.items():
-        assert restricted_violations(template["spec"]) == [], name
+@pytest.mark.parametrize("rendering", sorted(RENDERINGS))
+def test_every_pod_passes_the_restricted_level_in_the_namespace(rendering: str) -> None:
+    objects = rendered(rendering)
+    for item in objects:
+        if item["kind"] != "Namespace":
+            assert item["metadata"].get("namespace") == NAMESPACE, name_of(item)
+    for name, template in pod_templates(objects):
+        assert restricted_violations(template["spec"]) == [], f"{rendering}: {name}"
 
 
 def test_the_restricted_check_catches_what_the_level_refuses() -> None:
-    # The pod spec deploy/ had before: non-root, and nothing else.
+    # The pod spec deploy/ once had: non-root, and nothing else.
     old = {
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
         "containers": [{"name": "switchyard", "image": "switchyard:latest"}],
@@ -241,7 +320,8 @@ def test_the_restricted_check_catches_what_the_level_refuses() -> None:
         "container switchyard seccompProfile is None, not RuntimeDefault or Localhost",
         "container switchyard does not drop ALL capabilities",
     }
-    template = _named("Deployment", "switchyard-worker")["spec"]["template"]["spec"]
+    worker = named(rendered("scaled"), "Deployment", "switchyard-worker")
+    template = worker["spec"]["template"]["spec"]
     hostile = {
         **template,
         "hostNetwork": True,
@@ -261,62 +341,227 @@ def test_the_restricted_check_catches_what_the_level_refuses() -> None:
     assert len(restricted_violations(hostile)) == 5
 
 
-def test_pods_mount_no_token_and_write_only_to_their_empty_dirs() -> None:
-    for name, template in _pod_templates():
-        spec = template["spec"]
-        assert spec["automountServiceAccountToken"] is False, name
+@pytest.mark.parametrize("rendering", ["single", "scaled", "migrate"])
+def test_server_pods_mount_no_token_and_write_only_to_their_empty_dirs(rendering: str) -> None:
+    objects = rendered(rendering)
+    for workload in server_workloads(objects):
+        spec = workload["spec"]["template"]["spec"]
+        assert spec["automountServiceAccountToken"] is False, name_of(workload)
         volumes = {volume["name"]: volume for volume in spec["volumes"]}
-        for container in _containers(spec):
-            assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
-            mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
-            # /tmp for temporary files, DATA_DIR (the image's /data) for the server's own.
-            assert {"/tmp", "/data"} <= set(mounts), name  # noqa: S108 - a mount path
-            for mounted in mounts.values():
-                assert "emptyDir" in volumes[mounted], name
-    account = _named("ServiceAccount", "switchyard")
-    assert account["automountServiceAccountToken"] is False
+        container = server_container(workload)
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+        # /tmp for temporary files, DATA_DIR (the image's /data) for the server's own.
+        assert {"/tmp", "/data"} <= set(mounts), name_of(workload)  # noqa: S108 - mount path
+        for mounted in mounts.values():
+            assert "emptyDir" in volumes[mounted], name_of(workload)
+    if rendering != "migrate":
+        account = named(objects, "ServiceAccount", "switchyard")
+        assert account["automountServiceAccountToken"] is False
 
 
-def test_pods_run_as_the_dockerfiles_numeric_non_root_user() -> None:
+def test_server_pods_run_as_the_dockerfiles_numeric_non_root_user() -> None:
     uid, gid = _dockerfile_user()
     assert uid != 0
     assert gid != 0
     assert re.search(rf"useradd\b[^\n]*--uid {uid}\b", DOCKERFILE.read_text())
-    for name, template in _pod_templates():
-        context = template["spec"]["securityContext"]
-        assert (context["runAsUser"], context["runAsGroup"]) == (uid, gid), name
-        assert context["runAsNonRoot"] is True, name
     assert re.search(r"^ENV [^#]*DATA_DIR=/data", DOCKERFILE.read_text(), flags=re.MULTILINE)
+    for rendering in ("single", "scaled", "migrate"):
+        for workload in server_workloads(rendered(rendering)):
+            context = workload["spec"]["template"]["spec"]["securityContext"]
+            assert (context["runAsUser"], context["runAsGroup"]) == (uid, gid)
+            assert context["runAsNonRoot"] is True
 
 
-# -- what a highly available deployment needs ------------------------------------------------
+# -- the overlays -------------------------------------------------------------------------------
 
 
-def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    return all(labels.get(key) == value for key, value in selector["matchLabels"].items())
+def test_single_runs_every_role_in_one_pod_behind_the_api_service() -> None:
+    objects = rendered("single")
+    (workload,) = server_workloads(objects)
+    assert workload["spec"]["replicas"] == 1
+    assert roles_of(workload) == set(Role)
+    assert not [item for item in objects if "pgbouncer" in item["metadata"]["name"]]
+    # Straight to PostgreSQL: the session URL may stay unset (it defaults to DATABASE_URL).
+    direct = env_of(workload)["DATABASE_DIRECT_URL"]["valueFrom"]["secretKeyRef"]
+    assert direct["optional"] is True
+    service = named(objects, "Service", "switchyard-api")
+    assert _selects(service["spec"]["selector"], workload["spec"]["template"]["metadata"])
 
 
-def test_every_role_has_a_deployment_and_a_disruption_budget() -> None:
-    budgets = _of_kind("PodDisruptionBudget")
-    for role in ROLES:
-        deployment = _named("Deployment", f"switchyard-{role}")
-        labels = deployment["spec"]["template"]["metadata"]["labels"]
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        assert {"name": "ROLES", "value": role} in container["env"]
-        covering = [b for b in budgets if _selects(b["spec"]["selector"], labels)]
-        assert len(covering) == 1, role
-        budget = covering[0]["spec"]
-        assert budget.get("minAvailable", 0) >= 1 or "maxUnavailable" in budget
-        assert deployment["spec"]["replicas"] > budget.get("minAvailable", 0), role
+def test_scaled_runs_one_deployment_per_role_and_the_service_selects_only_the_api() -> None:
+    objects = rendered("scaled")
+    workloads = {item["metadata"]["name"]: item for item in server_workloads(objects)}
+    assert set(workloads) == {f"switchyard-{role}" for role in Role}
+    service = named(objects, "Service", "switchyard-api")
+    for role in Role:
+        workload = workloads[f"switchyard-{role}"]
+        assert roles_of(workload) == {role}
+        assert workload["spec"]["replicas"] >= 2, "a node drain never stops a role"
+        selected = _selects(service["spec"]["selector"], workload["spec"]["template"]["metadata"])
+        assert selected == (role == Role.API), role
+        direct = env_of(workload)["DATABASE_DIRECT_URL"]["valueFrom"]["secretKeyRef"]
+        assert direct["optional"] is False, "behind PgBouncer the session URL is required"
+
+
+def test_scaled_puts_pgbouncer_in_transaction_mode_between_the_pods_and_postgresql() -> None:
+    objects = rendered("scaled")
+    deployment = named(objects, "Deployment", "switchyard-pgbouncer")
+    service = named(objects, "Service", "switchyard-pgbouncer")
+    assert _selects(service["spec"]["selector"], deployment["spec"]["template"]["metadata"])
+    assert not any(
+        _selects(service["spec"]["selector"], workload["spec"]["template"]["metadata"])
+        for workload in server_workloads(objects)
+    )
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    (config_map,) = [
+        item for item in of_kind(objects, "ConfigMap") if "pgbouncer.ini" in item.get("data", {})
+    ]
+    ini = configparser.ConfigParser()
+    ini.read_string(config_map["data"]["pgbouncer.ini"])
+    settings = ini["pgbouncer"]
+    assert settings["pool_mode"] == "transaction"
+    assert settings["unix_socket_dir"] == "", "no socket file on the read-only root"
+    (port,) = container["ports"]
+    assert int(settings["listen_port"]) == port["containerPort"]
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    # Its configuration is the mounted ConfigMap and the Secret's userlist, nothing else.
+    (volume,) = spec["volumes"]
+    sources = volume["projected"]["sources"]
+    assert {"configMap": {"name": config_map["metadata"]["name"]}} in sources
+    (secret,) = [source["secret"] for source in sources if "secret" in source]
+    (mount,) = container["volumeMounts"]
+    assert container["command"][-1] == f"{mount['mountPath']}/pgbouncer.ini"
+    assert settings["auth_file"] == f"{mount['mountPath']}/{secret['items'][0]['path']}"
+    assert secret["items"][0]["key"] in example_secrets()[secret["name"]]
+    # The example Secret points DATABASE_URL at this Service and the session URL elsewhere.
+    example = example_secrets()["switchyard"]
+    pooled = urlsplit(example["DATABASE_URL"])
+    assert (pooled.hostname, pooled.port) == (service["metadata"]["name"], port["containerPort"])
+    assert urlsplit(example["DATABASE_DIRECT_URL"]).hostname != pooled.hostname
+    database = pooled.path.lstrip("/")
+    assert re.search(rf"^{database} = host=\S+ ", config_map["data"]["pgbouncer.ini"], re.M)
+
+
+def _selects(selector: dict[str, str], metadata: dict[str, Any]) -> bool:
+    labels = metadata.get("labels", {})
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+# -- settings and secrets -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rendering", ["single", "scaled", "migrate"])
+def test_secrets_come_only_from_existing_secrets_by_documented_key(rendering: str) -> None:
+    objects = rendered(rendering)
+    assert of_kind(objects, "Secret") == [], "no secret value is ever rendered"
+    examples = example_secrets()
+    known = {name.upper() for name in Settings.__struct_fields__} | {"DATABASE_DIRECT_URL"}
+    for workload in server_workloads(objects):
+        container = server_container(workload)
+        assert container["envFrom"] == [{"configMapRef": {"name": "switchyard"}}]
+        for entry in container["env"]:
+            assert entry["name"] in known or entry["name"].startswith("AWS_"), entry["name"]
+            if "valueFrom" not in entry:
+                continue
+            reference = entry["valueFrom"]["secretKeyRef"]
+            assert reference["key"] in examples[reference["name"]], entry["name"]
+        required = {
+            entry["name"]
+            for entry in container["env"]
+            if "valueFrom" in entry and not entry["valueFrom"]["secretKeyRef"].get("optional")
+        }
+        assert {"DATABASE_URL", "API_TOKENS", "ENCRYPTION_KEYS"} <= required
+
+
+def test_the_migration_job_gets_the_pods_settings() -> None:
+    job_env = env_of(named(rendered("migrate"), "Job", "switchyard-migrate"))
+    for rendering in ("single", "scaled"):
+        for workload in server_workloads(rendered(rendering)):
+            pod_env = env_of(workload)
+            assert set(pod_env) - {"ROLES"} == set(job_env), name_of(workload)
+
+
+def test_published_documents_go_to_the_object_store_not_the_pod_disk() -> None:
+    objects = rendered("base")
+    data = named(objects, "ConfigMap", "switchyard")["data"]
+    assert data["OBJECT_STORE_URL"].startswith("s3://")
+    assert settings_of(objects).object_store_url == data["OBJECT_STORE_URL"]
+    known = {name.upper() for name in Settings.__struct_fields__}
+    unknown = {key for key in data if key not in known and not key.startswith("AWS_")}
+    assert unknown == set(), "ConfigMap keys that no setting reads"
+
+
+# -- probes, grace periods, disruption --------------------------------------------------------
+
+
+@pytest.mark.parametrize("rendering", ["single", "scaled"])
+def test_probes_ask_the_servers_health_and_readiness_routes(rendering: str) -> None:
+    paths = {path for route in HEALTH_ROUTES for path in route.paths}
+    for workload in server_workloads(rendered(rendering)):
+        container = server_container(workload)
+        assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+        assert container["startupProbe"]["httpGet"]["path"] == "/health"
+        assert {"/ready", "/health"} <= paths
+        ports = {port["name"] for port in container["ports"]}
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert container[probe]["httpGet"]["port"] in ports
+
+
+@pytest.mark.parametrize("rendering", ["single", "scaled", *AUTOSCALED])
+def test_the_grace_period_covers_the_drain_of_every_role_in_the_pod(rendering: str) -> None:
+    """After the preStop pause, each role the process runs stops within SHUTDOWN_GRACE_SECONDS,
+    one after the other (uvicorn's open requests, then the scheduler, then the worker's jobs):
+    SIGKILL must not come before the worker has handed its unfinished jobs back."""
+    objects = rendered(rendering)
+    grace = settings_of(objects).shutdown_grace_seconds
+    for workload in server_workloads(objects):
+        pause = _pre_stop_seconds(server_container(workload))
+        needed = pause + len(roles_of(workload)) * grace + GRACE_MARGIN_SECONDS
+        period = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert period >= needed, f"{name_of(workload)}: {period} s < {needed} s"
+
+
+def _pre_stop_seconds(container: dict[str, Any]) -> int:
+    pre_stop = container.get("lifecycle", {}).get("preStop")
+    if pre_stop is None:
+        return 0
+    command = pre_stop["exec"]["command"]
+    assert command[0] == "sleep", command
+    return int(command[1])
+
+
+@pytest.mark.parametrize("rendering", ["single", "scaled"])
+def test_pods_behind_the_service_keep_serving_until_endpoints_drop_them(rendering: str) -> None:
+    objects = rendered(rendering)
+    selector = named(objects, "Service", "switchyard-api")["spec"]["selector"]
+    for workload in server_workloads(objects):
+        if _selects(selector, workload["spec"]["template"]["metadata"]):
+            assert _pre_stop_seconds(server_container(workload)) >= 1, name_of(workload)
+
+
+@pytest.mark.parametrize("rendering", ["single", "scaled", *AUTOSCALED])
+def test_every_deployment_has_a_budget_that_never_blocks_a_drain(rendering: str) -> None:
+    objects = rendered(rendering)
+    budgets = of_kind(objects, "PodDisruptionBudget")
+    for deployment in of_kind(objects, "Deployment"):
+        template = deployment["spec"]["template"]["metadata"]
+        covering = [b for b in budgets if _selects(b["spec"]["selector"]["matchLabels"], template)]
+        assert len(covering) == 1, name_of(deployment)
+        assert covering[0]["spec"]["maxUnavailable"] >= 1, name_of(deployment)
 
 
 def test_egress_to_the_cloud_metadata_address_is_denied_and_the_rest_allowed() -> None:
-    policies = _of_kind("NetworkPolicy")
-    assert len(policies) == 1
-    spec = policies[0]["spec"]
+    objects = rendered("scaled")
+    (policy,) = of_kind(objects, "NetworkPolicy")
+    spec = policy["spec"]
     assert "Egress" in spec["policyTypes"]
-    for _, template in _pod_templates():
-        assert _selects(spec["podSelector"], template["metadata"]["labels"])
+    for workload in server_workloads(objects):  # the pods that run workflow steps
+        assert _selects(
+            spec["podSelector"]["matchLabels"], workload["spec"]["template"]["metadata"]
+        )
     blocks = [
         peer["ipBlock"] for rule in spec["egress"] for peer in rule["to"] if "ipBlock" in peer
     ]
@@ -331,64 +576,59 @@ def test_egress_to_the_cloud_metadata_address_is_denied_and_the_rest_allowed() -
     assert all("ports" not in rule for rule in spec["egress"])
 
 
+# -- the migration Job and the image ------------------------------------------------------------
+
+
 def test_the_migration_job_runs_migrate_and_can_be_replaced_for_a_new_image() -> None:
-    job = _named("Job", "switchyard-migrate")
+    job = named(rendered("migrate"), "Job", "switchyard-migrate")
     assert "generateName" not in job["metadata"]  # `kubectl apply` needs a fixed name
     spec = job["spec"]
     assert spec["ttlSecondsAfterFinished"] > 0  # a finished Job clears itself away
-    container = spec["template"]["spec"]["containers"][0]
-    assert container["args"] == ["migrate"]
+    assert server_container(job)["args"] == ["migrate"]
     assert spec["template"]["spec"]["restartPolicy"] in {"Never", "OnFailure"}
-    base = yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text())
-    assert not any("migrate" in resource for resource in base["resources"])
-    for folder in (DEPLOY, DEPLOY / "migrate"):  # one image setting for both
-        kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
-        assert any(c.endswith("image") for c in kustomization["components"]), folder
+    for rendering in ("single", "scaled"):
+        assert of_kind(rendered(rendering), "Job") == [], "an applied Job could never change"
 
 
-def test_published_documents_go_to_the_object_store_not_the_pod_disk() -> None:
-    data = _named("ConfigMap", "switchyard")["data"]
-    assert data["OBJECT_STORE_URL"].startswith("s3://")
-    settings = load_settings(data)  # every value is one the server accepts
-    assert settings.object_store_url == data["OBJECT_STORE_URL"]
-    known = {name.upper() for name in Settings.__struct_fields__}
-    unknown = {key for key in data if key not in known and not key.startswith("AWS_")}
-    assert unknown == set(), "ConfigMap keys that no setting reads"
+@pytest.mark.parametrize("rendering", ["single", "scaled", "migrate"])
+def test_every_server_container_runs_the_one_configured_image(rendering: str) -> None:
+    component = yaml.safe_load((DEPLOY / "components/image/kustomization.yaml").read_text())
+    image = component["images"][0]
+    for workload in server_workloads(rendered(rendering)):
+        assert server_container(workload)["image"] == f"{image['newName']}:{image['newTag']}"
 
 
-def test_every_workload_reads_the_secret_and_the_config() -> None:
-    secret = _named("Secret", "switchyard")
-    assert {"DATABASE_URL", "API_TOKENS", "ENCRYPTION_KEYS"} <= set(secret["stringData"])
-    for name, template in _pod_templates():
-        sources = template["spec"]["containers"][0]["envFrom"]
-        assert {"secretRef": {"name": "switchyard"}} in sources, name
-        assert {"configMapRef": {"name": "switchyard"}} in sources, name
+# -- autoscaling ---------------------------------------------------------------------------------
 
 
-# -- kustomize output, when kubectl is there ---------------------------------------------------
+@pytest.mark.parametrize("rendering", AUTOSCALED)
+def test_an_autoscaler_owns_the_worker_deployments_replica_count(rendering: str) -> None:
+    objects = rendered(rendering)
+    (scaler,) = of_kind(objects, "ScaledObject") + of_kind(objects, "HorizontalPodAutoscaler")
+    target = scaler["spec"]["scaleTargetRef"]
+    worker = named(objects, "Deployment", target["name"])
+    assert roles_of(worker) == {Role.WORKER}
+    assert target.get("kind", "Deployment") == "Deployment"
+    # Left in the manifest, `kubectl apply` would reset what the autoscaler chose.
+    assert "replicas" not in worker["spec"]
+    spec = scaler["spec"]
+    low = spec.get("minReplicaCount", spec.get("minReplicas"))
+    high = spec.get("maxReplicaCount", spec.get("maxReplicas"))
+    assert 1 <= low < high
+    # Scaled in, a worker drains: slowly, after the queue has been quiet for a while.
+    behavior = spec.get("behavior") or spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 60
+    for other in ("switchyard-api", "switchyard-scheduler"):
+        assert named(objects, "Deployment", other)["spec"]["replicas"] >= 2
 
 
-@pytest.mark.parametrize("folder", ["", "migrate"])
-def test_the_kustomize_output_is_valid_and_namespaced(folder: str) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed; the files were checked as written above")
-    rendered = subprocess.run(
-        [kubectl, "kustomize", str(DEPLOY / folder)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    objects = [item for item in yaml.safe_load_all(rendered) if item]
-    assert objects
-    image = yaml.safe_load((DEPLOY / "image" / "kustomization.yaml").read_text())["images"][0]
-    for item in objects:
-        kubernetes_validate.validate(item, KUBERNETES_VERSIONS[-1], strict=True)
-        if item["kind"] != "Namespace":
-            assert item["metadata"]["namespace"] == NAMESPACE, item["metadata"]["name"]
-        template = item.get("spec", {}).get("template")
-        if template is not None:
-            assert restricted_violations(template["spec"]) == []
-            for container in template["spec"]["containers"]:
-                assert container["image"] == f"{image['newName']}:{image['newTag']}"
+def test_the_keda_postgresql_scaler_reads_the_workers_own_session_url() -> None:
+    objects = rendered("scaled+keda-postgresql")
+    (scaled_object,) = of_kind(objects, "ScaledObject")
+    target = scaled_object["spec"]["scaleTargetRef"]
+    worker = named(objects, "Deployment", target["name"])
+    assert target["envSourceContainerName"] == SERVER_CONTAINER
+    for trigger in scaled_object["spec"]["triggers"]:
+        assert trigger["type"] == "postgresql"
+        assert trigger["metadata"]["connectionFromEnv"] in env_of(worker)
+        float(trigger["metadata"]["targetQueryValue"])
