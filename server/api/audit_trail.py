@@ -32,7 +32,6 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
 
-from server.access import AccessRole, Principal
 from server.api.audit_summary import decode_object, summarize, target_of
 from server.api.auth import principal_of
 from server.api.deps import pool_of
@@ -45,7 +44,6 @@ REQUEST_ID_HEADER: Final = "x-request-id"
 USABLE_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MIN_REFUSED: Final = 400
 MAX_RESULT_BYTES: Final = 65_536  # larger answers are not read for the ids they made
-ANONYMOUS: Final = Principal(token_id=None, name="anonymous", role=AccessRole.VIEWER)
 
 
 def add_to_audit(connection: ASGIConnection[Any, Any, Any, Any], **notes: Any) -> None:
@@ -100,7 +98,7 @@ async def _record(scope: Scope, action: str, request_id: str, answer: list[Messa
     request_body = ScopeState.from_scope(scope).body
     connection: ASGIConnection[Any, Any, Any, Any] = ASGIConnection(scope)
     record = AuditRecord(
-        principal=principal_of(connection) or ANONYMOUS,
+        principal=principal_of(connection),
         action=action,
         target_type=target_type,
         target_id=target_id,

@@ -19,7 +19,6 @@ naming both roles.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Any, Final
@@ -41,7 +40,7 @@ from server.access import (
 )
 from server.api.deps import pool_of
 from server.api.problems import problem
-from server.crypto.tokens import hash_token
+from server.crypto.tokens import find_by_hash, hash_token
 from server.db.tokens import live_token
 
 BEARER: Final = "bearer"
@@ -117,11 +116,7 @@ async def authenticate_token(state: State, token: str) -> Principal | None:
     so a revoked token is refused by all of them at once."""
     token_hash = hash_token(token)
     configured: ConfiguredTokens = state.configured_tokens
-    found = None
-    for known_hash, principal in configured:  # constant time: compares with every entry
-        if hmac.compare_digest(token_hash, known_hash):
-            found = principal
-    if found is not None:
+    if (found := find_by_hash(token_hash, configured)) is not None:
         return found
     async with pool_of(state).acquire() as database:
         return await live_token(database, token_hash)

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import msgspec
 
-from server.access import Principal
+from server.access import PUBLIC, Principal
 from server.queue.client import Connection
 
 
@@ -33,9 +33,10 @@ class AuditChange(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class AuditRecord(AuditChange, frozen=True, kw_only=True):
-    """One change to record, with who made it."""
+    """One change to record, with who made it (None: a public route's caller, recorded as
+    `anonymous` with the role `public`)."""
 
-    principal: Principal
+    principal: Principal | None
 
 
 class AuditEntry(AuditChange, frozen=True, kw_only=True):
@@ -47,6 +48,8 @@ class AuditEntry(AuditChange, frozen=True, kw_only=True):
     token_name: str
     role: str
 
+
+ANONYMOUS: Final = "anonymous"
 
 # One row; takes no lock beyond the insert (the table has no unique key but its uuid).
 APPEND_AUDIT_ENTRY: Final = """
@@ -88,9 +91,9 @@ async def append_audit_entry(connection: Connection, record: AuditRecord) -> Non
     principal = record.principal
     await connection.execute(
         APPEND_AUDIT_ENTRY,
-        principal.token_id,
-        principal.name,
-        principal.role.value,
+        None if principal is None else principal.token_id,
+        ANONYMOUS if principal is None else principal.name,
+        PUBLIC if principal is None else principal.role.value,
         record.action,
         record.target_type,
         record.target_id,
