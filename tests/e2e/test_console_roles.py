@@ -4,10 +4,9 @@ the audit log under that token, as the same action through the REST API would be
 
 from __future__ import annotations
 
-import re
-
 import httpx
 
+from tests.e2e.test_console_pages import csrf_of
 from tests.support.workflows import import_published
 
 DOCUMENT = {
@@ -23,12 +22,6 @@ async def signed_in(api: httpx.AsyncClient, role: str) -> httpx.AsyncClient:
     response = await browser.post("/console/login", data={"token": made.json()["token"]})
     assert response.status_code == 303, response.text
     return browser
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "no CSRF field on the page"
-    return match.group(1)
 
 
 async def test_a_viewer_reads_the_console_and_an_operators_actions_are_audited(
