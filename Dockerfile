@@ -9,8 +9,9 @@ COPY pyproject.toml README.md ./
 COPY config ./config
 COPY server ./server
 COPY piccolo_migrations ./piccolo_migrations
+# With the `otel` extra: tracing turns on by OTEL_EXPORTER_OTLP_ENDPOINT alone (README: Tracing).
 RUN /opt/switchyard/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/switchyard/bin/pip install --no-cache-dir .
+ && /opt/switchyard/bin/pip install --no-cache-dir ".[otel]"
 
 FROM python:3.11-slim-bookworm
 # pgserver (the embedded PostgreSQL, used only when no database is configured) needs no extra

@@ -4,6 +4,7 @@
                         [--warmup 10] [--concurrency 8,32] [--rates 50] [--no-peer] [--json]
                         [--worker-concurrency 256] [--pool-size 32] [--worker-processes 0]
                         [--main-roles api,worker] [--target-lag SECONDS]
+                        [--otlp-endpoint http://127.0.0.1:4318]
 
 On loopback, both systems on the PostgreSQL server of `--dsn`, each in a fresh database
 (`bench_switchyard`, `bench_n8n`). Switchyard (`switchyard run`, api and worker roles) gets a
@@ -139,6 +140,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="Switchyard's WORKER_TARGET_LAG_SECONDS (default: its own; 0: off)",
     )  # fmt: skip
     parser.add_argument(
+        "--otlp-endpoint", default=None,
+        help="trace Switchyard, exporting to this OTLP/HTTP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT; "
+        "`python -m bench.otlp_sink` is a discarding one); default: tracing off",
+    )  # fmt: skip
+    parser.add_argument(
         "--n8n-pool-size", type=int, default=N8N_POOL_SIZE, help="n8n's DB_POSTGRESDB_POOL_SIZE"
     )
     parser.add_argument(
@@ -186,6 +192,7 @@ def make_servers(arguments: argparse.Namespace, say: Callable[[str], None]) -> l
                     worker_processes=arguments.worker_processes,
                     main_roles=arguments.main_roles,
                     target_lag=arguments.target_lag,
+                    otlp_endpoint=arguments.otlp_endpoint,
                 )
             )
         elif name == PEER and not arguments.no_peer:

@@ -121,8 +121,10 @@ class SwitchyardServer(Server):
         worker_processes: int,
         main_roles: str = "api,worker",
         target_lag: float | None = None,
+        otlp_endpoint: str | None = None,
     ) -> None:
         self.worker_concurrency = worker_concurrency
+        self.otlp_endpoint = otlp_endpoint  # None: tracing off
         self.pool_size = pool_size
         self.worker_processes = worker_processes
         self.main_roles = main_roles
@@ -156,6 +158,8 @@ class SwitchyardServer(Server):
         }
         if self.target_lag is not None:
             env["WORKER_TARGET_LAG_SECONDS"] = str(self.target_lag)
+        if self.otlp_endpoint is not None:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.otlp_endpoint
         async with AsyncExitStack() as stack:
             await self._start(stack, env, run_dir / "switchyard.log")
             # Extra worker-only replicas (--worker-processes): the migrations are done by now.

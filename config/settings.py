@@ -107,6 +107,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # endpoints and the SMTP server of an email credential (all refused otherwise).
     http_allowed_hosts: tuple[str, ...] = ()
     max_payload_bytes: PositiveInt = 1_048_576
+    # Webhook registration (server.scheduler.registrations): how often each registration is
+    # checked at its sender (drift repaired, renewals made), and how long one sender call may
+    # take (also how long a successor waits out a call a killed replica left in flight).
+    registration_check_seconds: Seconds = 300.0
+    registration_call_timeout_seconds: Annotated[float, Meta(gt=0, le=300)] = 10.0
     retention_days: PositiveInt = 30
 
     # HTTP limits, enforced as bytes arrive (server.http_limits). The request line and headers
@@ -121,6 +126,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     http_keepalive_timeout_seconds: Seconds = 5.0
     # Open connections; keep it below the open-file limit (`ulimit -n`) minus the pool.
     http_max_connections: PositiveInt = 1000
+
+    # Tracing (server.tracing): spans are exported by OTLP/HTTP when an endpoint is set; the
+    # OpenTelemetry SDK reads the other OTEL_* variables (headers, service name, sampler,
+    # batch delays) from the environment itself. OTEL_SDK_DISABLED=true keeps it off.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_sdk_disabled: bool = False
 
     def __post_init__(self) -> None:
         if self.database_url is not None and not re.match(r"^postgres(ql)?://", self.database_url):
@@ -161,6 +173,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             f"postgresql://{user}:{password}@{self.postgres_host}:{self.postgres_port}/"
             f"{quote(self.postgres_db, safe='')}"
         )
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """True when spans are to be exported (an OTLP endpoint is set, the SDK not disabled)."""
+        endpoint = self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint
+        return endpoint is not None and not self.otel_sdk_disabled
 
     @property
     def data_path(self) -> Path:

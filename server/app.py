@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -23,12 +23,11 @@ from litestar.types import ASGIApp
 from piccolo.engine.postgres import PostgresEngine
 
 from config.settings import Role, Settings
-from server import health
+from server import health, tracing
 from server.actions.catalog import ACTIONS, CREDENTIAL_TYPES, TRIGGERS
 from server.actions.registry import BUILTIN_ACTIONS
 from server.api import docs, problems
 from server.api.allow import answer_options_with_every_method
-from server.api.audit_trail import audit_trail
 from server.api.auth import (
     TOKEN_READERS,
     authorize,
@@ -44,6 +43,7 @@ from server.api.openapi_roles import declare_required_roles
 from server.api.openapi_schemas import StructSchemaPlugin, exact_integer_bounds, optional_bodies
 from server.api.resume_links import ResumeLinkController
 from server.api.routes import api_router
+from server.api.traced_intake import traced_intake
 from server.console.access import session_token
 from server.console.router import console_assets_router, console_router, template_config
 from server.crypto.tokens import hash_token
@@ -94,7 +94,9 @@ def create_app(
     if Role.API in settings.roles:
         route_handlers.extend((api_router(), HookController, ResumeLinkController))
         route_handlers.extend((console_router(), console_assets_router()))
-        middleware.extend((forget_on_writes(endpoint_cache), audit_trail))
+        middleware.append(forget_on_writes(endpoint_cache))
+        if settings.tracing_enabled or tracing.ENABLED:  # off: not even a pass-through layer
+            middleware.append(traced_intake)
     app = Litestar(
         route_handlers=route_handlers,  # type: ignore[arg-type]
         lifespan=[partial(lifespan, settings=settings, on_crash=on_crash, announce=announce)],
@@ -138,6 +140,7 @@ async def lifespan(
     announce: Callable[[str], None],
 ) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
+        stack.enter_context(exporting_spans(settings))  # stops last: after the roles' spans
         dsn = stack.enter_context(database_dsn(settings))
         engine = await stack.enter_async_context(
             open_pool(dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size)
@@ -175,12 +178,31 @@ async def lifespan(
         if Role.SCHEDULER in settings.roles:
             await stack.enter_async_context(
                 scheduler_role.running(
-                    asyncpg_pool(engine), dsn, settings, recorder, on_crash=on_crash
+                    asyncpg_pool(engine),
+                    dsn,
+                    settings,
+                    recorder,
+                    app.state.keyring,
+                    on_crash=on_crash,
                 )
             )
         log.info("switchyard_started", roles=sorted(settings.roles))
         yield
         log.info("switchyard_stopping")
+
+
+@contextmanager
+def exporting_spans(settings: Settings) -> Iterator[None]:
+    """Export spans while the app runs when OTEL_EXPORTER_OTLP_ENDPOINT is set (`server.tracing`);
+    on exit, flush what is buffered."""
+    started = tracing.start(settings)
+    if started:
+        log.info("tracing_started")
+    try:
+        yield
+    finally:
+        if started:
+            tracing.stop()
 
 
 @asynccontextmanager

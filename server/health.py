@@ -30,7 +30,9 @@ from server.access import PUBLIC
 from server.api.problems import problem
 from server.db.migrations import pending_migrations
 from server.db.pool import asyncpg_pool
-from server.queue.client import queue_depth
+from server.db.registration_runs import registration_counts, registration_expiries
+from server.queue.client import Connection, queue_depth
+from server.triggers.registration import RegistrationState
 
 READY_TIMEOUT_SECONDS = 2.0
 OPEN = {"role": PUBLIC}  # outside API auth (server.access); /metrics checks METRICS_TOKEN itself
@@ -78,6 +80,16 @@ QUEUE_JOBS = Gauge("switchyard_queue_jobs", "Jobs in the queue table", ["kind", 
 QUEUE_OLDEST_DUE = Gauge(
     "switchyard_queue_oldest_due_seconds", "Age of the oldest due queued job", ["kind"]
 )
+WEBHOOK_REGISTRATIONS = Gauge(
+    "switchyard_webhook_registrations",
+    "Webhook registrations by state; stale: of deleted endpoints, not yet removed at the sender",
+    ["state", "stale"],
+)
+REGISTRATION_EXPIRY = Gauge(
+    "switchyard_webhook_registration_expiry_seconds",
+    "Seconds until an expiring webhook registration is renewed (negative: overdue)",
+    ["webhook_id", "path"],
+)
 
 
 @get("/metrics", tags=["operations"], media_type=MediaType.TEXT, opt=OPEN)
@@ -89,6 +101,7 @@ async def metrics(state: State, request: Request) -> Response[bytes]:  # type: i
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
             async with asyncpg_pool(state.database).acquire() as connection:
                 depth = await queue_depth(connection)
+                await _registration_metrics(connection)
     except (OSError, asyncpg.PostgresError, TimeoutError):
         depth = None  # the process metrics still answer; /ready reports the database
     if depth is not None:
@@ -99,6 +112,20 @@ async def metrics(state: State, request: Request) -> Response[bytes]:  # type: i
             if row.oldest_due_seconds is not None:
                 QUEUE_OLDEST_DUE.labels(row.kind).set(row.oldest_due_seconds)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _registration_metrics(connection: Connection) -> None:
+    counts = await registration_counts(connection)
+    expiries = await registration_expiries(connection)
+    WEBHOOK_REGISTRATIONS.clear()
+    for state in RegistrationState:  # every state shows, zero included, for alert rules
+        for stale in ("false", "true"):
+            WEBHOOK_REGISTRATIONS.labels(state.value, stale).set(0)
+    for count in counts:
+        WEBHOOK_REGISTRATIONS.labels(count.state.value, str(count.stale).lower()).set(count.count)
+    REGISTRATION_EXPIRY.clear()
+    for expiry in expiries:
+        REGISTRATION_EXPIRY.labels(str(expiry.endpoint_id), expiry.path).set(expiry.seconds)
 
 
 def _check_metrics_token(expected: str | None, authorization: str) -> None:

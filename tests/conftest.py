@@ -31,6 +31,7 @@ pytest_plugins = [
     "tests.support.peers",  # http_peer, other_http_peer, https_peer, smtp_*, tls_client_context
     "tests.support.broken_peers",  # broken_answer_peer
     "tests.support.s3_server",  # s3_server
+    "tests.support.registration",  # fake_github, fake_subscriptions, start_process
 ]
 
 

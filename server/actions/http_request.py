@@ -20,6 +20,7 @@ from typing import Any, Literal
 import httpx
 import msgspec
 
+from server import tracing
 from server.actions.base import ActionContext, Output
 from server.actions.guarded_http import (
     OutboundClient,
@@ -106,7 +107,23 @@ class HttpRequestAction:
             max_response_bytes=config.max_response_bytes or context.settings.max_payload_bytes,
             follow_redirects=config.follow_redirects,
         )
+        if tracing.ENABLED:
+            return await self._traced_send(request, config, allowed)
         return await self._client.send(request, allowed_hosts=allowed)
+
+    async def _traced_send(
+        self, request: OutboundRequest, config: HttpRequestConfig, allowed: tuple[str, ...]
+    ) -> OutboundResponse:
+        """The call inside a CLIENT span whose `traceparent` the request carries (unless the
+        cfg sets its own). The span names the URL without its query or user info."""
+        attributes = {"http.request.method": config.method, "url.full": _described(config)}
+        headers = dict(request.headers)
+        with tracing.client_span(config.method, headers, attributes) as span:
+            if not any(name.lower() == "traceparent" for name in request.headers):
+                request = msgspec.structs.replace(request, headers=headers)
+            response = await self._client.send(request, allowed_hosts=allowed)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
 
 
 def _described(config: HttpRequestConfig) -> str:

@@ -22,6 +22,7 @@ from server.api.problems import problem
 from server.db import registry
 from server.db.registry import ActionEntry, CredentialTypeEntry, TriggerEntry
 from server.db.trigger_health import TriggerHealth, trigger_health
+from server.db.webhook_registrations import TriggerRegistration, registrations_by_trigger
 from server.engine.document import TriggerKey
 from server.engine.step_catalog import STEP_KINDS, StepKindEntry
 
@@ -35,6 +36,8 @@ class TriggerCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 class TriggerView(TriggerEntry, frozen=True, kw_only=True):
     health: TriggerHealth
+    registrations: list[TriggerRegistration] = msgspec.field(default_factory=list)
+    """Webhook sources: the registrations at their senders (DESIGN §6), stale ones too."""
 
 
 class RegistryController(Controller):
@@ -55,7 +58,8 @@ class RegistryController(Controller):
 
     @get("/triggers")
     async def triggers(self, resources: Injected[Resources]) -> Page[TriggerView]:
-        """Trigger sources subscriptions can name, each with its intake health."""
+        """Trigger sources subscriptions can name, each with its intake health (and, for
+        webhooks, their registrations at the senders)."""
         return Page(items=await triggers_with_health(resources), next_cursor=None)
 
     @post(
@@ -99,16 +103,21 @@ class RegistryController(Controller):
 
 
 async def triggers_with_health(resources: Resources) -> list[TriggerView]:
-    """Every trigger source with its intake health (the API's list and the console's page)."""
+    """Every trigger source with its intake health and, for webhook sources, their
+    registrations at the senders (the API's list and the console's page)."""
     # This process's counts not yet flushed are written first: a client reads its writes.
     await resources.recorder.flush()
     entries = await registry.list_triggers()
     async with resources.pool.acquire() as connection:
         health = await trigger_health(connection, [e.trigger_key for e in entries])
+    registrations = await registrations_by_trigger(
+        [e.trigger_key for e in entries if e.type == "webhook"]
+    )
     return [
         TriggerView(
             **msgspec.structs.asdict(entry),
             health=health.get(entry.trigger_key, TriggerHealth()),
+            registrations=registrations.get(entry.trigger_key, []),
         )
         for entry in entries
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from litestar import Router
 
 from server.api.audit import AuditController
+from server.api.audit_trail import audit_trail
 from server.api.credentials import CredentialController
 from server.api.deps import DEPENDENCIES
 from server.api.drafts import DraftController
@@ -30,6 +31,7 @@ def api_router() -> Router:
     return Router(
         path=API_PREFIX,
         before_request=decode_body_strictly,
+        middleware=[audit_trail],  # here, not app-wide: webhooks and probes skip the layer
         dependencies=DEPENDENCIES,
         route_handlers=[
             WorkflowController,

@@ -9,6 +9,13 @@ again. Rotation (PATCH): `"auth": {"secret": "new"}` (or `{"generate_secret": tr
 new secret current and keeps the previous one valid too; `"auth": {"drop_previous_secret":
 true}` then retires the previous one. A path in use answers 409; so does a trigger key that
 is registered with a type other than `webhook`. Lists are keyset-paginated, oldest first.
+
+`registration` (optional, DESIGN §6) asks the scheduler role to keep the subscription at the
+sender: `{"provider": "github", "credential", "repository", "events"}` or `{"provider": "http",
+"subscribe", "unsubscribe"?, "renew"?, "renew_every_seconds"?, "credential"?}`
+(`server.triggers.registration`); answers show it with `registration_status`. PATCH
+`"registration": null` removes it (at the sender too). Registrations of deleted endpoints that
+are not yet removed at their sender are listed at `GET /webhooks/registrations/stale`.
 """
 
 from __future__ import annotations
@@ -33,8 +40,10 @@ from server.api.pagination import (
     page,
     time_and_id,
 )
+from server.api.registration_checks import check_registration
 from server.db import webhooks
 from server.db.webhook_auth import AuthInput
+from server.db.webhook_registrations import StaleRegistration, stale_registrations
 from server.db.webhooks import (
     DEFAULT_SYNC_TIMEOUT_SECONDS,
     ResponseMode,
@@ -46,6 +55,7 @@ from server.db.webhooks import (
 from server.engine.document import TriggerKey
 from server.engine.templates import template_error, template_step_reads, template_variable_reads
 from server.errors import ValidationError
+from server.triggers.registration import Registration
 
 _V = TypeVar("_V", WebhookView, SavedWebhook)
 
@@ -77,6 +87,7 @@ class WebhookCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     sync_timeout_seconds: SyncTimeout = DEFAULT_SYNC_TIMEOUT_SECONDS
     enabled: bool = True
     correlation_key: CorrelationTemplate | None = None
+    registration: Registration | None = None
 
 
 class WebhookChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -89,6 +100,7 @@ class WebhookChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     sync_timeout_seconds: SyncTimeout | UnsetType = UNSET
     enabled: bool | UnsetType = UNSET
     correlation_key: CorrelationTemplate | UnsetType | None = UNSET  # null removes it
+    registration: Registration | UnsetType | None = UNSET  # null removes it (at the sender too)
 
 
 class WebhookController(Controller):
@@ -126,7 +138,12 @@ class WebhookController(Controller):
                 [{"field": "auth.type", "message": "is required"}],
             )
         _check_correlation_key(data.correlation_key)
+        if data.registration is not None:
+            await check_registration(
+                data.registration, auth_type=data.auth.type.value, settings=resources.settings
+            )
         created = await webhooks.create_webhook(
+            registration=data.registration,
             correlation_key=data.correlation_key,
             keyring=resources.keyring,
             trigger_key=data.trigger_key,
@@ -159,6 +176,7 @@ class WebhookController(Controller):
         }
         if isinstance(data.correlation_key, str):
             _check_correlation_key(data.correlation_key)
+        await _check_changed_registration(webhook_id, data, resources.settings)
         auth = None if data.auth is UNSET else data.auth
         changed = await webhooks.update_webhook(
             webhook_id, keyring=resources.keyring, changes=changes, auth=auth
@@ -171,8 +189,35 @@ class WebhookController(Controller):
         opt={"role": "editor", "audit": "webhook.delete"},
     )
     async def delete_webhook(self, webhook_id: FromPath[uuid.UUID]) -> None:
-        """Delete an endpoint; its path answers 404 at once. The trigger source stays."""
+        """Delete an endpoint; its path answers 404 at once. The trigger source stays. Its
+        registration is removed at the sender by the scheduler; until that succeeds it is
+        listed at GET /webhooks/registrations/stale."""
         await webhooks.delete_webhook(webhook_id)
+
+    @get("/registrations/stale")
+    async def list_stale_registrations(
+        self, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    ) -> Page[StaleRegistration]:
+        """Registrations of deleted endpoints (or replaced registrations) not yet removed at
+        their sender, oldest first; the scheduler retries each with backoff."""
+        items = await stale_registrations(limit=limit + 1, after=time_and_id(cursor))
+        return page(items, limit, lambda item: (item.detached_at, item.id))
+
+
+async def _check_changed_registration(
+    webhook_id: uuid.UUID, data: WebhookChange, settings: Settings
+) -> None:
+    """Check the registration the endpoint will have after `data` (new or kept)."""
+    if data.registration is None or (data.registration is UNSET and data.auth is UNSET):
+        return
+    current = await webhooks.get_webhook(webhook_id)
+    registration = current.registration if data.registration is UNSET else data.registration
+    if registration is None:
+        return
+    auth_type = current.auth.type.value
+    if data.auth is not UNSET and data.auth.type is not UNSET:
+        auth_type = data.auth.type.value
+    await check_registration(registration, auth_type=auth_type, settings=settings)
 
 
 def _check_correlation_key(template: str | None) -> None:

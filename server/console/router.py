@@ -18,6 +18,7 @@ from litestar.exceptions import HTTPException
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_403_FORBIDDEN
 
+from server.api.audit_trail import audit_trail
 from server.console.access import (
     CONSOLE_PATH,
     PUBLIC_ROUTE,
@@ -58,6 +59,7 @@ def console_router() -> Router:
             HTTPException: error_page,
         },
         after_request=add_security_headers,
+        middleware=[audit_trail],  # the actions declare opt["audit"], as the API's do
         include_in_schema=False,
     )  # fmt: skip
 

@@ -249,3 +249,10 @@ _BOUNDS = {
     "minItems": "must have at least this many items:",
     "maxItems": "must have at most this many items:",
 }
+
+
+async def credential_type_of(name_or_id: str) -> str | None:
+    """The type of the credential named (or with the id) `name_or_id`, None if there is none;
+    nothing is decrypted."""
+    row = await _find_sealed(name_or_id)
+    return None if row is None else row.type

@@ -22,7 +22,8 @@ from server.queue.client import Connection
 
 Operation = Literal["INSERT", "UPDATE", "DELETE"]
 OWN_TABLES: Final = frozenset(
-    {table._meta.tablename for table in TABLES} | {"api_token", "trigger_health", "migration"}
+    {table._meta.tablename for table in TABLES}
+    | {"api_token", "trigger_health", "migration", "webhook_registration"}
 )
 
 

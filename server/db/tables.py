@@ -204,6 +204,9 @@ class WorkflowExecution(Table, tablename="workflow_execution"):
     held = Boolean(default=False)
     concurrency_key = Text(null=True, default=None)
     overlap_key = Text(null=True, default=None)
+    # The W3C traceparent its steps' spans continue (raw migration 2026-12-08T02:50:00;
+    # server.tracing); NULL when tracing was off at its start.
+    traceparent = Text(null=True, default=None)
 
 
 class StepExecution(Table, tablename="step_execution"):

@@ -7,7 +7,11 @@ the same transaction; a key registered with another type is a conflict. Deleting
 leaves the registry entry, which subscriptions may still name. Paths are unique and
 case-sensitive. The hook route reads the endpoint with `find_endpoint` and keeps it per path
 until any change notifies (`server.api.hook_cache`), so a new, changed or disabled endpoint
-takes effect at once on every API replica.
+takes effect at once on every API replica. An endpoint's `registration` (the subscription the
+scheduler keeps at its sender) is written in the endpoint's own transaction through
+`server.db.webhook_registrations`; a change to what the sender is given (enabled, path,
+secrets, the registration itself) makes it due at once, and deleting the endpoint detaches it
+for removal at the sender.
 """
 
 from __future__ import annotations
@@ -36,10 +40,18 @@ from server.db.webhook_auth import (
     stored_auth,
     view_of,
 )
+from server.db.webhook_registrations import (
+    RegistrationStatus,
+    endpoint_registrations,
+    registration_changed,
+    registration_created,
+    registration_detached,
+)
 from server.errors import ConflictError, NotFoundError, ValidationError
 from server.queue.client import Connection
 from server.runs.intake import Route, routes_from_json
 from server.runs.sql import routes_json
+from server.triggers.registration import Registration
 
 DEFAULT_SYNC_TIMEOUT_SECONDS = 10.0
 MAX_SYNC_TIMEOUT_SECONDS = 60.0
@@ -84,6 +96,11 @@ class WebhookView(msgspec.Struct, frozen=True, kw_only=True):
     a delivery resumes the `wait_for_event` steps waiting for it."""
     # The URL to give the sender: PUBLIC_URL + /hooks/{path} (relative when PUBLIC_URL is unset).
     url: str
+    registration: Registration | None = None
+    """The subscription the scheduler keeps at the sender (DESIGN §6), or null."""
+    registration_status: RegistrationStatus | None = None
+    """Where that registration stands: pending, registered, failed (with `last_error`) or
+    removed; null without a registration."""
 
 
 class SavedWebhook(WebhookView, frozen=True, kw_only=True):
@@ -126,14 +143,28 @@ async def list_webhooks(
     if trigger_key is not None:
         query = query.where(_E.trigger_key == trigger_key)
     rows = await query.order_by(_E.created_at, _E.id).limit(limit).output(load_json=True).run()
-    return [_view(row) for row in rows]
+    return await _views(rows)
 
 
 async def get_webhook(webhook_id: uuid.UUID) -> WebhookView:
     row = await _E.select(*_COLUMNS).where(_E.id == webhook_id).output(load_json=True).first().run()
     if row is None:
         raise NotFoundError(f"webhook {webhook_id} not found")
-    return _view(row)
+    return (await _views([row]))[0]
+
+
+async def _views(rows: list[dict[str, Any]]) -> list[WebhookView]:
+    registrations = await endpoint_registrations([row["id"] for row in rows])
+    views = []
+    for row in rows:
+        view = _view(row)
+        found = registrations.get(view.id)
+        if found is not None:
+            view = msgspec.structs.replace(
+                view, registration=found.spec, registration_status=found.status
+            )
+        views.append(view)
+    return views
 
 
 async def create_webhook(
@@ -146,8 +177,10 @@ async def create_webhook(
     sync_timeout_seconds: float,
     enabled: bool,
     correlation_key: str | None = None,
+    registration: Registration | None = None,
 ) -> SavedWebhook:
-    """Store a new endpoint (registering its trigger key); a taken path is a conflict."""
+    """Store a new endpoint (registering its trigger key) with its registration, if any; a
+    taken path is a conflict."""
     _check_path(path)
     state, generated = next_auth(None, auth)
     row_id = uuid.uuid4()
@@ -168,6 +201,10 @@ async def create_webhook(
         async with transaction():
             await _register_trigger(trigger_key)
             await _E.insert(row).run()
+            if registration is not None:
+                await registration_created(
+                    row_id, trigger_key=trigger_key, path=path, spec=registration, enabled=enabled
+                )
     except asyncpg.UniqueViolationError:
         raise _path_taken(path) from None
     return await _saved(row_id, generated)
@@ -177,8 +214,8 @@ async def update_webhook(
     webhook_id: uuid.UUID, *, keyring: Keyring, changes: dict[str, Any], auth: AuthInput | None
 ) -> SavedWebhook:
     """Apply `changes` (trigger_key, path, response_mode, sync_timeout_seconds, enabled,
-    correlation_key: None removes it) and an auth change; the row is locked, so concurrent
-    rotations never lose a secret."""
+    correlation_key: None removes it; registration: None removes it) and an auth change; the
+    row is locked, so concurrent rotations never lose a secret."""
     if "path" in changes:
         _check_path(changes["path"])
     generated = None
@@ -204,15 +241,40 @@ async def update_webhook(
             if "trigger_key" in changes:
                 await _register_trigger(changes["trigger_key"])
             await _E.update(values).where(_E.id == webhook_id).run()
+            if auth is not None or changes.keys() & _SENDER_FACING:
+                await _registration_follows(webhook_id, row, changes)
     except asyncpg.UniqueViolationError:
         raise _path_taken(str(changes.get("path"))) from None
     return await _saved(webhook_id, generated)
 
 
 async def delete_webhook(webhook_id: uuid.UUID) -> None:
-    deleted = await _E.delete().where(_E.id == webhook_id).returning(_E.id).run()
-    if not deleted:
-        raise NotFoundError(f"webhook {webhook_id} not found")
+    """Delete an endpoint; its registration is detached for removal at the sender."""
+    async with transaction():
+        await registration_detached(webhook_id)
+        deleted = await _E.delete().where(_E.id == webhook_id).returning(_E.id).run()
+        if not deleted:
+            raise NotFoundError(f"webhook {webhook_id} not found")
+
+
+async def _registration_follows(
+    webhook_id: uuid.UUID, row: dict[str, Any], changes: dict[str, Any]
+) -> None:
+    """Bring the endpoint's registration (if any) in line with its change."""
+    if "registration" in changes:
+        spec = changes["registration"]
+    else:
+        current = (await endpoint_registrations([webhook_id])).get(webhook_id)
+        if current is None:
+            return
+        spec = current.spec
+    await registration_changed(
+        webhook_id,
+        trigger_key=changes.get("trigger_key", row["trigger_key"]),
+        path=changes.get("path", row["path"]),
+        enabled=changes.get("enabled", row["enabled"]),
+        spec=spec,
+    )
 
 
 # The intake's read of an endpoint (by its unique path, when not cached), with the routes of
@@ -257,6 +319,8 @@ async def find_endpoint(
 # auth_config keys; and the changes that are columns of their own.
 _CONFIG_KEYS = ("secret_count", "header", "sync_timeout_seconds", "correlation_key")
 _COLUMN_CHANGES = frozenset({"trigger_key", "path", "response_mode", "enabled"})
+# Changes the sender sees (with any auth change): they make the registration due again.
+_SENDER_FACING = frozenset({"path", "enabled", "registration", "trigger_key"})
 
 
 async def _locked_row(webhook_id: uuid.UUID) -> dict[str, Any]:

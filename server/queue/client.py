@@ -23,6 +23,7 @@ from server.queue.jobs import (
     ClaimCycle,
     ClaimedJob,
     JobState,
+    JobWait,
     Lease,
     LeaseLostError,
     NewJob,
@@ -35,6 +36,8 @@ from server.queue.jobs import (
 Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 # last_error is for people; a traceback-sized message is cut here.
 MAX_ERROR_CHARS: Final = 4000
+# Columns of a claimed row of `sql.CLAIM_JOBS_WITH_WAITS` (the plain claim has 8).
+CLAIM_WAIT_COLUMNS: Final = 10
 
 _encode_json = msgspec.json.Encoder().encode
 _decode_payload = msgspec.json.Decoder(Payload).decode
@@ -124,15 +127,17 @@ async def complete_and_claim_jobs(
     worker_id: str,
     limit: int,
     lease_seconds: float,
+    with_waits: bool = False,
 ) -> ClaimCycle:
     """Complete (delete) the `finished` jobs still leased to us and claim up to `limit` more,
     in one statement and one commit: a worker's whole cycle in one round trip.
 
     `ClaimCycle.completed` holds the ids that were completed; a lease of `finished` missing
-    from it was lost, and that run changed nothing.
+    from it was lost, and that run changed nothing. `with_waits`: each claimed job also tells
+    how long it waited (`ClaimedJob.waited`; for tracing, which alone pays for it).
     """
     rows = await connection.fetch(
-        sql.CLAIM_JOBS,
+        sql.CLAIM_JOBS_WITH_WAITS if with_waits else sql.CLAIM_JOBS,
         limit,
         worker_id,
         lease_seconds,
@@ -301,6 +306,7 @@ def _claimed_job(row: asyncpg.Record) -> ClaimedJob:
         max_attempts=row[5],
         lease_token=row[6],
         locked_until=row[7],
+        waited=None if len(row) < CLAIM_WAIT_COLUMNS else JobWait(created=row[8], due=row[9]),
     )
 
 

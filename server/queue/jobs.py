@@ -77,8 +77,17 @@ class Lease(msgspec.Struct, frozen=True, kw_only=True):
     lease_token: UUID
 
 
+class JobWait(msgspec.Struct, frozen=True, kw_only=True):
+    """How long a job waited for its claim, in seconds on the database clock: since it was
+    created, and since it was due (`run_at`: after a delay or a retry's backoff)."""
+
+    created: float
+    due: float
+
+
 class ClaimedJob(msgspec.Struct, frozen=True, kw_only=True):
-    """A job a worker holds. `attempts` counts this attempt (1 on the first run)."""
+    """A job a worker holds. `attempts` counts this attempt (1 on the first run); `waited`
+    only when the claim asked for it (`complete_and_claim_jobs(with_waits=True)`)."""
 
     id: int
     kind: str
@@ -88,6 +97,7 @@ class ClaimedJob(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int
     lease_token: UUID
     locked_until: datetime
+    waited: JobWait | None = None
 
     @property
     def lease(self) -> Lease:

@@ -70,6 +70,7 @@ WITH {enqueue_jobs_ctes()}
 SELECT enqueued.id FROM enqueued LEFT JOIN enqueued_wake ON true
 """)  # noqa: S608 - built from constants
 
+
 # A worker's whole cycle in one statement (one round trip, one commit): finish the jobs whose
 # leases are in $4/$5 (maybe none) and claim up to $1 due jobs, most urgent first, for worker
 # $2 with a lease of $3 seconds.
@@ -88,7 +89,16 @@ SELECT enqueued.id FROM enqueued LEFT JOIN enqueued_wake ON true
 # `claimed` turns the locked rows into running jobs: the attempt is counted at claim time (so a
 # crash or a shutdown counts it too) and a fresh lease_token fences every later change.
 # Data-modifying CTEs always run to completion, whatever the final SELECT reads.
-CLAIM_JOBS: Final = """
+def _claim_jobs(*, waits: bool) -> str:
+    """CLAIM_JOBS; `waits` adds two columns (seconds, on the database clock) for tracing: how
+    long each claimed job waited since it was created, and since it was due (`run_at`)."""
+    columns = nulls = ""
+    if waits:
+        columns = """,
+              extract(epoch FROM now() - job.created_at)::float8 AS since_created,
+              extract(epoch FROM now() - job.run_at)::float8 AS since_due"""
+        nulls = ", NULL, NULL"
+    return f"""
 WITH done AS (
     DELETE FROM job
     WHERE id = ANY($4::bigint[]) AND lease_token = ANY($5::uuid[])
@@ -112,13 +122,17 @@ claimed AS (
         updated_at = now()
     WHERE job.id = ANY (ARRAY(SELECT id FROM next))
     RETURNING job.id, job.kind, job.payload::text AS payload, job.priority, job.attempts,
-              job.max_attempts, job.lease_token, job.locked_until
+              job.max_attempts, job.lease_token, job.locked_until{columns}
 )
-SELECT id, kind, payload, priority, attempts, max_attempts, lease_token, locked_until
+SELECT *
 FROM claimed
 UNION ALL
-SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM done
-"""
+SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL{nulls} FROM done
+"""  # noqa: S608 - built from constants
+
+
+CLAIM_JOBS: Final = _claim_jobs(waits=False)
+CLAIM_JOBS_WITH_WAITS: Final = _claim_jobs(waits=True)
 
 # Session settings for the connection a worker claims and completes on (reset when it goes
 # back to the pool). synchronous_commit: its commits return before their WAL reaches disk (the

@@ -30,6 +30,7 @@ from typing import Any, Final
 import msgspec
 import structlog
 
+from server import tracing
 from server.engine.bounded import evaluate_bounded, render_cfg_bounded
 from server.engine.document import Step, StepKind
 from server.engine.flow_steps import (
@@ -200,6 +201,8 @@ async def _start_children(
         held=[held for _, _, held in children],
         entry_step_id=route.step_id,
         entry_step_key=route.entry.key,
+        # The calling step's span: the children's steps join the parent's trace under it.
+        traceparent=tracing.current_traceparent() if tracing.ENABLED else None,
         **job_arrays(jobs),
     )
 

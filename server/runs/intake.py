@@ -36,6 +36,7 @@ from typing import Any, Final
 import msgspec
 import structlog
 
+from server import tracing
 from server.db.pool import transaction
 from server.engine.document import Concurrency, Step, StepKind
 from server.engine.filters import filter_refusal
@@ -45,6 +46,7 @@ from server.runs import sql
 from server.runs.concurrency import Arrival, Fate, Overlap, place
 from server.runs.event_waits import lock_wait_key, wait_key_of
 from server.runs.jobs import step_job
+from server.runs.traces import describe_intake, intake_span
 from server.runs.wait_resumes import resume_event_waiters
 from server.statements import Connection
 
@@ -171,18 +173,23 @@ async def _accept(
     """The event and its executions. Executions of workflows with a concurrency option, or with
     `overlap`, are placed under their groups' locks (`server.runs.concurrency`): in the
     caller's transaction, or in one opened here."""
-    if routes is None:
-        routes = await read_routes(connection, trigger_key)
-    fan_out = await _fan_out(routes, trigger_key, payload)
-    event = _NewEvent(
-        trigger_key=trigger_key, trigger_type=trigger_type, payload=payload,
-        idempotency_key=idempotency_key, source=source, correlation_key=correlation_key,
-    )  # fmt: skip
-    if not _grouped(fan_out, overlap):
-        return await _record(connection, fan_out, event)
-    async with _transaction(connection):
-        fan_out = await _placed(connection, fan_out, payload, overlap)
-        return await _record(connection, fan_out, event)
+    with intake_span(trigger_key, trigger_type) if tracing.ENABLED else tracing.NO_SPAN as span:
+        if routes is None:
+            routes = await read_routes(connection, trigger_key)
+        fan_out = await _fan_out(routes, trigger_key, payload)
+        event = _NewEvent(
+            trigger_key=trigger_key, trigger_type=trigger_type, payload=payload,
+            idempotency_key=idempotency_key, source=source, correlation_key=correlation_key,
+        )  # fmt: skip
+        if not _grouped(fan_out, overlap):
+            accepted = await _record(connection, fan_out, event)
+        else:
+            async with _transaction(connection):
+                fan_out = await _placed(connection, fan_out, payload, overlap)
+                accepted = await _record(connection, fan_out, event)
+        if span is not None:
+            describe_intake(span, accepted)
+        return accepted
 
 
 class _NewEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -221,6 +228,7 @@ async def _record(connection: Connection, fan_out: _FanOut, event: _NewEvent) ->
         payload=msgspec.json.encode(event.payload).decode(), idempotency_key=idempotency_key,
         source=msgspec.json.encode(event.source or {}).decode(), outcome=fan_out.outcome,
         outcome_detail=fan_out.detail, correlation_key=event.correlation_key,
+        traceparent=tracing.current_traceparent() if tracing.ENABLED else None,
         **_start_args(fan_out),
     )  # fmt: skip
     if row is None or row["event_id"] is None:
@@ -337,27 +345,33 @@ async def fan_out_recorded_event(
     row = await sql.PENDING_EVENT.fetchrow(connection, event_id=event_id)
     if row is None:
         return None
-    routes = await read_routes(connection, row["trigger_key"])
-    payload = msgspec.json.decode(row["payload"])
-    fan_out = await _fan_out(routes, row["trigger_key"], payload)
-    if _grouped(fan_out, None):
-        fan_out = await _placed(connection, fan_out, payload, None)
-    statement = (
-        sql.FAN_OUT_RECORDED_EVENT_GROUPED if fan_out.grouped else sql.FAN_OUT_RECORDED_EVENT
-    )
-    written = await statement.fetchrow(
-        connection, event_id=event_id, outcome=fan_out.outcome, outcome_detail=fan_out.detail,
-        **_start_args(fan_out),
-    )  # fmt: skip
-    if written is None or written["event_id"] is None:
-        return None
-    return AcceptedEvent(
-        trigger_key=row["trigger_key"],
-        event_id=event_id,
-        execution_ids=[start.execution_id for start in fan_out.starts],
-        outcome=fan_out.outcome,
-        detail=fan_out.detail,
-    )
+    trigger_key = row["trigger_key"]
+    with intake_span(trigger_key, "database") if tracing.ENABLED else tracing.NO_SPAN as span:
+        routes = await read_routes(connection, trigger_key)
+        payload = msgspec.json.decode(row["payload"])
+        fan_out = await _fan_out(routes, trigger_key, payload)
+        if _grouped(fan_out, None):
+            fan_out = await _placed(connection, fan_out, payload, None)
+        statement = (
+            sql.FAN_OUT_RECORDED_EVENT_GROUPED if fan_out.grouped else sql.FAN_OUT_RECORDED_EVENT
+        )
+        written = await statement.fetchrow(
+            connection, event_id=event_id, outcome=fan_out.outcome, outcome_detail=fan_out.detail,
+            traceparent=tracing.current_traceparent() if tracing.ENABLED else None,
+            **_start_args(fan_out),
+        )  # fmt: skip
+        if written is None or written["event_id"] is None:
+            return None
+        accepted = AcceptedEvent(
+            trigger_key=trigger_key,
+            event_id=event_id,
+            execution_ids=[start.execution_id for start in fan_out.starts],
+            outcome=fan_out.outcome,
+            detail=fan_out.detail,
+        )
+        if span is not None:
+            describe_intake(span, accepted)
+        return accepted
 
 
 async def run_manually(

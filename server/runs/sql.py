@@ -43,7 +43,7 @@ from server.statements import Statement
 # --- Reading an execution ------------------------------------------------------------------
 
 _EXECUTION_COLUMNS: Final = """e.id, e.workflow_id, e.version_id, v.version_num, e.status,
-       e.context_data::text, e.steps_run, e.created_at, e.started_at"""
+       e.context_data::text, e.steps_run, e.created_at, e.started_at, e.traceparent"""
 
 # The row lock every completion, cancel and retry takes first; see the module docstring.
 LOCK_EXECUTION: Final = Statement(f"""
@@ -141,7 +141,7 @@ WHERE d.id = :workflow_id
 def _start_executions(event: str, *, grouped: bool = False) -> str:
     """The fan-out writes after the CTE `event` (one row: id, payload, trigger_type; or none,
     and then nothing is written): the executions (`:execution_ids`, `:workflow_ids`,
-    `:version_ids`), their entry steps (`:entry_step_ids`, `:entry_step_keys`) and those
+    `:version_ids`; `:traceparent`, the intake span's, NULL when tracing is off), their entry steps (`:entry_step_ids`, `:entry_step_keys`) and those
     steps' jobs (the queue's `:job_*` arrays). `grouped`: some executions count in concurrency
     or overlap groups (`server.runs.concurrency`): `:held` (held ones get no entry step; the
     caller passes jobs only for the others), `:concurrency_keys` and `:overlap_keys`; the
@@ -157,10 +157,11 @@ def _start_executions(event: str, *, grouped: bool = False) -> str:
 WITH event AS ({event}),
 executions AS (
     INSERT INTO workflow_execution
-        (id, workflow_id, version_id, status, context_data, trigger_event_id, trigger_type
-         {columns})
+        (id, workflow_id, version_id, status, context_data, trigger_event_id, trigger_type,
+         traceparent {columns})
     SELECT new.id, new.workflow_id, new.version_id, 'PENDING',
-           jsonb_build_object('trigger', event.payload), event.id, event.trigger_type {values}
+           jsonb_build_object('trigger', event.payload), event.id, event.trigger_type,
+           :traceparent::text {values}
     FROM event CROSS JOIN unnest(:execution_ids::uuid[], :workflow_ids::uuid[],
                                  :version_ids::uuid[] {arrays})
                           AS new (id, workflow_id, version_id {names})
@@ -480,10 +481,10 @@ START_CHILDREN: Final = Statement(f"""
 WITH children AS (
     INSERT INTO workflow_execution
         (id, workflow_id, version_id, status, context_data, trigger_type, parent_execution_id,
-         parent_step_key, parent_step_run, item_index, held)
+         parent_step_key, parent_step_run, item_index, held, traceparent)
     SELECT new.id, :workflow_id, :version_id, 'PENDING',
            jsonb_build_object('trigger', new.input::jsonb), 'workflow', :parent_execution_id,
-           :parent_step_key, :parent_step_run, new.item_index, new.held
+           :parent_step_key, :parent_step_run, new.item_index, new.held, :traceparent::text
     FROM unnest(:execution_ids::uuid[], :inputs::text[], :item_indexes::int[], :held::bool[])
          AS new (id, input, item_index, held)
     ON CONFLICT (parent_step_run, item_index) WHERE parent_step_run IS NOT NULL DO NOTHING

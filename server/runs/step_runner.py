@@ -34,6 +34,7 @@ import msgspec
 import structlog
 
 from config.settings import Settings
+from server import tracing
 from server.actions.base import Action
 from server.crypto.aead import Keyring
 from server.engine.document import FLOW_KINDS, Step, StepKind
@@ -66,6 +67,7 @@ from server.runs.step_kinds import (
     run_delay,
 )
 from server.runs.store import ExecutionRow, PlannedStep, StepResult
+from server.runs.traces import describe_step, step_span
 from server.statements import Connection
 
 log = structlog.get_logger(__name__)
@@ -128,7 +130,10 @@ class StepRunner:
             run = await self._start(job, execution_id, first_step, resume=resume)
             while run is not None and step_key is not None:
                 structlog.contextvars.bind_contextvars(step_key=step_key)
-                step_key = await self._run_step(job, run, step_key, resume=resume)
+                if tracing.ENABLED:
+                    step_key = await self._traced_step(job, run, step_key, resume=resume)
+                else:
+                    step_key = await self._run_step(job, run, step_key, resume=resume)
                 resume = False
         except Exception as error:
             if not job.is_last_attempt or job.completed or step_key is None:
@@ -181,6 +186,14 @@ class StepRunner:
             run = _Run(execution=execution, graph=graph, outputs={}, variables={}, secrets=set())
             outcome = failed(f"gave up after {job.attempt} attempts: {type(error).__name__}")
             await self._complete(job, run, step_key, outcome, time.monotonic(), connection)
+
+    async def _traced_step(
+        self, job: JobContext, run: _Run, step_key: str, *, resume: bool
+    ) -> str | None:
+        """`_run_step` inside its span (`server.runs.traces`)."""
+        step = run.graph.steps[step_key]
+        with step_span(job, run.execution, step, first_here=run.steps_here == 0, resume=resume):
+            return await self._run_step(job, run, step_key, resume=resume)
 
     async def _run_step(
         self, job: JobContext, run: _Run, step_key: str, *, resume: bool
@@ -276,6 +289,8 @@ class StepRunner:
     ) -> str | None:
         if outcome.retry_delay is not None:
             outcome = redacted(outcome, run.secrets)
+            if tracing.ENABLED:
+                describe_step("RETRYING", outcome.error or "failed")
             elapsed = time.monotonic() - started
             async with job.connection() as connection:
                 await store.record_attempt_error(
@@ -319,6 +334,8 @@ class StepRunner:
         STEP_DURATION.labels(run.graph.steps[step_key].kind.value, outcome.status.value).observe(
             time.monotonic() - started
         )
+        if tracing.ENABLED:
+            describe_step(outcome.status.value, outcome.error)
         if outcome.status is StepStatus.FAILED:
             async with _using(job, connection) as on:
                 await self._log_failure(on, "step_failed", run, step_key, outcome, job)

@@ -35,6 +35,7 @@ class ExecutionRow(msgspec.Struct, frozen=True, kw_only=True):
     steps_run: int
     created_at: dt.datetime
     started_at: dt.datetime | None
+    traceparent: str | None = None  # the intake span's (server.tracing); None when untraced
 
 
 class StepResult(msgspec.Struct, frozen=True, kw_only=True):

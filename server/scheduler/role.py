@@ -5,7 +5,8 @@
 
 It never runs workflow steps: its jobs only turn time into events (cron fires), and the worker
 role does the rest. It also runs the housekeeping loop (`maintenance.py`: retention pruning and
-repair of database-change triggers). Schedules live in our table, never in an APScheduler job store shared by
+repair of database-change triggers) and keeps webhook registrations at their senders
+(`registrations.py`, with its own change listener). Schedules live in our table, never in an APScheduler job store shared by
 replicas: every replica loads the enabled ones into its own in-memory job set
 (`schedule_set.py`), plans the same fires, and the event's idempotency key (schedule id and
 tick time in UTC) makes each tick count once, however many replicas run.
@@ -40,10 +41,12 @@ from apscheduler.events import EVENT_JOB_ERROR
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from config.settings import Settings
+from server.crypto.aead import Keyring
 from server.db.trigger_health import IntakeRecorder
 from server.scheduler.firing import Firing
 from server.scheduler.listener import ScheduleListener
 from server.scheduler.maintenance import maintenance_loop
+from server.scheduler.registrations import Registrar
 from server.scheduler.schedule_set import ScheduleSet
 from server.supervision import CrashHandler, start_supervised
 
@@ -65,6 +68,7 @@ class SchedulerRole:
         dsn: str,
         settings: Settings,
         recorder: IntakeRecorder,
+        keyring: Keyring,
         *,
         resync_seconds: float,
     ) -> None:
@@ -78,6 +82,7 @@ class SchedulerRole:
             on_connect=self.request_resync,
             reconnect_delay_seconds=settings.job_listener_reconnect_seconds,
         )
+        self.registrar = Registrar(pool, dsn, settings, keyring, self.scheduler_id)
         self.syncs = 0
         self.stopping = False
         self._settings = settings
@@ -112,6 +117,8 @@ class SchedulerRole:
                 ("scheduler-sync", self._sync_loop()),
                 ("scheduler-listener", self.listener.run()),
                 ("scheduler-maintenance", maintenance_loop(self._pool, self._settings, self._stop)),
+                ("scheduler-registrations", self.registrar.run(self._stop)),
+                ("scheduler-registration-listener", self.registrar.listener.run()),
             ]
         ]
         log.info("scheduler_started", scheduler_id=self.scheduler_id)
@@ -166,6 +173,7 @@ async def running(
     dsn: str,
     settings: Settings,
     recorder: IntakeRecorder,
+    keyring: Keyring,
     *,
     on_crash: CrashHandler,
     resync_seconds: float = RESYNC_SECONDS,
@@ -173,7 +181,7 @@ async def running(
     """Start the scheduler role; leaving the context stops it (see the module docstring)."""
     # APScheduler logs every run at INFO; our `schedule_fired` events say more.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    role = SchedulerRole(pool, dsn, settings, recorder, resync_seconds=resync_seconds)
+    role = SchedulerRole(pool, dsn, settings, recorder, keyring, resync_seconds=resync_seconds)
     role.start(on_crash)
     try:
         yield role

@@ -48,6 +48,7 @@ import asyncpg
 import structlog
 
 from config.settings import Settings
+from server import tracing
 from server.db.pool import changed_session
 from server.engine.retry import RetryPolicy
 from server.queue.client import (
@@ -198,6 +199,7 @@ class Worker:
                 worker_id=self.worker_id,
                 limit=limit,
                 lease_seconds=self._settings.job_lease_seconds,
+                with_waits=tracing.ENABLED,  # step spans show each job's queue wait
             )
         except BaseException:
             self._finished[:0] = finished  # complete them in the next cycle

@@ -61,8 +61,10 @@ async def wait_until_drained(connection: asyncpg.Connection) -> None:
 class Process:
     """One `switchyard run` whose output goes to a file (a pipe nobody reads would block it)."""
 
-    def __init__(self, args: list[str], env: dict[str, str], workdir: Path, name: str) -> None:
-        self.port = free_port()
+    def __init__(
+        self, args: list[str], env: dict[str, str], workdir: Path, name: str, port: int = 0
+    ) -> None:
+        self.port = port or free_port()
         self.name = name
         self.log_path = workdir / f"{name}.log"
         self._log = self.log_path.open("w")

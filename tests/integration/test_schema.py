@@ -33,7 +33,13 @@ async def test_migrations_create_all_tables_and_the_view_on_an_empty_database(
         await connection.close()
     tables = {r["table_name"] for r in rows if r["table_type"] == "BASE TABLE"}
     views = {r["table_name"] for r in rows if r["table_type"] == "VIEW"}
-    assert tables == EXPECTED_TABLES | {"migration", "api_token", "trigger_health", "audit_log"}
+    assert tables == EXPECTED_TABLES | {
+        "migration",
+        "api_token",
+        "trigger_health",
+        "webhook_registration",
+        "audit_log",
+    }
     assert views == {"workflow_latest_json"}
     assert {table._meta.tablename for table in TABLES} == EXPECTED_TABLES
 

@@ -111,3 +111,22 @@ def test_public_url_accepts_a_host_or_a_prefix() -> None:
     assert load_settings({}).public_url is None
     for value in ("https://hooks.example.com", "http://10.0.0.5:8080/switchyard"):
         assert load_settings({"PUBLIC_URL": value}).public_url == value
+
+
+@pytest.mark.parametrize(
+    ("environ", "enabled"),
+    [
+        ({}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SDK_DISABLED": "true"},
+            False,
+        ),
+        ({"OTEL_SERVICE_NAME": "switchyard-eu"}, False),  # the SDK's own setting: no endpoint
+    ],
+)
+def test_tracing_is_on_only_with_an_otlp_endpoint_and_the_sdk_not_disabled(
+    environ: dict[str, str], enabled: bool
+) -> None:
+    assert load_settings(environ).tracing_enabled is enabled
