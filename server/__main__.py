@@ -7,7 +7,9 @@
     switchyard check [--json] [--pending-grace S] [--stall-grace S] [--limit N] ...
     switchyard --version
 
-Settings come from the environment (config/settings.py); flags override them. A bad setting
+Settings come from the environment (config/settings.py); flags override them. The commands
+that change state act as admin (they hold the database's credentials already) and each appends
+an audit entry naming the OS user (`server.cli.audit`). A bad setting
 stops the command with exit code 2 and a message naming the variable. Only `run` may create a
 database: every other command uses the running instance's (`server.cli.locate`), says which on
 stderr, and exits 3 when there is none. The commands live in `server.cli` by group.
@@ -21,11 +23,12 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, TypeVar
 
 from config.settings import Settings, SettingsError, load_settings
 from server.app import prepared_pool
 from server.cli import admin, check, executions, workflows
+from server.cli.audit import audited, is_audited, record_command
 from server.cli.exit_codes import EXIT_NO_DATABASE, EXIT_USAGE
 from server.cli.locate import DatabaseNotFoundError, locate_database
 from server.cli.serve import run_command
@@ -34,6 +37,7 @@ from server.db.embedded import EmbeddedPostgresError
 from server.errors import AppError
 from server.log import configure_logging
 
+T = TypeVar("T")
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
@@ -102,9 +106,17 @@ def main(argv: list[str] | None = None) -> None:
     handler: Handler = args.handler
     try:
         if getattr(args, "opens_database", False):
-            sys.exit(asyncio.run(handler(args, located.settings)))
+            code = asyncio.run(handler(args, located.settings))
+            if code == 0 and is_audited(args):
+                asyncio.run(with_database(located.settings, lambda: record_command(args)))
+            sys.exit(code)
         sys.exit(
-            asyncio.run(with_database(located.settings, lambda: handler(args, located.settings)))
+            asyncio.run(
+                with_database(
+                    located.settings,
+                    lambda: audited(lambda: handler(args, located.settings), args),
+                )
+            )
         )
     except EmbeddedPostgresError as error:
         print(f"switchyard {name}: {error}", file=sys.stderr)
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-async def with_database(settings: Settings, command: Callable[[], Awaitable[int]]) -> int:
+async def with_database(settings: Settings, command: Callable[[], Awaitable[T]]) -> T:
     """Run an operator command with the pool open on the located database."""
     with database_addresses(settings) as addresses:
         async with prepared_pool(addresses, min_size=1, max_size=2):

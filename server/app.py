@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.types import ASGIApp
 from piccolo.engine.postgres import PostgresEngine
 
 from config.settings import Role, Settings
@@ -27,14 +28,23 @@ from server.actions.catalog import ACTIONS, CREDENTIAL_TYPES, TRIGGERS
 from server.actions.registry import BUILTIN_ACTIONS
 from server.api import docs, problems
 from server.api.allow import answer_options_with_every_method
+from server.api.auth import (
+    TOKEN_READERS,
+    authorize,
+    configured_principals,
+    declare_options_roles,
+    routes_without_role,
+)
 from server.api.hook_cache import EndpointCache, forget_on_writes
 from server.api.hooks import HookController
 from server.api.openapi import declare_problem_responses
 from server.api.openapi_links import link_created_resources, link_named_fields
+from server.api.openapi_roles import declare_required_roles
 from server.api.openapi_schemas import StructSchemaPlugin, exact_integer_bounds, optional_bodies
 from server.api.resume_links import ResumeLinkController
 from server.api.routes import api_router
 from server.api.traced_intake import traced_intake
+from server.console.access import session_token
 from server.console.router import console_assets_router, console_router, template_config
 from server.crypto.tokens import hash_token
 from server.db import tokens
@@ -80,7 +90,7 @@ def create_app(
     """
     route_handlers: list[object] = [*health.ROUTES, docs.assets_router()]
     endpoint_cache = EndpointCache()
-    middleware = []
+    middleware: list[Callable[[ASGIApp], ASGIApp]] = []
     if Role.API in settings.roles:
         route_handlers.extend((api_router(), HookController, ResumeLinkController))
         route_handlers.extend((console_router(), console_assets_router()))
@@ -93,7 +103,15 @@ def create_app(
         plugins=[problems.PLUGIN, StructSchemaPlugin()],
         exception_handlers=problems.EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=docs.openapi_config(),
-        state=State({"settings": settings, "endpoint_cache": endpoint_cache}),
+        state=State(
+            {
+                "settings": settings,
+                "endpoint_cache": endpoint_cache,
+                "token_readers": (session_token, *TOKEN_READERS),
+                "configured_tokens": configured_principals(settings.api_tokens),
+            }
+        ),
+        guards=[authorize],  # the one check of every route's declared role (server.access)
         middleware=middleware,
         template_config=template_config(),
         request_max_body_size=settings.max_payload_bytes,  # larger bodies answer 413
@@ -106,6 +124,10 @@ def create_app(
     link_named_fields(app.openapi_schema)
     optional_bodies(app)
     answer_options_with_every_method(app)
+    declare_options_roles(app)
+    if undeclared := routes_without_role(app):
+        raise RuntimeError(f"routes without a declared role (opt={{'role': ...}}): {undeclared}")
+    declare_required_roles(app)
     return app
 
 
@@ -131,7 +153,6 @@ async def lifespan(
         recorder = IntakeRecorder(asyncpg_pool(engine))
         app.state.intake_recorder = recorder
         await stack.enter_async_context(flushing(recorder, on_crash))
-        app.state.api_token_hashes = frozenset(hash_token(t) for t in settings.api_tokens)
         if Role.API in settings.roles:
             app.state.object_store = await stack.enter_async_context(open_object_store(settings))
             await stack.enter_async_context(
@@ -249,7 +270,7 @@ async def ensure_local_token(data_dir: Path) -> str:
             await tokens.store_token("local (make run)", token)
             return token
         async with asyncpg_pool(piccolo_database()).acquire() as connection:
-            if await tokens.is_live_token(connection, hash_token(token)):
+            if await tokens.live_token(connection, hash_token(token)) is not None:
                 return token
         path.unlink()  # revoked or expired: make a new one
     token = await tokens.create_token("local (make run)")

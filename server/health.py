@@ -26,6 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from server.access import PUBLIC
 from server.api.problems import problem
 from server.db.migrations import pending_migrations
 from server.db.pool import asyncpg_pool
@@ -34,6 +35,7 @@ from server.queue.client import Connection, queue_backlog, queue_depth
 from server.triggers.registration import RegistrationState
 
 READY_TIMEOUT_SECONDS = 2.0
+OPEN = {"role": PUBLIC}  # outside API auth (server.access); /metrics checks METRICS_TOKEN itself
 
 
 class HealthStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,13 +43,13 @@ class HealthStatus(msgspec.Struct, frozen=True, kw_only=True):
     roles: list[str]
 
 
-@get("/health", include_in_schema=True, tags=["operations"], sync_to_thread=False)
+@get("/health", include_in_schema=True, tags=["operations"], sync_to_thread=False, opt=OPEN)
 def health(state: State) -> HealthStatus:
     """Liveness: the process is up and its event loop answers."""
     return HealthStatus(status="ok", roles=sorted(state.settings.roles))
 
 
-@get("/ready", tags=["operations"])
+@get("/ready", tags=["operations"], opt=OPEN)
 async def ready(state: State) -> HealthStatus:
     """Readiness: the database is reachable and the schema is current."""
     try:
@@ -97,7 +99,7 @@ REGISTRATION_EXPIRY = Gauge(
 )
 
 
-@get("/metrics", tags=["operations"], media_type=MediaType.TEXT)
+@get("/metrics", tags=["operations"], media_type=MediaType.TEXT, opt=OPEN)
 async def metrics(state: State, request: Request) -> Response[bytes]:  # type: ignore[type-arg]
     """Prometheus metrics of this process, plus the queue's depth read from the database;
     with METRICS_TOKEN set, only for `Authorization: Bearer <METRICS_TOKEN>`."""

@@ -8,6 +8,7 @@ at rest (`server.db.credentials`); no answer ever includes it. Credentials are l
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Annotated
 
 import msgspec
@@ -51,6 +52,7 @@ class CredentialCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
 class CredentialController(Controller):
     path = "/credentials"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("credentials",)
 
     @get("/")
@@ -62,7 +64,7 @@ class CredentialController(Controller):
         items = await list_credentials(limit=limit + 1, after_name=key[0] if key else None)
         return page(items, limit, lambda item: (item.name,))
 
-    @post("/", status_code=HTTP_201_CREATED)
+    @post("/", status_code=HTTP_201_CREATED, opt={"role": "admin", "audit": "credential.create"})
     async def create(
         self, data: JSONBody[CredentialCreate], keyring: Injected[Keyring]
     ) -> CredentialSummary:
@@ -76,7 +78,11 @@ class CredentialController(Controller):
         """One credential, without its data."""
         return await get_credential(credential_id)
 
-    @delete("/{credential_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    @delete(
+        "/{credential_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        opt={"role": "admin", "audit": "credential.delete"},
+    )
     async def remove(self, credential_id: FromPath[uuid.UUID]) -> None:
         """Delete a credential; steps naming it fail from then on."""
         await delete_credential(credential_id)

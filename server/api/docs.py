@@ -22,6 +22,8 @@ from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin, Yam
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 
+from server.access import PUBLIC
+
 SCHEMA_PATH: Final = "/schema"
 ASSETS_PATH: Final = f"{SCHEMA_PATH}/assets"
 STATIC_FOLDER: Final = Path(__file__).parent / "static"
@@ -38,7 +40,14 @@ def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Switchyard",
         version="1",
-        path=SCHEMA_PATH,
+        openapi_router=Router(
+            SCHEMA_PATH,
+            route_handlers=[],
+            include_in_schema=False,
+            dto=None,
+            return_dto=None,
+            opt={"role": PUBLIC},  # the document and its pages are open (server.access)
+        ),
         components=Components(
             security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer")}
         ),
@@ -69,4 +78,5 @@ def assets_router() -> Router:
         name="openapi_assets",
         cache_control=CacheControlHeader(public=True, max_age=ASSET_MAX_AGE_SECONDS),
         include_in_schema=False,
+        opt={"role": PUBLIC},
     )

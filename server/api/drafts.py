@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -48,6 +49,7 @@ async def _checked(step: Step) -> Step:
 
 class DraftController(Controller):
     path = "/workflows/{workflow_id:uuid}/versions/{version_num:int}"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("versions",)
 
     @get("/steps")
@@ -57,7 +59,7 @@ class DraftController(Controller):
         version = await versions.get_version(workflow_id, version_num)
         return Page(items=(await versions.version_detail(version)).steps, next_cursor=None)
 
-    @post("/steps", status_code=HTTP_201_CREATED)
+    @post("/steps", status_code=HTTP_201_CREATED, opt={"role": "editor", "audit": "step.create"})
     async def add_step(
         self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber, data: JSONBody[Step]
     ) -> StepRecord:
@@ -72,7 +74,7 @@ class DraftController(Controller):
     ) -> StepRecord:
         return await drafts.get_step(workflow_id, version_num, step_id)
 
-    @patch("/steps/{step_id:uuid}")
+    @patch("/steps/{step_id:uuid}", opt={"role": "editor", "audit": "step.update"})
     async def update_step(
         self,
         workflow_id: FromPath[uuid.UUID],
@@ -89,7 +91,11 @@ class DraftController(Controller):
         step = await _checked(msgspec.structs.replace(current, **changes))
         return await drafts.update_step(workflow_id, version_num, step_id, step)
 
-    @delete("/steps/{step_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    @delete(
+        "/steps/{step_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        opt={"role": "editor", "audit": "step.delete"},
+    )
     async def delete_step(
         self,
         workflow_id: FromPath[uuid.UUID],
@@ -106,14 +112,18 @@ class DraftController(Controller):
         version = await versions.get_version(workflow_id, version_num)
         return Page(items=(await versions.version_detail(version)).edges, next_cursor=None)
 
-    @post("/edges", status_code=HTTP_201_CREATED)
+    @post("/edges", status_code=HTTP_201_CREATED, opt={"role": "editor", "audit": "edge.create"})
     async def add_edge(
         self, workflow_id: FromPath[uuid.UUID], version_num: VersionNumber, data: JSONBody[Edge]
     ) -> EdgeRecord:
         """Connect two steps by key: `{"from", "to", "branch_key"}`."""
         return await drafts.add_edge(workflow_id, version_num, data)
 
-    @delete("/edges/{edge_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    @delete(
+        "/edges/{edge_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        opt={"role": "editor", "audit": "edge.delete"},
+    )
     async def delete_edge(
         self,
         workflow_id: FromPath[uuid.UUID],

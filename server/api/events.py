@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Annotated, Any
 
 import asyncpg
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from server.api.auth import require_trigger_key
 from server.api.deps import Injected, Resources
 from server.api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, page, time_and_id
 from server.api.problems import problem
@@ -72,15 +74,19 @@ class EventAccepted(msgspec.Struct, frozen=True, kw_only=True):
 
 class EventController(Controller):
     path = "/events"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("events",)
 
-    @post("/", status_code=HTTP_202_ACCEPTED)
+    @post("/", status_code=HTTP_202_ACCEPTED, opt={"role": "ingest", "audit": "event.send"})
     async def send_event(
         self,
         data: JSONBody[EventIn],
         resources: Injected[Resources],
+        request: Request[Any, Any, Any],
     ) -> EventAccepted:
-        """Record an event and start every subscribed workflow whose filter passes."""
+        """Record an event and start every subscribed workflow whose filter passes. An ingest
+        token held to some trigger keys may send to those only (403 otherwise)."""
+        require_trigger_key(request, data.trigger_key)
         recorder = resources.recorder
         if await trigger_type_of(data.trigger_key) != "event":
             # Counted under one fixed key: unknown keys must not grow metrics or health rows.
@@ -147,7 +153,11 @@ class EventController(Controller):
         async with pool.acquire() as connection:
             return await events.get_event(connection, event_id)
 
-    @post("/{event_id:uuid}/replay", status_code=HTTP_202_ACCEPTED)
+    @post(
+        "/{event_id:uuid}/replay",
+        status_code=HTTP_202_ACCEPTED,
+        opt={"role": "operator", "audit": "event.replay"},
+    )
     async def replay_event(
         self, event_id: FromPath[uuid.UUID], resources: Injected[Resources]
     ) -> EventAccepted:

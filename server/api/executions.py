@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -100,9 +101,10 @@ class ResumeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 class ManualRunController(Controller):
     path = "/workflows/{workflow_id:uuid}/run"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("executions",)
 
-    @post("/", status_code=HTTP_202_ACCEPTED)
+    @post("/", status_code=HTTP_202_ACCEPTED, opt={"role": "operator", "audit": "execution.run"})
     async def run(
         self, workflow_id: FromPath[uuid.UUID], data: JSONBody[RunRequest | None] = None
     ) -> RunAccepted:
@@ -114,6 +116,7 @@ class ManualRunController(Controller):
 
 class ExecutionController(Controller):
     path = "/executions"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("executions",)
 
     @get_route("/")
@@ -142,13 +145,21 @@ class ExecutionController(Controller):
         """An execution with its steps in the order they were planned."""
         return await get_execution_detail(execution_id)
 
-    @post("/{execution_id:uuid}/cancel", status_code=HTTP_202_ACCEPTED)
+    @post(
+        "/{execution_id:uuid}/cancel",
+        status_code=HTTP_202_ACCEPTED,
+        opt={"role": "operator", "audit": "execution.cancel"},
+    )
     async def cancel(self, execution_id: FromPath[uuid.UUID]) -> ExecutionDetail:
         """Cancel: queued steps are dropped, a running step finishes but starts nothing new."""
         await control.cancel_execution(execution_id)
         return await get_execution_detail(execution_id)
 
-    @post("/{execution_id:uuid}/retry", status_code=HTTP_202_ACCEPTED)
+    @post(
+        "/{execution_id:uuid}/retry",
+        status_code=HTTP_202_ACCEPTED,
+        opt={"role": "operator", "audit": "execution.retry"},
+    )
     async def retry(
         self,
         execution_id: FromPath[uuid.UUID],
@@ -166,7 +177,11 @@ class ExecutionController(Controller):
         )
         return await get_execution_detail(execution_id)
 
-    @post("/{execution_id:uuid}/steps/{step_key:str}/resume", status_code=HTTP_202_ACCEPTED)
+    @post(
+        "/{execution_id:uuid}/steps/{step_key:str}/resume",
+        status_code=HTTP_202_ACCEPTED,
+        opt={"role": "operator", "audit": "execution.resume"},
+    )
     async def resume_step(
         self,
         execution_id: FromPath[uuid.UUID],

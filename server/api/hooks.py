@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -102,6 +103,7 @@ class HookResult(msgspec.Struct, frozen=True, kw_only=True):
 
 class HookController(Controller):
     path = HOOKS_PREFIX
+    opt: Mapping[str, str] = {"role": "public"}
     tags = ("hooks",)
     dependencies = DEPENDENCIES
 

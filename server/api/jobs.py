@@ -7,6 +7,7 @@ error until someone re-queues it (after fixing the cause) or retention prunes it
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Annotated
 
 import asyncpg
@@ -35,6 +36,7 @@ ExtraAttempts = Annotated[
 
 class JobController(Controller):
     path = "/jobs"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("jobs",)
 
     @get("/dead")
@@ -47,7 +49,11 @@ class JobController(Controller):
         """Dead jobs, most recently dead first, each with its last error."""
         return await dead_jobs_page(pool, limit=limit, cursor=cursor)
 
-    @post("/{job_id:int}/requeue", status_code=HTTP_200_OK)
+    @post(
+        "/{job_id:int}/requeue",
+        status_code=HTTP_200_OK,
+        opt={"role": "operator", "audit": "job.requeue"},
+    )
     async def requeue_job(
         self,
         pool: Injected[asyncpg.Pool],

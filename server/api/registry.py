@@ -6,6 +6,7 @@ Trigger sources of type `event` and `database` can be registered and deleted her
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
@@ -41,6 +42,7 @@ class TriggerView(TriggerEntry, frozen=True, kw_only=True):
 
 class RegistryController(Controller):
     path = "/registry"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("registry",)
 
     @get("/actions")
@@ -60,7 +62,11 @@ class RegistryController(Controller):
         webhooks, their registrations at the senders)."""
         return Page(items=await triggers_with_health(resources), next_cursor=None)
 
-    @post("/triggers", status_code=HTTP_201_CREATED)
+    @post(
+        "/triggers",
+        status_code=HTTP_201_CREATED,
+        opt={"role": "editor", "audit": "trigger.register"},
+    )
     async def register_trigger(
         self, data: JSONBody[TriggerCreate], settings: Injected[Settings]
     ) -> TriggerEntry:
@@ -81,7 +87,11 @@ class RegistryController(Controller):
             allowed_tables=settings.database_trigger_tables,
         )
 
-    @delete("/triggers/{trigger_key:str}", status_code=HTTP_204_NO_CONTENT)
+    @delete(
+        "/triggers/{trigger_key:str}",
+        status_code=HTTP_204_NO_CONTENT,
+        opt={"role": "editor", "audit": "trigger.unregister"},
+    )
     async def unregister_trigger(self, trigger_key: FromPath[str]) -> None:
         """Delete a registered source that no active subscription uses."""
         await registry.unregister_trigger(trigger_key)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import html
 import uuid
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -62,6 +63,7 @@ class Resumed(msgspec.Struct, frozen=True, kw_only=True):
 
 class ResumeLinkController(Controller):
     path = RESUME_PREFIX
+    opt: Mapping[str, str] = {"role": "public"}
     tags = ("hooks",)
     dependencies = DEPENDENCIES
 

@@ -1,10 +1,12 @@
-"""The `/api/v1` router: every controller of the API role, behind bearer-token auth."""
+"""The `/api/v1` router: every controller of the API role. Each declares the role its routes
+need (`opt["role"]`), checked by the app's one guard (`server.api.auth.authorize`)."""
 
 from __future__ import annotations
 
 from litestar import Router
 
-from server.api.auth import require_api_token
+from server.api.audit import AuditController
+from server.api.audit_trail import audit_trail
 from server.api.credentials import CredentialController
 from server.api.deps import DEPENDENCIES
 from server.api.drafts import DraftController
@@ -28,8 +30,8 @@ API_PREFIX = "/api/v1"
 def api_router() -> Router:
     return Router(
         path=API_PREFIX,
-        guards=[require_api_token],
         before_request=decode_body_strictly,
+        middleware=[audit_trail],  # here, not app-wide: webhooks and probes skip the layer
         dependencies=DEPENDENCIES,
         route_handlers=[
             WorkflowController,
@@ -47,6 +49,7 @@ def api_router() -> Router:
             WebhookController,
             ScheduleController,
             TokenController,
+            AuditController,
         ],
         security=[{"BearerToken": []}],
     )

@@ -12,6 +12,7 @@ Every change is committed with a notification, so running schedulers apply it at
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -74,6 +75,7 @@ class ScheduleChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 class ScheduleController(Controller):
     path = "/schedules"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("schedules",)
 
     @get("/")
@@ -90,7 +92,7 @@ class ScheduleController(Controller):
         )
         return page(items, limit, lambda item: (item.created_at, item.id))
 
-    @post("/", status_code=HTTP_201_CREATED)
+    @post("/", status_code=HTTP_201_CREATED, opt={"role": "editor", "audit": "schedule.create"})
     async def create_schedule(self, data: JSONBody[ScheduleCreate]) -> ScheduleView:
         """A schedule firing events for `trigger_key` (registered as a `schedule` source)."""
         return await schedules.create_schedule(**msgspec.structs.asdict(data))
@@ -100,7 +102,7 @@ class ScheduleController(Controller):
         """A schedule with its last fire, next planned fire and last error."""
         return await schedules.get_schedule(schedule_id)
 
-    @patch("/{schedule_id:uuid}")
+    @patch("/{schedule_id:uuid}", opt={"role": "editor", "audit": "schedule.update"})
     async def update_schedule(
         self, schedule_id: FromPath[uuid.UUID], data: JSONBody[ScheduleChange]
     ) -> ScheduleView:
@@ -112,7 +114,11 @@ class ScheduleController(Controller):
         }
         return await schedules.update_schedule(schedule_id, changes)
 
-    @delete("/{schedule_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    @delete(
+        "/{schedule_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        opt={"role": "editor", "audit": "schedule.delete"},
+    )
     async def delete_schedule(self, schedule_id: FromPath[uuid.UUID]) -> None:
         """Delete a schedule; its events stay, and so does its trigger source."""
         await schedules.delete_schedule(schedule_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 
 from litestar import Controller, delete, get, post
 from litestar.params import FromPath, JSONBody
@@ -21,6 +22,7 @@ from server.errors import ValidationError
 
 class SubscriptionController(Controller):
     path = "/workflows/{workflow_id:uuid}/subscriptions"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("subscriptions",)
 
     @get("/")
@@ -29,7 +31,7 @@ class SubscriptionController(Controller):
     ) -> Page[SubscriptionRecord]:
         return Page(items=await subscriptions.list_subscriptions(workflow_id), next_cursor=None)
 
-    @post("/", status_code=HTTP_201_CREATED)
+    @post("/", status_code=HTTP_201_CREATED, opt={"role": "editor", "audit": "subscription.create"})
     async def create_subscription(
         self, workflow_id: FromPath[uuid.UUID], data: JSONBody[Subscription]
     ) -> SubscriptionRecord:
@@ -48,7 +50,11 @@ class SubscriptionController(Controller):
             )
         return await subscriptions.create_subscription(workflow_id, data)
 
-    @delete("/{subscription_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    @delete(
+        "/{subscription_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        opt={"role": "editor", "audit": "subscription.delete"},
+    )
     async def delete_subscription(
         self, workflow_id: FromPath[uuid.UUID], subscription_id: FromPath[uuid.UUID]
     ) -> None:

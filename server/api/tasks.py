@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -36,6 +37,7 @@ class TaskChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 class TaskController(Controller):
     path = "/tasks"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("tasks",)
 
     @get("/")
@@ -56,7 +58,7 @@ class TaskController(Controller):
     async def get_task(self, task_id: FromPath[uuid.UUID]) -> Task:
         return await tasks.get_task(task_id)
 
-    @patch("/{task_id:uuid}")
+    @patch("/{task_id:uuid}", opt={"role": "operator", "audit": "task.update"})
     async def update_task(self, task_id: FromPath[uuid.UUID], data: JSONBody[TaskChange]) -> Task:
         """Change a task's status, assignee, title, description or due date."""
         changes: dict[str, Any] = {

@@ -8,6 +8,7 @@ POST creates (201) or overwrites (200) one variable; a secret's value is never s
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from http import HTTPStatus
 
 from litestar import Controller, Response, delete, get, post
@@ -29,6 +30,7 @@ from server.db.variables import (
 
 class VariableController(Controller):
     path = "/workflows/{workflow_id:uuid}/variables"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("variables",)
 
     @get("/")
@@ -50,6 +52,7 @@ class VariableController(Controller):
                 data_container=VariableView, description="replaced a variable of the same key"
             )
         },
+        opt={"role": "editor", "audit": "variable.write"},
     )
     async def write(
         self,
@@ -62,7 +65,11 @@ class VariableController(Controller):
         status = HTTPStatus.CREATED if created else HTTPStatus.OK
         return Response(view, status_code=status)
 
-    @delete("/{key:str}", status_code=HTTP_204_NO_CONTENT)
+    @delete(
+        "/{key:str}",
+        status_code=HTTP_204_NO_CONTENT,
+        opt={"role": "editor", "audit": "variable.delete"},
+    )
     async def remove(self, workflow_id: FromPath[uuid.UUID], key: FromPath[str]) -> None:
         """Delete a variable."""
         await delete_variable(workflow_id, key)

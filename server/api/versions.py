@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 
 import msgspec
 from litestar import Controller, get, post, put
@@ -54,6 +55,7 @@ async def _view(version: VersionSummary) -> VersionView:
 
 class VersionController(Controller):
     path = "/workflows/{workflow_id:uuid}/versions"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("versions",)
 
     @get("/")
@@ -61,7 +63,7 @@ class VersionController(Controller):
         """Every version of the workflow, oldest first (a workflow has few)."""
         return Page(items=await versions.list_versions(workflow_id), next_cursor=None)
 
-    @post("/", status_code=HTTP_201_CREATED)
+    @post("/", status_code=HTTP_201_CREATED, opt={"role": "editor", "audit": "version.create"})
     async def create_draft(
         self, workflow_id: FromPath[uuid.UUID], data: JSONBody[DraftCreate | None] = None
     ) -> VersionView:
@@ -75,7 +77,7 @@ class VersionController(Controller):
     ) -> VersionView:
         return await _view(await versions.get_version(workflow_id, version_num))
 
-    @put("/{version_num:int}/options")
+    @put("/{version_num:int}/options", opt={"role": "editor", "audit": "version.set_options"})
     async def set_options(
         self,
         workflow_id: FromPath[uuid.UUID],
@@ -105,7 +107,11 @@ class VersionController(Controller):
         )
         return ValidationReport(valid=not problems, errors=problems)
 
-    @post("/{version_num:int}/publish", status_code=HTTP_200_OK)
+    @post(
+        "/{version_num:int}/publish",
+        status_code=HTTP_200_OK,
+        opt={"role": "editor", "audit": "version.publish"},
+    )
     async def publish(
         self,
         workflow_id: FromPath[uuid.UUID],

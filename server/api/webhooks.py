@@ -21,6 +21,7 @@ are not yet removed at their sender are listed at `GET /webhooks/registrations/s
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -104,6 +105,7 @@ class WebhookChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 class WebhookController(Controller):
     path = "/webhooks"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("webhooks",)
 
     @get("/")
@@ -121,7 +123,7 @@ class WebhookController(Controller):
         shown = [with_public_url(item, settings) for item in items]
         return page(shown, limit, lambda item: (item.created_at, item.id))
 
-    @post("/", status_code=HTTP_201_CREATED)
+    @post("/", status_code=HTTP_201_CREATED, opt={"role": "editor", "audit": "webhook.create"})
     async def create_webhook(
         self,
         data: JSONBody[WebhookCreate],
@@ -159,7 +161,7 @@ class WebhookController(Controller):
     ) -> WebhookView:
         return with_public_url(await webhooks.get_webhook(webhook_id), settings)
 
-    @patch("/{webhook_id:uuid}")
+    @patch("/{webhook_id:uuid}", opt={"role": "editor", "audit": "webhook.update"})
     async def update_webhook(
         self,
         webhook_id: FromPath[uuid.UUID],
@@ -181,7 +183,11 @@ class WebhookController(Controller):
         )
         return with_public_url(changed, resources.settings)
 
-    @delete("/{webhook_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    @delete(
+        "/{webhook_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        opt={"role": "editor", "audit": "webhook.delete"},
+    )
     async def delete_webhook(self, webhook_id: FromPath[uuid.UUID]) -> None:
         """Delete an endpoint; its path answers 404 at once. The trigger source stays. Its
         registration is removed at the sender by the scheduler; until that succeeds it is

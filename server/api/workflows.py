@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -59,6 +60,7 @@ def _with_etag(workflow: WorkflowSummary, status_code: int = 200) -> Response[Wo
 
 class WorkflowController(Controller):
     path = "/workflows"
+    opt: Mapping[str, str] = {"role": "viewer"}
     tags = ("workflows",)
 
     @get("/")
@@ -80,7 +82,7 @@ class WorkflowController(Controller):
         )
         return page(items, limit, lambda item: (item.created_at, item.id))
 
-    @post("/", status_code=HTTP_201_CREATED)
+    @post("/", status_code=HTTP_201_CREATED, opt={"role": "editor", "audit": "workflow.create"})
     async def create_workflow(self, data: JSONBody[WorkflowCreate]) -> Response[WorkflowSummary]:
         """A new, empty definition; add a version with POST /workflows/{id}/versions."""
         workflow = await workflows.create_workflow(**msgspec.structs.asdict(data))
@@ -90,7 +92,7 @@ class WorkflowController(Controller):
     async def get_workflow(self, workflow_id: FromPath[uuid.UUID]) -> Response[WorkflowSummary]:
         return _with_etag(await workflows.get_workflow(workflow_id))
 
-    @patch("/{workflow_id:uuid}")
+    @patch("/{workflow_id:uuid}", opt={"role": "editor", "audit": "workflow.update"})
     async def update_workflow(
         self,
         workflow_id: FromPath[uuid.UUID],
@@ -105,12 +107,18 @@ class WorkflowController(Controller):
         }
         return _with_etag(await workflows.update_workflow(workflow_id, changes, if_match=if_match))
 
-    @delete("/{workflow_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    @delete(
+        "/{workflow_id:uuid}",
+        status_code=HTTP_204_NO_CONTENT,
+        opt={"role": "editor", "audit": "workflow.delete"},
+    )
     async def delete_workflow(self, workflow_id: FromPath[uuid.UUID]) -> None:
         """Delete the workflow with its versions, variables, subscriptions and executions."""
         await workflows.delete_workflow(workflow_id)
 
-    @post("/import", status_code=HTTP_201_CREATED)
+    @post(
+        "/import", status_code=HTTP_201_CREATED, opt={"role": "editor", "audit": "workflow.import"}
+    )
     async def import_document(
         self,
         data: JSONBody[WorkflowDocument],
@@ -130,7 +138,11 @@ class WorkflowController(Controller):
             id=version.workflow_id, version_num=version.version_num, published=publish
         )
 
-    @put("/{workflow_id:uuid}/document", status_code=HTTP_201_CREATED)
+    @put(
+        "/{workflow_id:uuid}/document",
+        status_code=HTTP_201_CREATED,
+        opt={"role": "editor", "audit": "workflow.replace_document"},
+    )
     async def replace_document(
         self,
         workflow_id: FromPath[uuid.UUID],

@@ -32,16 +32,18 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     retry = actions.add_parser("retry", help="run a FAILED execution again")
     retry.add_argument("execution_id", type=uuid.UUID)
     retry.add_argument("--from-start", action="store_true", help="from the entry step")
-    retry.set_defaults(handler=retry_command)
+    retry.set_defaults(handler=retry_command, audit="execution.retry", audit_target="execution_id")
     cancel = actions.add_parser("cancel", help="cancel an unfinished execution")
     cancel.add_argument("execution_id", type=uuid.UUID)
-    cancel.set_defaults(handler=cancel_command)
+    cancel.set_defaults(
+        handler=cancel_command, audit="execution.cancel", audit_target="execution_id"
+    )
 
     events = commands.add_parser("events", help="replay a recorded event")
     event_actions = events.add_subparsers(dest="action", required=True, metavar="ACTION")
     replay = event_actions.add_parser("replay", help="accept an event's payload again")
     replay.add_argument("event_id", type=uuid.UUID)
-    replay.set_defaults(handler=replay_command)
+    replay.set_defaults(handler=replay_command, audit="event.replay", audit_target="event_id")
 
     jobs = commands.add_parser("jobs", help="list dead jobs, or re-queue one")
     job_actions = jobs.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -50,7 +52,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     dead.set_defaults(handler=dead_jobs)
     requeue = job_actions.add_parser("requeue", help="re-queue a dead job")
     requeue.add_argument("job_id", type=int)
-    requeue.set_defaults(handler=requeue_job)
+    requeue.set_defaults(handler=requeue_job, audit="job.requeue", audit_target="job_id")
 
 
 async def list_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -35,7 +35,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="ID",
         help="make it the next version of this existing workflow (fixing forward)",
     )
-    importing.set_defaults(handler=import_document, prepare=read_document_argument)
+    importing.set_defaults(
+        handler=import_document, prepare=read_document_argument, audit="workflow.import"
+    )
     exporting = commands.add_parser("export", help="print a workflow as a document")
     exporting.add_argument("workflow_id", type=uuid.UUID)
     exporting.add_argument("--version", type=int, help="a version number (default: latest)")
@@ -83,6 +85,7 @@ async def import_document(args: argparse.Namespace, settings: Settings) -> int:
                 args.workflow, document, publish=args.publish, store=store,
                 write_variables=writer, http_allowed_hosts=hosts,
             )  # fmt: skip
+    args.audit_target_id = version.workflow_id
     print_json(
         {"id": version.workflow_id, "version_num": version.version_num, "published": args.publish}
     )

@@ -2,8 +2,11 @@
 
 Every console handler declares `opt={"role": ...}` (`viewer` for pages, `operator` for the
 actions that change a run or the queue, `public` for signing in and out), the declaration the
-token-role guard reads. This module adds no authorization model of its own: a request passes
-when its session's token passes `server.api.auth.authenticate_token`, the REST API's one check.
+app's one role guard (`server.api.auth.authorize`) reads, with the session's token as the
+credential (`session_token`, one of the app's token readers); each action also names its audit
+action (`opt["audit"]`, `server.api.audit_trail`). This module adds no authorization model of
+its own: a request passes when its session's token passes
+`server.api.auth.authenticate_token`, the REST API's one check, and its role meets the page's.
 A request without a live session is sent to the sign-in page; a state-changing request whose
 form lacks the session's CSRF token is refused with a 403 page that says what to do.
 """
@@ -27,7 +30,8 @@ VIEWER: Final = {"role": "viewer"}
 OPERATOR: Final = {"role": "operator"}
 PUBLIC_ROUTE: Final = {"role": PUBLIC}
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
-LOGIN_PATH: Final = "/console/login"
+CONSOLE_PATH: Final = "/console"
+LOGIN_PATH: Final = f"{CONSOLE_PATH}/login"
 
 
 class NotSignedInError(Exception):
@@ -36,6 +40,17 @@ class NotSignedInError(Exception):
 
 class CsrfRefusedError(Exception):
     """A state-changing form without this session's CSRF token (or from another site)."""
+
+
+def session_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The token of the console's session cookie, on console paths only: the REST API takes
+    bearer tokens alone, so a browser's session cannot be ridden into it from another site."""
+    if not connection.scope["path"].startswith(CONSOLE_PATH):
+        return None
+    session = open_session(
+        connection.app.state.keyring, connection.cookies.get(COOKIE_NAME), dt.datetime.now(dt.UTC)
+    )
+    return None if session is None else session.token
 
 
 async def current_session(connection: ASGIConnection[Any, Any, Any, Any]) -> Session | None:

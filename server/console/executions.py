@@ -133,13 +133,13 @@ class ExecutionPages(Controller):
         context = await execution_page_context(pool_of(request.app.state), execution_id)
         return render(request, "execution.html", notice=DONE_MESSAGES.get(done), **context)
 
-    @post("/{execution_id:uuid}/cancel", opt=OPERATOR)
+    @post("/{execution_id:uuid}/cancel", opt={**OPERATOR, "audit": "execution.cancel"})
     async def cancel(
         self, request: Request[Any, Any, Any], execution_id: FromPath[uuid.UUID]
     ) -> Template | Redirect:
         return await _act(request, execution_id, "cancelled", control.cancel_execution)
 
-    @post("/{execution_id:uuid}/retry", opt=OPERATOR)
+    @post("/{execution_id:uuid}/retry", opt={**OPERATOR, "audit": "execution.retry"})
     async def retry(
         self, request: Request[Any, Any, Any], execution_id: FromPath[uuid.UUID]
     ) -> Template | Redirect:
@@ -154,7 +154,10 @@ class ExecutionPages(Controller):
 
         return await _act(request, execution_id, done, retry)
 
-    @post("/{execution_id:uuid}/steps/{step_key:str}/resume", opt=OPERATOR)
+    @post(
+        "/{execution_id:uuid}/steps/{step_key:str}/resume",
+        opt={**OPERATOR, "audit": "execution.resume"},
+    )
     async def resume(
         self,
         request: Request[Any, Any, Any],

@@ -35,7 +35,7 @@ class JobPages(Controller):
     ) -> Template:
         return await _dead_page(request, cursor=cursor, requeued=requeued)
 
-    @post("/{job_id:int}/requeue", opt=OPERATOR)
+    @post("/{job_id:int}/requeue", opt={**OPERATOR, "audit": "job.requeue"})
     async def requeue(
         self, request: Request[Any, Any, Any], job_id: FromPath[int]
     ) -> Template | Redirect:

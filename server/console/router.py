@@ -16,8 +16,11 @@ from litestar import Router
 from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import HTTPException
 from litestar.static_files import create_static_files_router
+from litestar.status_codes import HTTP_401_UNAUTHORIZED, HTTP_403_FORBIDDEN
 
+from server.api.audit_trail import audit_trail
 from server.console.access import (
+    CONSOLE_PATH,
     PUBLIC_ROUTE,
     CsrfRefusedError,
     NotSignedInError,
@@ -33,7 +36,6 @@ from server.console.trigger_pages import TriggerPages
 from server.console.workflow_pages import WorkflowPages
 from server.errors import AppError
 
-CONSOLE_PATH: Final = "/console"
 STATIC_PATH: Final = f"{CONSOLE_PATH}/static"
 STATIC_FOLDER: Final = Path(__file__).parent / "static"
 ASSET_MAX_AGE_SECONDS: Final = 3600
@@ -49,12 +51,15 @@ def console_router() -> Router:
             SignInController, ExecutionPages, WorkflowPages, TriggerPages, JobPages, EventPages,
         ],
         exception_handlers={
+            HTTP_401_UNAUTHORIZED: to_sign_in,  # the app's role guard found no live session
+            HTTP_403_FORBIDDEN: error_page,  # ... or a role short of the page's: say which
             NotSignedInError: to_sign_in,
             CsrfRefusedError: refused_page,
             AppError: error_page,
             HTTPException: error_page,
         },
         after_request=add_security_headers,
+        middleware=[audit_trail],  # the actions declare opt["audit"], as the API's do
         include_in_schema=False,
     )  # fmt: skip
 

@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
+from server.api.audit_trail import add_to_audit
 from server.api.deps import pool_of
 from server.api.pagination import page, time_and_id
 from server.console.access import OPERATOR, VIEWER
@@ -65,7 +66,7 @@ class WorkflowPages(Controller):
     ) -> Template:
         return render(request, "workflow.html", **await _context(workflow_id, version))
 
-    @post("/{workflow_id:uuid}/run", opt=OPERATOR)
+    @post("/{workflow_id:uuid}/run", opt={**OPERATOR, "audit": "execution.run"})
     async def run(
         self, request: Request[Any, Any, Any], workflow_id: FromPath[uuid.UUID]
     ) -> Template | Redirect:
@@ -88,6 +89,7 @@ class WorkflowPages(Controller):
                 problem, status = str(error), status_of(error)
             else:
                 target = accepted.execution_ids[0]
+                add_to_audit(request, execution_id=str(target))
                 return Redirect(f"/console/executions/{target}?done=started", status_code=303)
         context = await _context(workflow_id, 0)
         return render(

@@ -6,6 +6,9 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 TOKEN_PREFIX = "sy_"  # noqa: S105 - a public marker, not a secret
 TOKEN_BYTES = 32
@@ -21,9 +24,11 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def matches_any(token_hash: str, known_hashes: Iterable[str]) -> bool:
-    """Constant-time membership: compares against every known hash, never stops early."""
-    found = False
-    for known in known_hashes:
-        found |= hmac.compare_digest(token_hash, known)
+def find_by_hash(token_hash: str, known: Iterable[tuple[str, T]]) -> T | None:
+    """The value paired with `token_hash` among `known` (hash, value) pairs, or None; in
+    constant time: compares against every known hash, never stops early."""
+    found = None
+    for known_hash, value in known:
+        if hmac.compare_digest(token_hash, known_hash):
+            found = value
     return found

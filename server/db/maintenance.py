@@ -1,8 +1,9 @@
 """Housekeeping SQL: retention pruning and repairing database-change triggers.
 
 Pruning deletes finished executions (their step executions go with them; tasks keep their
-rows with the execution link cleared), trigger events and withdrawn or dead jobs older than the
-retention age, a bounded batch per statement so no transaction holds many locks or bloats the
+rows with the execution link cleared), trigger events, withdrawn or dead jobs and audit log
+entries (through `audit_log_prune`, the one path the append-only table lets rows leave by:
+`server.db.audit`) older than the retention age, a bounded batch per statement so no transaction holds many locks or bloats the
 WAL at once. Unfinished executions are never pruned, whatever their age. Repair re-installs the
 capture trigger of a registered database source whose table lost it (dropped and re-created),
 so a source never goes quiet without anyone noticing.
@@ -10,11 +11,13 @@ so a source never goes quiet without anyone noticing.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Final
 
 import msgspec
 
+from server.db.audit import PRUNE_AUDIT_LOG, prune_audit_log
 from server.db.database_triggers import (
     DatabaseTriggerConfig,
     install_trigger,
@@ -49,6 +52,7 @@ PRUNE_STATEMENTS: Final = {
     "executions": PRUNE_EXECUTIONS,
     "events": PRUNE_EVENTS,
     "jobs": PRUNE_JOBS,
+    "audit": PRUNE_AUDIT_LOG,
 }
 
 DATABASE_SOURCES: Final = "SELECT trigger_key, config::text AS config FROM workflow_trigger_registry WHERE type = 'database'"
@@ -60,8 +64,11 @@ SELECT EXISTS (
 """
 
 
-async def prune_batch(connection: Connection, what: str, older_than: object) -> int:
-    """Delete one batch of `what` (executions, events, jobs); returns how many rows went."""
+async def prune_batch(connection: Connection, what: str, older_than: dt.datetime) -> int:
+    """Delete one batch of `what` (executions, events, jobs, audit); returns how many rows
+    went."""
+    if what == "audit":  # a function answering its count, not a DELETE statement
+        return await prune_audit_log(connection, older_than, PRUNE_BATCH)
     status = await connection.execute(PRUNE_STATEMENTS[what], older_than, PRUNE_BATCH)
     return int(status.split()[-1])
 

@@ -296,3 +296,6 @@ class ApiToken(Table, tablename="api_token"):
     last_used_at = Timestamptz(null=True, default=None)
     revoked_at = Timestamptz(null=True, default=None)
     expires_at = Timestamptz(null=True, default=None)
+    # admin | editor | operator | viewer | ingest (server.access; 2026-12-08T02:40:00)
+    role = Text(default="admin")
+    trigger_keys = Array(base_column=Text(), null=True, default=None)  # ingest: allowed keys

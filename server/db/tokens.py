@@ -7,6 +7,8 @@ refused at once by every replica with nothing to invalidate. Measured on loopbac
 statement records `last_used_at`, but writes it only when the stored time is older than
 LAST_USED_RESOLUTION_SECONDS: 3,200 checks of one token made one write, not one per request.
 Revoked tokens stay listed (with `revoked_at`) so an administrator can see what was cut off.
+Each token carries a role (`server.access`), fixed when it is made, and an ingest token may be
+held to a list of trigger keys.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Final
 
 import msgspec
 
+from server.access import AccessRole, Principal
 from server.crypto.tokens import generate_token, hash_token
 from server.db.tables import ApiToken
 from server.errors import NotFoundError, ValidationError
@@ -24,12 +27,12 @@ from server.queue.client import Connection
 
 LAST_USED_RESOLUTION_SECONDS: Final = 60.0
 
-# The live row with this hash (the unique index on token_hash), and, in the same statement,
+# The live row with this hash (its id, name, role and trigger keys) (the unique index on token_hash), and, in the same statement,
 # its last_used_at moved to now when it is over a minute old. The UPDATE locks that one row
 # only while it writes; concurrent checks of the same token read the old row meanwhile.
 LIVE_HASH_CHECK: Final = """
 WITH live AS (
-  SELECT id, last_used_at FROM api_token
+  SELECT id, name, role, trigger_keys, last_used_at FROM api_token
   WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
 ), touched AS (
   UPDATE api_token SET last_used_at = now()
@@ -39,7 +42,7 @@ WITH live AS (
   )
   RETURNING id
 )
-SELECT EXISTS (SELECT 1 FROM live)
+SELECT id, name, role, trigger_keys FROM live
 """
 
 
@@ -48,6 +51,8 @@ class TokenSummary(msgspec.Struct, frozen=True, kw_only=True):
 
     id: uuid.UUID
     name: str
+    role: AccessRole
+    trigger_keys: list[str] | None
     created_at: dt.datetime
     expires_at: dt.datetime | None
     last_used_at: dt.datetime | None
@@ -59,6 +64,8 @@ class NewToken(msgspec.Struct, frozen=True, kw_only=True):
 
     id: uuid.UUID
     name: str
+    role: AccessRole
+    trigger_keys: list[str] | None
     token: str
     created_at: dt.datetime
     expires_at: dt.datetime | None
@@ -67,6 +74,8 @@ class NewToken(msgspec.Struct, frozen=True, kw_only=True):
 _SUMMARY_COLUMNS = (
     ApiToken.id,
     ApiToken.name,
+    ApiToken.role,
+    ApiToken.trigger_keys,
     ApiToken.created_at,
     ApiToken.expires_at,
     ApiToken.last_used_at,
@@ -79,17 +88,41 @@ async def create_token(name: str) -> str:
     return (await issue_token(name)).token
 
 
-async def issue_token(name: str, *, expires_at: dt.datetime | None = None) -> NewToken:
-    """Make and store a token (live until `expires_at`, if given, which must be ahead)."""
+async def issue_token(
+    name: str,
+    *,
+    role: AccessRole = AccessRole.ADMIN,
+    trigger_keys: list[str] | None = None,
+    expires_at: dt.datetime | None = None,
+) -> NewToken:
+    """Make and store a token with `role` (live until `expires_at`, if given, which must be
+    ahead); `trigger_keys` (ingest tokens only) holds it to those trigger keys."""
     if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC):
         raise ValidationError(
             f"expires_at {expires_at.isoformat()} is not in the future; give a later time"
         )
+    if trigger_keys is not None and role is not AccessRole.INGEST:
+        raise ValidationError(
+            f"trigger_keys holds an ingest token to some trigger keys; a {role} token takes "
+            'none: drop trigger_keys or make the token with "role": "ingest"'
+        )
     token = generate_token()
-    row = ApiToken(name=name, token_hash=hash_token(token), expires_at=expires_at)
+    row = ApiToken(
+        name=name,
+        token_hash=hash_token(token),
+        expires_at=expires_at,
+        role=role.value,
+        trigger_keys=trigger_keys,
+    )
     await row.save().run()
     return NewToken(
-        id=row.id, name=name, token=token, created_at=row.created_at, expires_at=expires_at
+        id=row.id,
+        name=name,
+        role=role,
+        trigger_keys=trigger_keys,
+        token=token,
+        created_at=row.created_at,
+        expires_at=expires_at,
     )
 
 
@@ -102,11 +135,18 @@ async def token_stored(token_hash: str) -> bool:
     return bool(await ApiToken.exists().where(ApiToken.token_hash == token_hash).run())
 
 
-async def is_live_token(connection: Connection, token_hash: str) -> bool:
-    """True when a stored token has this hash and is neither revoked nor expired; notes its
-    use (see the module docstring)."""
-    return bool(
-        await connection.fetchval(LIVE_HASH_CHECK, token_hash, LAST_USED_RESOLUTION_SECONDS)
+async def live_token(connection: Connection, token_hash: str) -> Principal | None:
+    """The stored token with this hash when it is neither revoked nor expired, else None;
+    notes its use (see the module docstring)."""
+    row = await connection.fetchrow(LIVE_HASH_CHECK, token_hash, LAST_USED_RESOLUTION_SECONDS)
+    if row is None:
+        return None
+    keys = row["trigger_keys"]
+    return Principal(
+        token_id=row["id"],
+        name=row["name"],
+        role=AccessRole(row["role"]),
+        trigger_keys=None if keys is None else tuple(keys),
     )
 
 

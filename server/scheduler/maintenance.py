@@ -3,7 +3,7 @@
 Every `MAINTENANCE_INTERVAL` one replica (whichever takes the advisory lock; the others skip
 that pass) fails the executions whose step job died outside its handler, re-installs capture triggers missing from watched tables, recording a source it
 cannot repair in that trigger's health, and prunes finished executions, events and dead or
-withdrawn jobs older than `RETENTION_DAYS`, a bounded number of batches per pass so a large
+withdrawn jobs and audit log entries older than `RETENTION_DAYS`, a bounded number of batches per pass so a large
 backlog drains over several passes instead of one long one.
 """
 

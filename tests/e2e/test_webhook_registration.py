@@ -61,7 +61,9 @@ async def test_github_hook_is_created_repaired_updated_and_removed(
     async with api_client(server) as client:
         await create_github_credential(client, fake_github)
         webhook = await _create_github_webhook(client)
-        assert webhook["registration_status"]["state"] == "pending"
+        # The answer reads the endpoint after its commit, when the scheduler (woken by the
+        # commit's notification) may already have registered it.
+        assert webhook["registration_status"]["state"] in {"pending", "registered"}
         secret = webhook["generated_secret"]
         response = await client.post(
             "/api/v1/workflows/import",

@@ -44,9 +44,13 @@ async def test_retention_prunes_only_old_finished_work(
             "INSERT INTO job (kind, state, updated_at) VALUES ('x', 'dead', $1), ('x', 'dead', $2), ('x', 'queued', $1)",
             OLD, RECENT,
         )  # fmt: skip
+        await connection.execute(
+            "INSERT INTO audit_log (at, token_name, role, action, target_type) VALUES ($1, 'a', 'admin', 'x.y', 'x'), ($2, 'a', 'admin', 'x.y', 'x')",
+            OLD, RECENT,
+        )  # fmt: skip
     report = await maintenance_pass(pool, SETTINGS, NOW, direct_dsn=database_dsn)
     assert report is not None
-    assert report.pruned == {"executions": 1, "events": 1, "jobs": 1}
+    assert report.pruned == {"executions": 1, "events": 1, "jobs": 1, "audit": 1}
     async with pool.acquire() as connection:
         statuses = sorted(
             r["status"] for r in await connection.fetch("SELECT status FROM workflow_execution")
@@ -54,6 +58,8 @@ async def test_retention_prunes_only_old_finished_work(
         jobs = sorted(r["state"] for r in await connection.fetch("SELECT state FROM job"))
     assert statuses == ["FAILED", "RUNNING"]  # recent, and unfinished however old
     assert jobs == ["dead", "queued"]
+    async with pool.acquire() as connection:
+        assert await connection.fetchval("SELECT array_agg(at) FROM audit_log") == [RECENT]
 
 
 async def test_a_pass_is_skipped_while_another_replica_holds_the_lock(

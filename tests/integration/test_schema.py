@@ -38,6 +38,7 @@ async def test_migrations_create_all_tables_and_the_view_on_an_empty_database(
         "api_token",
         "trigger_health",
         "webhook_registration",
+        "audit_log",
     }
     assert views == {"workflow_latest_json"}
     assert {table._meta.tablename for table in TABLES} == EXPECTED_TABLES
