@@ -457,7 +457,7 @@ def test_secrets_come_only_from_existing_secrets_by_documented_key(rendering: st
     objects = rendered(rendering)
     assert of_kind(objects, "Secret") == [], "no secret value is ever rendered"
     examples = example_secrets()
-    known = {name.upper() for name in Settings.__struct_fields__} | {"DATABASE_DIRECT_URL"}
+    known = {name.upper() for name in Settings.__struct_fields__}
     for workload in server_workloads(objects):
         container = server_container(workload)
         assert container["envFrom"] == [{"configMapRef": {"name": "switchyard"}}]

@@ -20,6 +20,7 @@ import yaml
 
 from server.queue.client import enqueue_job
 from server.queue.jobs import NewJob
+from server.queue.sql import QUEUE_BACKLOG
 from tests.support.kustomize import DEPLOY, render
 from tests.support.promql import SCRAPE_LABELS, exported_metrics, references
 
@@ -247,7 +248,7 @@ def test_the_scrape_config_matches_the_server_pods_and_its_metrics_token() -> No
 
 def test_the_autoscaler_queries_refer_only_to_exported_metrics() -> None:
     expressions = autoscaler_expressions()
-    assert len(expressions) == 3
+    assert len(expressions) == 4
     assert unknown_references(expressions) == []
     for where, expression in expressions.items():
         if "series" not in where:  # a missing series would read as an error, not as 0
@@ -280,3 +281,17 @@ async def test_the_keda_postgresql_queries_count_due_jobs_through_the_claim_inde
         for query in keda_queries.values():
             plan = "\n".join(r[0] for r in await connection.fetch(f"EXPLAIN {query}"))
             assert "job_claim_idx" in plan, plan
+
+
+def test_the_keda_postgresql_queries_wrap_the_servers_queue_depth_statement(
+    keda_queries: dict[str, str],
+) -> None:
+    """The scaler reads the same bounded statement as the /metrics gauges, not a count that
+    grows with the backlog: the text inside each wrapper is QUEUE_BACKLOG's."""
+
+    def words(sql: str) -> str:
+        return " ".join(sql.split())
+
+    statement = words(QUEUE_BACKLOG)
+    for name, query in keda_queries.items():
+        assert statement in words(query), name
