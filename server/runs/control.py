@@ -113,8 +113,8 @@ async def fail_execution(connection: Connection, execution_id: uuid.UUID, error:
         connection, execution_id, ExecutionStatus.FAILED, error=error, steps_run=1
     )
     await stop_pending_work(connection, execution_id)
-    EXECUTIONS_FINISHED.labels(ExecutionStatus.FAILED.value).inc()
     workflow_id, name = await store.execution_workflow(connection, execution_id)
+    EXECUTIONS_FINISHED.labels(ExecutionStatus.FAILED.value, str(workflow_id)).inc()
     log.error(
         "execution_failed",
         error=error,  # callers pass an error already redacted of secrets

@@ -12,6 +12,10 @@ STEP_DURATION = Histogram(
     ["kind", "status"],
     buckets=DURATION_BUCKETS_SECONDS,
 )
+# By workflow id: one series per workflow and final status, bounded by the workflows a team
+# defines (as n8n's optional workflow-id label), so a dashboard can show each one's failure rate.
 EXECUTIONS_FINISHED = Counter(
-    "switchyard_executions_finished", "Executions that reached a final status.", ["status"]
+    "switchyard_executions_finished",
+    "Executions that reached a final status, by status and workflow id.",
+    ["status", "workflow_id"],
 )

@@ -487,7 +487,7 @@ class StepRunner:
         run.version = version
         run.steps_run += 1
         if status is ExecutionStatus.SUCCESS:
-            EXECUTIONS_FINISHED.labels(status.value).inc()
+            EXECUTIONS_FINISHED.labels(status.value, str(run.execution.workflow_id)).inc()
             log.info("execution_finished", status=status.value)
 
     def _wake_up(self, run: _Run, step_key: str, until: dt.datetime) -> NewJob:

@@ -257,6 +257,12 @@ async def test_an_unhandled_failure_fails_the_execution_and_retry_resumes_it(
 
     again = await engine_client.post(f"/api/v1/executions/{execution_id}/retry")
     assert again.status_code == 409
+    # /metrics counts the failure and the success under the workflow's id (the dashboard's and
+    # the per-workflow failure alert's label).
+    metrics = (await engine_client.get("/metrics")).text
+    for status in ("FAILED", "SUCCESS"):
+        labels = f'status="{status}",workflow_id="{workflow_id}"'
+        assert f"switchyard_executions_finished_total{{{labels}}} 1.0" in metrics, status
     await assert_invariants(engine_settings)
 
 
