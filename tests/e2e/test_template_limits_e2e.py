@@ -4,7 +4,6 @@ refused when saved where that is certain; secrets never stored in any transforme
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.support.timing import collector_frozen
 from tests.support.workflows import import_published, run, steps_by_key, wait_for
 
 SPIN = "{% for i in range(trigger.n) %}{% for j in range(trigger.n) %}{% endfor %}{% endfor %}"
@@ -22,24 +22,16 @@ MACRO = (
 
 
 async def _health_times_while(client: httpx.AsyncClient, work: asyncio.Task[Any]) -> list[float]:
-    """How long each /health took while `work` ran (one every 20 ms).
-
-    What is measured is whether a render holds the event loop, so the test process's own heap
-    (1.9 GB late in a full run) is frozen out of the collector meanwhile. One answer took 5.7 s
-    late in a CI pass (and never earlier in the same run); a full collection walking that heap
-    is the likely pause, of pytest's making: a server's heap is small."""
+    """How long each /health took while `work` ran (one every 20 ms), with the test process's
+    own heap out of the collector (tests.support.timing)."""
     times: list[float] = []
-    gc.collect()
-    gc.freeze()
-    try:
+    with collector_frozen():
         while not work.done():
             started = time.perf_counter()
             response = await client.get("/health")
             times.append(time.perf_counter() - started)
             assert response.status_code == 200
             await asyncio.sleep(0.02)
-    finally:
-        gc.unfreeze()
     return times
 
 

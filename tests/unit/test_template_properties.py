@@ -4,13 +4,16 @@ RenderError, in bounded time; nothing else escapes, and nothing reaches outside 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.engine.budget import Budget
 from server.engine.rendering import RenderError, render_cfg, with_budget
+from tests.support.timing import collector_frozen
 
 CONTEXT: dict[str, Any] = {
     "trigger": {"n": 7, "big": 10**9, "s": "héllo wörld", "mb": "a" * 100_000, "items": [1, 2, 3]},
@@ -68,6 +71,13 @@ def _templates() -> st.SearchStrategy[str]:
             )
         ),
     )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _heap_out_of_the_collector() -> Iterator[None]:
+    """The wall-time bound below measures the render, not pytest's heap (tests.support.timing)."""
+    with collector_frozen():
+        yield
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
