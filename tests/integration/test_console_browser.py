@@ -8,21 +8,19 @@ Skipped where Chromium is not installed (`apt-get install chromium`; .ci/run ins
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Page, Route, async_playwright, expect
+from playwright.async_api import Page, expect
 
+from tests.support.browser import CHROMIUM, offline_page
 from tests.support.peers import HttpPeer
 from tests.support.processes import ServerProcess, environment, switchyard_run
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed"),
     pytest.mark.timeout(120),
@@ -59,28 +57,11 @@ async def api(console_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]
 @pytest.fixture
 async def browser_page(console_server: ServerProcess) -> AsyncIterator[tuple[Page, list[str]]]:
     """A page whose requests to any host but the server's are aborted (and recorded)."""
-    refused: list[str] = []
-    own_host = urlsplit(console_server.url).netloc
-
-    async def only_this_server(route: Route) -> None:
-        if urlsplit(route.request.url).netloc == own_host:
-            await route.continue_()
-        else:
-            refused.append(route.request.url)
-            await route.abort()
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(WAIT_MS)
-            await page.route("**/*", only_this_server)
-            page.on("dialog", lambda dialog: dialog.accept())
-            yield page, refused
-        finally:
-            await browser.close()
+    viewport = {"width": 1280, "height": 900}
+    async with offline_page(console_server.url, viewport=viewport) as (page, refused):
+        page.set_default_timeout(WAIT_MS)
+        page.on("dialog", lambda dialog: dialog.accept())
+        yield page, refused
 
 
 async def sign_in(page: Page, server: ServerProcess, token: str = TOKEN) -> None:

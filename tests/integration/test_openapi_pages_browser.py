@@ -5,17 +5,15 @@ Skipped where Chromium is not installed (`apt-get install chromium`)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import Page, Route, async_playwright
+from playwright.async_api import Page
 
+from tests.support.browser import CHROMIUM, offline_page
 from tests.support.processes import ServerProcess, environment, switchyard_run
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
 
 RENDER_TIMEOUT_MS = 20_000
@@ -33,35 +31,19 @@ def docs_server(database_dsn: str, tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-async def offline_page(docs_server: ServerProcess) -> AsyncIterator[tuple[Page, list[str]]]:
+async def offline_page_of_server(
+    docs_server: ServerProcess,
+) -> AsyncIterator[tuple[Page, list[str]]]:
     """A page whose requests to any host but the server's are aborted (and recorded)."""
-    refused: list[str] = []
-    own_host = urlsplit(docs_server.url).netloc
-
-    async def only_this_server(route: Route) -> None:
-        if urlsplit(route.request.url).netloc == own_host:
-            await route.continue_()
-        else:
-            refused.append(route.request.url)
-            await route.abort()
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            page = await browser.new_page()
-            await page.route("**/*", only_this_server)
-            yield page, refused
-        finally:
-            await browser.close()
+    async with offline_page(docs_server.url) as opened:
+        yield opened
 
 
 @pytest.mark.timeout(90)
 async def test_swagger_ui_renders_the_operations_offline(
-    docs_server: ServerProcess, offline_page: tuple[Page, list[str]]
+    docs_server: ServerProcess, offline_page_of_server: tuple[Page, list[str]]
 ) -> None:
-    page, refused = offline_page
+    page, refused = offline_page_of_server
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     await page.goto(docs_server.url + "/schema/swagger")
@@ -75,9 +57,9 @@ async def test_swagger_ui_renders_the_operations_offline(
 
 @pytest.mark.timeout(90)
 async def test_redoc_renders_the_operations_offline(
-    docs_server: ServerProcess, offline_page: tuple[Page, list[str]]
+    docs_server: ServerProcess, offline_page_of_server: tuple[Page, list[str]]
 ) -> None:
-    page, refused = offline_page
+    page, refused = offline_page_of_server
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     await page.goto(docs_server.url + "/schema/redoc")
