@@ -53,6 +53,15 @@ def cells(figures: object, columns: Iterable[Column]) -> str:
     return "".join(fmt.format(getattr(figures, field)) for _, field, fmt in columns)
 
 
+def competition_lines(other_cpu_cores: dict[str, float]) -> list[str]:
+    """A note naming the runs (label: other processes' busy cores) during which other work
+    competed for the CPU (over BUSY_CORES), since their figures then come out low."""
+    busy = [label for label, cores in other_cpu_cores.items() if cores > BUSY_CORES]
+    if not busy:
+        return []
+    return [f"note: other processes competed for the CPU during {', '.join(busy)}"]
+
+
 def ratio_and_target_lines(
     ratios: dict[str, float], targets: Iterable[tuple[str, bool]]
 ) -> list[str]:

@@ -63,6 +63,7 @@ from bench.command import (
     DEFAULT_DSN,
     Column,
     cells,
+    competition_lines,
     headings,
     progress,
     ratio_and_target_lines,
@@ -291,14 +292,15 @@ def render_table(results: Results, found: dict[str, float]) -> str:
         for level, figures in levels.items():
             lines.append(f"{name:<12}{level:>8}{cells(figures, COLUMNS)}")
     lines.extend(ratio_and_target_lines(found, targets(results)))
-    busy = [
-        f"{name} {suffix(level)}"
-        for name, levels in results.items()
-        for level, figures in levels.items()
-        if figures.other_cpu_cores > BUSY_CORES
-    ]
-    if busy:
-        lines.append(f"note: other processes competed for the CPU during {', '.join(busy)}")
+    lines.extend(
+        competition_lines(
+            {
+                f"{name} {suffix(level)}": figures.other_cpu_cores
+                for name, levels in results.items()
+                for level, figures in levels.items()
+            }
+        )
+    )
     return "\n".join(lines)
 
 

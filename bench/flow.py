@@ -50,6 +50,7 @@ from bench.command import (
     DEFAULT_DSN,
     Column,
     cells,
+    competition_lines,
     headings,
     progress,
     ratio_and_target_lines,
@@ -237,9 +238,7 @@ def render_table(results: Results, found: dict[str, float], checks: dict[str, bo
     ]
     lines.extend(f"{shape:<12}{cells(figures, COLUMNS)}" for shape, figures in results.items())
     lines.extend(ratio_and_target_lines(found, checks.items()))
-    busy = [shape for shape, figures in results.items() if figures.other_cpu_cores > BUSY_CORES]
-    if busy:
-        lines.append(f"note: other processes competed for the CPU during {', '.join(busy)}")
+    lines.extend(competition_lines({s: f.other_cpu_cores for s, f in results.items()}))
     return "\n".join(lines)
 
 

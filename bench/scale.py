@@ -59,6 +59,7 @@ from bench.command import (
     DEFAULT_DSN,
     Column,
     cells,
+    competition_lines,
     headings,
     progress,
     ratio_and_target_lines,
@@ -297,9 +298,7 @@ def render_table(results: dict[str, SizeFigures]) -> str:
     lines = [f"{'size':<18}{headings(COLUMNS)}"]
     lines.extend(f"{label:<18}{cells(f, COLUMNS)}" for label, f in results.items())
     lines.extend(ratio_and_target_lines({}, targets(results)))
-    busy = [label for label, f in results.items() if f.other_cpu_cores > BUSY_CORES]
-    if busy:
-        lines.append(f"note: other processes competed for the CPU during {', '.join(busy)}")
+    lines.extend(competition_lines({label: f.other_cpu_cores for label, f in results.items()}))
     return "\n".join(lines)
 
 
